@@ -1,0 +1,134 @@
+// Configuration: a YAML file, then environment variables, then flags — each layer overrides the one before, and
+// the merged result is validated once with precise messages (path of the bad field + what was expected).
+import { readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { TransshipError } from './errors.js';
+
+const positiveInt = z.number().int().positive();
+
+const s3Schema = z
+  .object({
+    endpoint: z.string().url().optional(),
+    /** Signing region (AWS_REGION). */
+    region: z.string().min(1).optional(),
+    accessKeyId: z.string().min(1).optional(),
+    secretAccessKey: z.string().min(1).optional(),
+    sessionToken: z.string().min(1).optional(),
+    multipartThreshold: positiveInt.optional(),
+    partSize: positiveInt.min(5 * 1024 * 1024, 'partSize must be at least 5 MiB (S3 minimum)').optional(),
+    partConcurrency: positiveInt.max(64).optional(),
+  })
+  .strict();
+
+const regionSchema = z
+  .object({
+    /** `s3://bucket/prefix` or `dir:/path`. */
+    store: z.string().min(1),
+    s3: s3Schema.optional(),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    /** The home store: where writes go. `dir:PATH` or `s3://BUCKET[/PREFIX]`. */
+    store: z.string().min(1).optional(),
+    /** The home region's name (a key of `regions`, or a label for the single store). */
+    region: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'region names are lowercase letters, digits and "-"').optional(),
+    regions: z.record(z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'region names are lowercase letters, digits and "-"'), regionSchema).optional(),
+    s3: s3Schema.optional(),
+    concurrency: positiveInt.max(64).optional(),
+    cache: z.object({ file: z.string().optional(), ttlSeconds: positiveInt.optional(), enabled: z.boolean().optional() }).strict().optional(),
+    retry: z
+      .object({ maxAttempts: positiveInt.max(20).optional(), baseDelayMs: z.number().int().nonnegative().optional(), maxDelayMs: positiveInt.optional(), maxElapsedMs: positiveInt.optional() })
+      .strict()
+      .optional(),
+    log: z.object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).optional() }).strict().optional(),
+    otlpEndpoint: z.string().url().optional(),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    if (c.regions && c.region && !(c.region in c.regions)) {
+      ctx.addIssue({ code: 'custom', path: ['region'], message: `home region "${c.region}" is not one of regions: ${Object.keys(c.regions).join(', ')}` });
+    }
+  });
+
+export type Config = z.infer<typeof configSchema>;
+
+export const DEFAULT_STORE = `dir:${join(process.env.XDG_DATA_HOME ?? join(homedir(), '.local', 'share'), 'transship', 'store')}`;
+export const DEFAULT_CACHE_FILE = join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'transship', 'presence.jsonl');
+
+function deepMerge<T extends Record<string, unknown>>(a: T, b: Record<string, unknown>): T {
+  const out: Record<string, unknown> = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    if (v === undefined) continue;
+    const prev = out[k];
+    out[k] = prev && typeof prev === 'object' && !Array.isArray(prev) && v && typeof v === 'object' && !Array.isArray(v) ? deepMerge(prev as Record<string, unknown>, v as Record<string, unknown>) : v;
+  }
+  return out as T;
+}
+
+function envLayer(env: NodeJS.ProcessEnv): Record<string, unknown> {
+  const num = (name: string): number | undefined => {
+    const v = env[name];
+    if (v === undefined || v === '') return undefined;
+    const n = Number(v);
+    if (!Number.isFinite(n)) throw new TransshipError('TS_CONFIG_INVALID', `environment variable ${name}="${v}" is not a number`);
+    return n;
+  };
+  const s3 = {
+    endpoint: env.AWS_ENDPOINT_URL_S3 || env.AWS_ENDPOINT_URL || undefined,
+    region: env.AWS_REGION || env.AWS_DEFAULT_REGION || undefined,
+    accessKeyId: env.AWS_ACCESS_KEY_ID || undefined,
+    secretAccessKey: env.AWS_SECRET_ACCESS_KEY || undefined,
+    sessionToken: env.AWS_SESSION_TOKEN || undefined,
+  };
+  return {
+    store: env.TRANSSHIP_STORE || undefined,
+    region: env.TRANSSHIP_REGION || undefined,
+    concurrency: num('TRANSSHIP_CONCURRENCY'),
+    otlpEndpoint: env.OTEL_EXPORTER_OTLP_ENDPOINT || undefined,
+    log: env.TRANSSHIP_LOG_LEVEL ? { level: env.TRANSSHIP_LOG_LEVEL } : undefined,
+    s3: Object.values(s3).some((v) => v !== undefined) ? s3 : undefined,
+  };
+}
+
+export function formatZodError(error: z.ZodError, source: string): string {
+  return error.issues
+    .slice(0, 5)
+    .map((i) => `${source}: ${i.path.length ? i.path.join('.') : '(top level)'}: ${i.message}`)
+    .join('\n');
+}
+
+/** Loads and validates: file (`--config` or TRANSSHIP_CONFIG) < environment < flags. */
+export function loadConfig(opts: { file?: string | undefined; flags?: Record<string, unknown>; env?: NodeJS.ProcessEnv } = {}): Config {
+  const env = opts.env ?? process.env;
+  const file = opts.file ?? env.TRANSSHIP_CONFIG;
+  let fromFile: Record<string, unknown> = {};
+  if (file) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new TransshipError('TS_CONFIG_INVALID', `cannot read config file ${file}: ${(err as Error).message}`, { cause: err });
+    }
+    let parsed: unknown;
+    try {
+      parsed = parseYaml(text);
+    } catch (err) {
+      throw new TransshipError('TS_CONFIG_INVALID', `config file ${file} is not valid YAML: ${(err as Error).message.split('\n')[0]}`, { cause: err });
+    }
+    if (parsed !== null && parsed !== undefined && (typeof parsed !== 'object' || Array.isArray(parsed))) {
+      throw new TransshipError('TS_CONFIG_INVALID', `config file ${file}: the top level must be a mapping`);
+    }
+    const fileCheck = configSchema.safeParse(parsed ?? {});
+    if (!fileCheck.success) throw new TransshipError('TS_CONFIG_INVALID', formatZodError(fileCheck.error, file));
+    fromFile = (parsed ?? {}) as Record<string, unknown>;
+  }
+  const merged = deepMerge(deepMerge(fromFile, envLayer(env)), opts.flags ?? {});
+  const r = configSchema.safeParse(merged);
+  if (!r.success) throw new TransshipError('TS_CONFIG_INVALID', formatZodError(r.error, file ? `${file} (+ environment and flags)` : 'configuration (environment and flags)'));
+  return r.data;
+}

@@ -1,0 +1,75 @@
+// The BlobStore contract: the small surface every backend implements (tus-node-server style). Keys follow the store
+// layout in docs/architecture.md; names and tags are validated (src/core/names.ts) before they reach a store, and
+// every store re-checks digests it is given.
+import type { Readable } from 'node:stream';
+
+export interface Signalled {
+  signal?: AbortSignal | undefined;
+}
+
+export interface BlobInfo {
+  digest: string;
+  size: number;
+}
+
+export interface ByteRange {
+  /** First byte, inclusive. */
+  start: number;
+  /** Last byte, inclusive (HTTP Range semantics). */
+  end: number;
+}
+
+export type PutOutcome =
+  /** We wrote the bytes. */
+  | { status: 'written'; size: number }
+  /** The store already had the blob (conditional write answered 412, or the key existed). Nothing was written. */
+  | { status: 'exists'; size: number };
+
+export interface PutBlobOptions extends Signalled {
+  /** Declared size when known (checked: a mismatch fails the write). */
+  size?: number | undefined;
+  /** Progress callback, bytes read from the source so far. */
+  onProgress?: ((bytes: number) => void) | undefined;
+}
+
+export interface BlobStore {
+  /** Display name, e.g. `s3://bucket/prefix` or `dir:/var/lib/transship`. */
+  readonly name: string;
+  /** The region this store lives in; every store has one from the start. */
+  readonly region: string;
+
+  /** Size of a stored blob, or undefined when absent. */
+  statBlob(digest: string, opts?: Signalled): Promise<BlobInfo | undefined>;
+  /** Batch presence check: returns the subset of `digests` present, with sizes. Cheap in requests. */
+  statBlobs(digests: readonly string[], opts?: Signalled): Promise<Map<string, BlobInfo>>;
+  /** Streams a blob (or a byte range of it). Throws TS_BLOB_UNKNOWN when absent. */
+  getBlob(digest: string, opts?: Signalled & { range?: ByteRange | undefined }): Promise<Readable>;
+  /**
+   * Stores a blob under `digest` only if the bytes hash to it (TS_DIGEST_MISMATCH otherwise, nothing visible).
+   * `source` may be called more than once (retries) and must return a fresh stream each time.
+   */
+  putBlob(digest: string, source: () => Readable | Promise<Readable>, opts?: PutBlobOptions): Promise<PutOutcome>;
+  deleteBlob(digest: string, opts?: Signalled): Promise<void>;
+  listBlobs(opts?: Signalled): AsyncIterable<BlobInfo>;
+
+  /** Tag → manifest digest. Written last, after the manifest and its blobs are durable. */
+  getTag(repo: string, tag: string, opts?: Signalled): Promise<string | undefined>;
+  putTag(repo: string, tag: string, digest: string, opts?: Signalled): Promise<void>;
+  deleteTag(repo: string, tag: string, opts?: Signalled): Promise<void>;
+  listTags(repo: string, opts?: Signalled): Promise<string[]>;
+  /** Records that manifest `digest` belongs to `repo` (listing, authorization, GC roots). */
+  linkManifest(repo: string, digest: string, opts?: Signalled): Promise<void>;
+  unlinkManifest(repo: string, digest: string, opts?: Signalled): Promise<void>;
+  hasManifestLink(repo: string, digest: string, opts?: Signalled): Promise<boolean>;
+  listManifestLinks(repo: string, opts?: Signalled): Promise<string[]>;
+  /**
+   * What the store knows about a repository in one call: its tags with their digests (when cheap to know) and its
+   * manifest links. Lets a re-push skip writes that are already true.
+   */
+  repoState(repo: string, opts?: Signalled): Promise<{ tags: Map<string, string | undefined>; manifests: Set<string> }>;
+  listRepos(opts?: Signalled): Promise<string[]>;
+
+  /** Counts of requests sent to the backend by operation (for --json summaries and benchmarks). */
+  requestCounts(): Record<string, number>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,455 @@
+// Design note: the S3 the tests talk to is a real Ceph RGW, not a mock, because the project relies on exact RGW
+// behaviour (412 on `If-None-Match: *` PutObject, none on CompleteMultipartUpload, Content-MD5 checks, …).
+// Each call builds a throw-away single-node cluster on 127.0.0.1: one monitor, one memstore OSD (data lives in
+// the OSD's memory, so nothing survives and nothing touches a disk image), and N radosgw daemons sharing that
+// cluster, each on its own port — the "regions" of the placement tests. Everything lives in a fresh temp dir and
+// every daemon is a child process whose pid we hold, so `stop()` ends exactly what this call started even when
+// other clusters run on the same machine. Facts behind the configuration: ../../../shared/notes/ceph-rgw.md.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { constants, closeSync, openSync, readFileSync } from 'node:fs';
+import { access, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { request } from 'node:http';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+
+export interface RgwOptions {
+  /** Number of radosgw daemons sharing the cluster (default 1). */
+  gateways?: number;
+  /** Gives up on the whole startup (default 120 s; a cold `apt-get install` comes on top). */
+  timeoutMs?: number;
+  /** Memory the memstore OSD may fill (default 5 GiB: benchmarks upload ~1.5 GiB, RGW adds overhead). */
+  memstoreBytes?: number;
+  signal?: AbortSignal;
+  /** Progress lines (phase timings); silent by default. */
+  log?: (line: string) => void;
+}
+
+export interface Rgw {
+  env: Record<string, string>;
+  endpoints: string[];
+  accessKeyId: string;
+  secretAccessKey: string;
+  /** The temp dir holding config, logs and sockets (gone after stop()). */
+  dir: string;
+  stop(): Promise<void>;
+}
+
+export interface S3TestConfig {
+  endpoint: string;
+  endpoints: string[];
+  accessKeyId: string;
+  secretAccessKey: string;
+  region: string;
+}
+
+// Fixed keys: radosgw-admin accepts them, and a human reading a failing test's log can reuse them by hand.
+const ACCESS_KEY = 'TRANSSHIPTESTACCESS0';
+const SECRET_KEY = 'transship-test-secret-key-not-a-secret-0';
+const REGION = 'us-east-1';
+const REQUIRED_BINARIES = ['ceph-mon', 'ceph-osd', 'radosgw', 'radosgw-admin', 'monmaptool', 'ceph'];
+const CEPH_PACKAGES = ['ceph-mon', 'ceph-osd', 'ceph-mgr', 'radosgw'];
+const STOP_GRACE_MS = 3000;
+const LOG_TAIL_BYTES = 4000;
+
+export async function startRgw(opts: RgwOptions = {}): Promise<Rgw> {
+  const gateways = opts.gateways ?? 1;
+  if (!Number.isInteger(gateways) || gateways < 1 || gateways > 16) {
+    throw new RangeError(`startRgw: gateways must be an integer in 1..16, got ${String(gateways)}`);
+  }
+  const log = opts.log ?? (() => {});
+  const t0 = Date.now();
+  const phase = (what: string) => log(`rgw: ${what} (+${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+
+  await ensureCephInstalled(opts.signal, log);
+  phase('packages present');
+
+  // The deadline starts after installation: a cold install (~25 s) should not eat the cluster's time budget.
+  const timeout = AbortSignal.timeout(opts.timeoutMs ?? 120_000);
+  const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
+
+  const dir = await mkdtemp(join(tmpdir(), 'transship-rgw-'));
+  const cluster = new Cluster(dir);
+  try {
+    const [monPort, ...rgwPorts] = await freePorts(1 + gateways);
+    if (monPort === undefined) throw new Error('no free port');
+    const names = rgwPorts.map((_, i) => `client.rgw.g${i}`);
+    await cluster.configure(monPort, names, rgwPorts, opts.memstoreBytes ?? 5 * 1024 ** 3);
+
+    await cluster.run('monmaptool', ['--create', '--addv', 'a', `[v1:127.0.0.1:${monPort}]`, '--fsid', cluster.fsid, cluster.monmap], signal);
+    await cluster.run('ceph-mon', ['-c', cluster.conf, '--mkfs', '-i', 'a', '--monmap', cluster.monmap], signal);
+    cluster.daemon('mon.a', 'ceph-mon', ['-f', '-c', cluster.conf, '-i', 'a']);
+    phase('monitor started');
+
+    const osdUuid = randomUUID();
+    // `osd create` is the first monitor command, so it also waits for the monitor to answer.
+    const osdId = (await cluster.run('ceph', ['-c', cluster.conf, '--connect-timeout', '60', 'osd', 'create', osdUuid], signal)).trim();
+    if (osdId !== '0') throw new Error(`expected osd id 0 from a fresh cluster, got ${JSON.stringify(osdId)}`);
+    await cluster.run('ceph-osd', ['-c', cluster.conf, '--mkfs', '-i', '0', '--osd-uuid', osdUuid], signal);
+    await cluster.run('ceph', ['-c', cluster.conf, 'osd', 'crush', 'add', 'osd.0', '1.0', 'host=localhost', 'root=default'], signal);
+    cluster.daemon('osd.0', 'ceph-osd', ['-f', '-c', cluster.conf, '-i', '0']);
+    phase('osd started');
+
+    // radosgw-admin creates the default realm/zonegroup/zone and the RGW pools before any gateway starts, so the
+    // gateways (started together) find them and do not race each other creating them.
+    await cluster.run(
+      'radosgw-admin',
+      ['-c', cluster.conf, 'user', 'create', '--uid=transship', '--display-name=transship tests', `--access-key=${ACCESS_KEY}`, `--secret=${SECRET_KEY}`],
+      signal,
+    );
+    phase('user created');
+
+    const endpoints = rgwPorts.map((p) => `http://127.0.0.1:${p}`);
+    names.forEach((name) => cluster.daemon(name, 'radosgw', ['-f', '-c', cluster.conf, '-n', name]));
+    await Promise.all(names.map((name, i) => cluster.waitForHttp(name, endpoints[i] ?? '', signal)));
+    phase(`${gateways} gateway(s) answering`);
+
+    const env: Record<string, string> = {
+      TRANSSHIP_TEST_S3_ENDPOINT: endpoints[0] ?? '',
+      TRANSSHIP_TEST_S3_ENDPOINTS: endpoints.join(','),
+      TRANSSHIP_TEST_S3_ACCESS_KEY: ACCESS_KEY,
+      TRANSSHIP_TEST_S3_SECRET_KEY: SECRET_KEY,
+      TRANSSHIP_TEST_S3_REGION: REGION,
+    };
+    let stopping: Promise<void> | undefined;
+    return { env, endpoints, accessKeyId: ACCESS_KEY, secretAccessKey: SECRET_KEY, dir, stop: () => (stopping ??= cluster.destroy()) };
+  } catch (err) {
+    await cluster.destroy();
+    throw err;
+  }
+}
+
+/** The test S3 handed over by the test runner through the environment, or undefined outside it. */
+export function s3TestConfig(env: NodeJS.ProcessEnv = process.env): S3TestConfig | undefined {
+  const endpoint = env.TRANSSHIP_TEST_S3_ENDPOINT;
+  const accessKeyId = env.TRANSSHIP_TEST_S3_ACCESS_KEY;
+  const secretAccessKey = env.TRANSSHIP_TEST_S3_SECRET_KEY;
+  if (!endpoint || !accessKeyId || !secretAccessKey) return undefined;
+  const endpoints = (env.TRANSSHIP_TEST_S3_ENDPOINTS ?? endpoint).split(',').filter(Boolean);
+  return { endpoint, endpoints, accessKeyId, secretAccessKey, region: env.TRANSSHIP_TEST_S3_REGION || REGION };
+}
+
+/** An S3 client for the test bed; retries off so tests see every answer, as the project's own clients do. */
+export function testS3Client(endpoint?: string, config: S3TestConfig | undefined = s3TestConfig()): S3Client {
+  if (!config) throw new Error('no test S3: run through `node test/run.mjs` (TRANSSHIP_TEST_S3_* unset)');
+  return new S3Client({
+    endpoint: endpoint ?? config.endpoint,
+    region: config.region,
+    credentials: { accessKeyId: config.accessKeyId, secretAccessKey: config.secretAccessKey },
+    forcePathStyle: true,
+    maxAttempts: 1,
+  });
+}
+
+let bucketCounter = 0;
+
+/**
+ * Creates a bucket with a name no other test (or earlier run against the same cluster) uses and returns it.
+ * All gateways share one bucket namespace, so the name is unique across "regions" too.
+ */
+export async function createTestBucket(name?: string, endpoint?: string): Promise<string> {
+  const base = (name ?? 'test').toLowerCase().replace(/[^a-z0-9-]/g, '-').replace(/^-+|-+$/g, '').slice(0, 30) || 'test';
+  const unique = `${base}-${process.pid}-${Date.now().toString(36)}-${(bucketCounter++).toString(36)}`;
+  const client = testS3Client(endpoint);
+  try {
+    await client.send(new CreateBucketCommand({ Bucket: unique }));
+  } finally {
+    client.destroy();
+  }
+  return unique;
+}
+
+// ---- packages ----------------------------------------------------------------------------------------------
+
+let installing: Promise<void> | undefined;
+
+async function ensureCephInstalled(signal: AbortSignal | undefined, log: (line: string) => void): Promise<void> {
+  const missing = await missingBinaries();
+  if (missing.length === 0) return;
+  // One install per process, whoever asks first; apt's own lock timeout covers other processes.
+  installing ??= installCeph(missing, log).finally(() => (installing = undefined));
+  await abortable(installing, signal);
+  const still = await missingBinaries();
+  if (still.length) throw new Error(`Ceph binaries still missing after apt-get install: ${still.join(', ')}`);
+}
+
+async function installCeph(missing: string[], log: (line: string) => void): Promise<void> {
+  if (process.getuid?.() !== 0) {
+    throw new Error(`Ceph binaries missing (${missing.join(', ')}) and not root: apt-get install ${CEPH_PACKAGES.join(' ')}`);
+  }
+  log(`rgw: installing ${CEPH_PACKAGES.join(' ')} (missing ${missing.join(', ')})`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  const lock = ['-o', 'DPkg::Lock::Timeout=300'];
+  await runTool('apt-get', [...lock, 'update'], { env });
+  await runTool('apt-get', [...lock, 'install', '-y', '--no-install-recommends', ...CEPH_PACKAGES], { env });
+}
+
+async function missingBinaries(): Promise<string[]> {
+  const dirs = (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(delimiter).concat('/usr/bin', '/usr/sbin');
+  const missing: string[] = [];
+  for (const bin of REQUIRED_BINARIES) {
+    let found = false;
+    for (const d of dirs) {
+      if (await access(join(d, bin), constants.X_OK).then(() => true, () => false)) {
+        found = true;
+        break;
+      }
+    }
+    if (!found) missing.push(bin);
+  }
+  return missing;
+}
+
+// ---- the cluster -------------------------------------------------------------------------------------------
+
+interface Daemon {
+  name: string;
+  child: ChildProcess;
+  logFile: string;
+  exited: Promise<void>;
+  exit?: string;
+}
+
+class Cluster {
+  readonly fsid = randomUUID();
+  readonly conf: string;
+  readonly monmap: string;
+  private readonly daemons: Daemon[] = [];
+  private readonly killOnExit = () => {
+    // The runner died without stop(): do not leave a cluster holding GBs of memory behind.
+    for (const d of this.daemons) if (d.exit === undefined) d.child.kill('SIGKILL');
+  };
+
+  constructor(readonly dir: string) {
+    this.conf = join(dir, 'ceph.conf');
+    this.monmap = join(dir, 'monmap');
+    process.once('exit', this.killOnExit);
+  }
+
+  logFile(name: string): string {
+    return join(this.dir, 'log', `${name}.log`);
+  }
+
+  async configure(monPort: number, rgwNames: string[], rgwPorts: number[], memstoreBytes: number): Promise<void> {
+    const d = this.dir;
+    await Promise.all(['log', 'run', 'mon/ceph-a', 'osd/ceph-0', 'rgw', 'crash'].map((p) => mkdir(join(d, p), { recursive: true })));
+    const lines = [
+      '[global]',
+      `fsid = ${this.fsid}`,
+      // A v1 address on a custom port: radosgw cannot authenticate against a v2 address on a non-default port.
+      `mon host = [v1:127.0.0.1:${monPort}]`,
+      'mon initial members = a',
+      'ms bind msgr2 = false',
+      // Without these the OSD binds 0.0.0.0.
+      'public addr = 127.0.0.1',
+      'public network = 127.0.0.0/8',
+      'auth cluster required = none',
+      'auth service required = none',
+      'auth client required = none',
+      `keyring = ${join(d, 'keyring')}`,
+      'osd pool default size = 1',
+      'osd pool default min size = 1',
+      'mon allow pool size one = true',
+      'mon warn on pool no redundancy = false',
+      'osd crush chooseleaf type = 0',
+      'osd objectstore = memstore',
+      `memstore device bytes = ${memstoreBytes}`,
+      // Small, fixed PG counts: fewer PGs to create and peer per pool means faster pool creation.
+      'osd pool default pg autoscale mode = off',
+      'osd pool default pg num = 8',
+      'osd pool default pgp num = 8',
+      'rgw rados pool pg num min = 8',
+      // The monitor batches map changes for up to a second; RGW creates its pools one after another, so a short
+      // interval is most of the startup time saved.
+      'paxos propose interval = 0.1',
+      'paxos min wait = 0.01',
+      // RGW objects are 4 MiB stripes, but a single PutObject may be larger than the 128 MiB default.
+      'osd max object size = 1073741824',
+      `run dir = ${join(d, 'run')}`,
+      `crash dir = ${join(d, 'crash')}`,
+      `log file = ${join(d, 'log', '$name.log')}`,
+      `admin socket = ${join(d, 'run', '$name.asok')}`,
+      `pid file = ${join(d, 'run', '$name.pid')}`,
+      `mon data = ${join(d, 'mon', '$cluster-$id')}`,
+      `osd data = ${join(d, 'osd', '$cluster-$id')}`,
+      '',
+      '[client]',
+      // Fail in a minute, not the default five, when a gateway cannot reach the cluster.
+      'rgw init timeout = 60',
+      'rgw enable apis = s3, admin',
+      // Beast's 512 default threads per gateway only cost startup time and memory in tests.
+      'rgw thread pool size = 64',
+      'rgw dynamic resharding = false',
+      `rgw data = ${join(d, 'rgw', '$name')}`,
+      '',
+    ];
+    rgwNames.forEach((name, i) => {
+      // Only `endpoint=`: adding `port=` too makes beast bind twice and exit with "Address already in use".
+      lines.push(`[${name}]`, `rgw frontends = beast endpoint=127.0.0.1:${rgwPorts[i]}`, '');
+    });
+    await writeFile(this.conf, lines.join('\n'));
+    await writeFile(join(d, 'keyring'), '');
+  }
+
+  /** Runs a short-lived Ceph tool; its output goes to log/tools.log and the error carries its tail. */
+  async run(cmd: string, args: string[], signal: AbortSignal): Promise<string> {
+    return runTool(cmd, args, { signal, logFile: this.logFile('tools') });
+  }
+
+  daemon(name: string, cmd: string, args: string[]): void {
+    const logFile = this.logFile(name);
+    // stdout/stderr go next to the daemon's own log: crashes before logging starts end up there.
+    const fd = openSync(`${logFile}.stderr`, 'a');
+    let child: ChildProcess;
+    try {
+      child = spawn(cmd, args, { stdio: ['ignore', fd, fd] });
+    } finally {
+      closeSync(fd);
+    }
+    const daemon: Daemon = {
+      name,
+      child,
+      logFile,
+      exited: new Promise<void>((resolve) => {
+        child.once('exit', (code, sig) => {
+          daemon.exit = sig ?? `exit code ${code}`;
+          resolve();
+        });
+        child.once('error', (err) => {
+          daemon.exit = err.message;
+          resolve();
+        });
+      }),
+    };
+    this.daemons.push(daemon);
+  }
+
+  async waitForHttp(name: string, url: string, signal: AbortSignal): Promise<void> {
+    const daemon = this.daemons.find((d) => d.name === name);
+    for (;;) {
+      if (daemon?.exit !== undefined) {
+        throw new Error(`${name} exited (${daemon.exit}) before answering on ${url}\n${this.tail(name)}`);
+      }
+      if (signal.aborted) {
+        throw new Error(`${name} did not answer on ${url} in time (${String(signal.reason)})\n${this.tail(name)}`, { cause: signal.reason });
+      }
+      if (await httpAnswers(url, signal)) return;
+      await sleep(200, undefined, { signal }).catch(() => {});
+    }
+  }
+
+  tail(name: string): string {
+    const parts: string[] = [];
+    for (const file of [this.logFile(name), `${this.logFile(name)}.stderr`]) {
+      try {
+        const text = readFileSync(file, 'utf8');
+        if (text.trim()) parts.push(`--- tail of ${file} ---\n${text.slice(-LOG_TAIL_BYTES)}`);
+      } catch {
+        // Not written yet: the other file may say why.
+      }
+    }
+    return parts.join('\n') || `(no log output from ${name})`;
+  }
+
+  /** Ends every daemon this cluster started (and nothing else), then removes the temp dir. */
+  async destroy(): Promise<void> {
+    // Gateways first so clients see closed sockets rather than hanging requests, then the OSD, then the monitor.
+    const order = (d: Daemon) => (d.name.startsWith('client.') ? 0 : d.name.startsWith('osd.') ? 1 : 2);
+    const running = this.daemons.filter((d) => d.exit === undefined).sort((a, b) => order(a) - order(b));
+    for (const d of running) d.child.kill('SIGTERM');
+    const all = Promise.all(running.map((d) => d.exited));
+    const grace = AbortSignal.timeout(STOP_GRACE_MS);
+    await abortable(all, grace).catch(() => {
+      // The memstore OSD writes its whole store to disk on a clean shutdown; we are about to delete it anyway.
+      for (const d of running) if (d.exit === undefined) d.child.kill('SIGKILL');
+    });
+    await all;
+    process.removeListener('exit', this.killOnExit);
+    if (!process.env.KEEP) await rm(this.dir, { recursive: true, force: true, maxRetries: 3 });
+  }
+}
+
+// ---- small helpers -----------------------------------------------------------------------------------------
+
+/** Distinct free loopback ports: all are held open together so the kernel cannot hand out one twice. */
+async function freePorts(n: number): Promise<number[]> {
+  const servers: Server[] = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      const server = createServer();
+      servers.push(server);
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(0, '127.0.0.1', () => resolve());
+      });
+    }
+    return servers.map((s) => {
+      const addr = s.address();
+      if (addr === null || typeof addr === 'string') throw new Error('listen(0) gave no port');
+      return addr.port;
+    });
+  } finally {
+    await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+  }
+}
+
+function httpAnswers(url: string, signal: AbortSignal): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = request(url, { method: 'GET', signal, timeout: 2000, agent: false }, (res) => {
+      res.resume();
+      resolve(true);
+    });
+    req.once('timeout', () => req.destroy());
+    req.once('error', () => resolve(false));
+    req.end();
+  });
+}
+
+interface RunOptions {
+  signal?: AbortSignal;
+  env?: NodeJS.ProcessEnv;
+  /** Appends the tool's command line and output here too. */
+  logFile?: string;
+}
+
+/** Runs a command to completion; resolves with stdout, rejects with a message carrying its output's tail. */
+function runTool(cmd: string, args: string[], opts: RunOptions = {}): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'], signal: opts.signal });
+    let stdout = '';
+    let output = '';
+    child.stdout.setEncoding('utf8').on('data', (s: string) => {
+      stdout += s;
+      output = (output + s).slice(-LOG_TAIL_BYTES);
+    });
+    child.stderr.setEncoding('utf8').on('data', (s: string) => {
+      output = (output + s).slice(-LOG_TAIL_BYTES);
+    });
+    const finish = (err: Error | undefined) => {
+      if (opts.logFile) {
+        void writeFile(opts.logFile, `$ ${cmd} ${args.join(' ')}\n${output}\n`, { flag: 'a' }).catch(() => {});
+      }
+      if (err) reject(err);
+      else resolve(stdout);
+    };
+    child.once('error', (err) => finish(new Error(`${cmd} failed to run: ${err.message}\n${output}`, { cause: err })));
+    child.once('close', (code, sig) => {
+      if (code === 0) finish(undefined);
+      else finish(new Error(`${cmd} ${args.join(' ')} failed (${sig ?? `exit code ${code}`}):\n${output}`));
+    });
+  });
+}
+
+/** Awaits `p` but gives up when `signal` aborts (the work itself goes on: callers clean it up). */
+function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  signal.throwIfAborted();
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
