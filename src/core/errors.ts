@@ -59,6 +59,10 @@ export const ERROR_CODES = {
   // containerd lifecycle
   TS_CONTAINERD_UNREACHABLE: { retryable: true, exit: ExitCode.failure, summary: 'containerd is unreachable' },
   TS_PRECONDITION_CHANGED: { retryable: false, exit: ExitCode.failure, summary: 'state changed before acting' },
+  TS_CONTAINERD_REJECTED: { retryable: false, exit: ExitCode.failure, summary: 'containerd rejected the request' },
+  TS_CONTAINERD_PROTOCOL: { retryable: false, exit: ExitCode.failure, summary: 'unexpected reply from containerd' },
+  TS_DOCTOR_INCOMPLETE: { retryable: false, exit: ExitCode.failure, summary: 'diagnosis could not see enough to judge' },
+  TS_REPAIR_FAILED: { retryable: false, exit: ExitCode.failure, summary: 'a repair action failed' },
 } as const satisfies Record<string, CodeSpec>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

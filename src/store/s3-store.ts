@@ -157,7 +157,7 @@ export class S3Store implements BlobStore {
         if (isS3NotFound(err)) return undefined;
         throw err;
       }
-    });
+    }, d.value);
   }
 
   /**
@@ -392,7 +392,12 @@ export class S3Store implements BlobStore {
           throw err;
         }
       });
-      if (won) return 'claimed';
+      if (won) {
+        // The previous holder may have completed the blob and released the claim just before we took it.
+        if (!(await this.statBlob(d.value, { signal }))) return 'claimed';
+        await this.releaseClaim(d);
+        return 'exists';
+      }
       if (await this.statBlob(d.value, { signal })) return 'exists';
       const holder = await this.readSmall(key, signal);
       const expiresAt = holder ? Number((JSON.parse(holder) as { expiresAt?: unknown }).expiresAt) : 0;

@@ -86,3 +86,38 @@ export const multipartAbortsTotal = new Counter({
   labelNames: ['store'] as const,
   ...reg,
 });
+
+// --- containerd ---
+export const containerdDoctorFindings = new Gauge({
+  name: 'containerd_doctor_findings',
+  help: 'Findings of the last containerd doctor run, by finding code and severity.',
+  labelNames: ['code', 'severity'] as const,
+  ...reg,
+});
+export const containerdDoctorUp = new Gauge({
+  name: 'containerd_doctor_up',
+  help: '1 when the last doctor run could reach containerd and see what it needed, 0 otherwise.',
+  ...reg,
+});
+export const containerdDoctorLastRunTimestampSeconds = new Gauge({
+  name: 'containerd_doctor_last_run_timestamp_seconds',
+  help: 'Unix time at which the last doctor run finished.',
+  ...reg,
+});
+export const containerdDoctorDurationSeconds = new Gauge({
+  name: 'containerd_doctor_duration_seconds',
+  help: 'Wall time of the last doctor diagnosis.',
+  ...reg,
+});
+export const containerdDoctorRepairActionsTotal = new Counter({
+  name: 'containerd_doctor_repair_actions_total',
+  help: 'Repair actions by kind and outcome (done, skipped_precondition, failed).',
+  labelNames: ['action', 'outcome'] as const,
+  ...reg,
+});
+export const containerdRpcTotal = new Counter({
+  name: 'containerd_rpc_total',
+  help: 'containerd gRPC calls by method and gRPC status name.',
+  labelNames: ['method', 'status'] as const,
+  ...reg,
+});

@@ -8,6 +8,9 @@ import { uploadRetryLatencySeconds, uploadRetryTotal } from './metrics.js';
 import { log, uploadLog } from './log.js';
 import { markSpan, withSpan } from './tracing.js';
 
+/** Outcomes that are answers, not failures (the caller turns them into results). */
+const QUIET = new Set(['TS_BLOB_UNKNOWN', 'TS_NOT_FOUND', 'TS_TAG_UNKNOWN']);
+
 export interface ObservedCall {
   store: string;
   operation: string;
@@ -40,7 +43,8 @@ export async function observedRetry<T>(call: ObservedCall, op: (signal: AbortSig
           lastReason = verdict.reason;
           const fields = { ...uploadLog({ digest: call.digest ?? '', attempt, store: call.store, err: error }), operation: call.operation, retryable: verdict.retryable, delayMs };
           if (verdict.retryable && delayMs !== undefined) log.warn(fields, `${call.operation} failed, retrying`);
-          else if (verdict.reason !== 'cancelled') log.error(fields, `${call.operation} failed`);
+          else if (verdict.reason === 'cancelled' || QUIET.has(verdict.reason)) log.debug(fields, `${call.operation}: ${verdict.reason}`);
+          else log.error(fields, `${call.operation} failed`);
         },
       },
     );

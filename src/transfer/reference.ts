@@ -217,6 +217,16 @@ function parseDockerName(input: string, name: string, transport: Transport): { r
   return { registry, repo, ...(tag !== undefined ? { tag } : {}), ...(digest !== undefined ? { digest } : {}) };
 }
 
+/** `busybox` → `docker.io/library/busybox:latest`; undefined when `name` is not a docker name (RepoTags matching). */
+export function normalizeDockerName(name: string): string | undefined {
+  try {
+    const n = parseDockerName(name, name, 'docker');
+    return n.digest ? `${n.registry}/${n.repo}@${n.digest}` : `${n.registry}/${n.repo}:${n.tag ?? 'latest'}`;
+  } catch {
+    return undefined;
+  }
+}
+
 function parseDockerReference(input: string): DockerReference {
   const named = parseDockerName(input, input.slice('docker://'.length), 'docker');
   return {

@@ -6,7 +6,8 @@
 // Sharing layers between images: pass the same Buffer, or the same LayerSpec seed, in `layers` — the same seed and
 // size always give byte-identical blobs (and the same digest).
 import { createCipheriv, createHash, randomUUID, type Hash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { createReadStream, createWriteStream, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,8 +16,9 @@ import { pipeline } from 'node:stream/promises';
 import { once } from 'node:events';
 import { createGzip, gunzipSync } from 'node:zlib';
 import tar from 'tar-stream';
+type TarHeader = Partial<tar.Header> & Pick<tar.Header, 'name'>;
 import { digestOf } from '../../src/core/digest.js';
-import { MediaTypes, type Descriptor, type FetchedManifest } from '../../src/transfer/types.js';
+import { MediaTypes, type Descriptor, type FetchedManifest, type ImageDestination, type ImageSource } from '../../src/transfer/types.js';
 import { synthesizeDockerManifest } from '../../src/transfer/sources/docker-archive.js';
 
 export const FIXED_MTIME = new Date('2020-01-01T00:00:00Z');
@@ -98,15 +100,15 @@ async function writeStreamEntry(pack: tar.Pack, name: string, size: number, next
         left -= n;
         if (!entry.write(next(n))) await once(entry, 'drain');
       }
-      entry.end();
+      entry.end(undefined);
     })().catch(reject);
   });
   return done;
 }
 
-function addEntry(pack: tar.Pack, header: tar.Headers, data?: Buffer | string): Promise<void> {
+function addEntry(pack: tar.Pack, header: TarHeader, data?: Buffer | string): Promise<void> {
   return new Promise((resolve, reject) => {
-    const h: tar.Headers = { mode: header.type === 'directory' ? 0o755 : 0o644, mtime: FIXED_MTIME, uid: 0, gid: 0, ...header };
+    const h: TarHeader = { mode: header.type === 'directory' ? 0o755 : 0o644, mtime: FIXED_MTIME, uid: 0, gid: 0, ...header };
     if (data === undefined) pack.entry(h, (err) => (err ? reject(err) : resolve()));
     else pack.entry(h, data, (err) => (err ? reject(err) : resolve()));
   });
@@ -411,4 +413,51 @@ export async function makeDockerArchive(file: string, images: DockerImageOptions
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * A minimal copy (root → child manifests → blobs → manifests → commit) for transport tests; the real engine, with
+ * dedup, retries and progress, lives in src/transfer. Returns the digests of the blobs it wrote.
+ */
+export async function copyImageForTest(src: ImageSource, dst: ImageDestination, signal?: AbortSignal): Promise<string[]> {
+  const written: string[] = [];
+  const root = await src.root({ signal });
+  const manifests: FetchedManifest[] = [];
+  const visit = async (m: FetchedManifest): Promise<void> => {
+    const doc = JSON.parse(m.bytes.toString('utf8')) as { manifests?: Descriptor[]; config?: Descriptor; layers?: Descriptor[] };
+    if (doc.manifests) {
+      for (const child of doc.manifests) await visit(await src.manifest(child, { signal }));
+    } else {
+      for (const blob of [...(doc.config ? [doc.config] : []), ...(doc.layers ?? [])]) {
+        const r = await dst.putBlob(blob, () => src.blob(blob, { signal }), { signal });
+        if (r.status === 'written') written.push(blob.digest);
+      }
+    }
+    manifests.push(m);
+  };
+  await visit(root);
+  for (const m of manifests) await dst.putManifest(m, { signal });
+  await dst.commit(root, { signal });
+  return written;
+}
+
+/**
+ * Path of a working skopeo, installing the Debian package when it is missing and we are root; undefined when it
+ * cannot be had (tests then skip with that reason rather than fail on the machine).
+ */
+export function ensureSkopeo(): string | undefined {
+  const found = spawnSync('skopeo', ['--version'], { encoding: 'utf8' });
+  if (found.status === 0) return 'skopeo';
+  if (process.getuid?.() !== 0) return undefined;
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  spawnSync('apt-get', ['install', '-y', '--no-install-recommends', 'skopeo'], { stdio: 'ignore', env });
+  return spawnSync('skopeo', ['--version']).status === 0 ? 'skopeo' : undefined;
+}
+
+/** Runs skopeo with a private policy that accepts everything (tests never rely on the host's policy.json). */
+export function runSkopeo(args: string[], workDir: string): { status: number | null; stdout: string; stderr: string } {
+  const policy = join(workDir, 'skopeo-policy.json');
+  writeFileSync(policy, '{"default":[{"type":"insecureAcceptAnything"}]}');
+  const r = spawnSync('skopeo', ['--policy', policy, ...args], { encoding: 'utf8', timeout: 120_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }

@@ -69,7 +69,9 @@ export async function startRgw(opts: RgwOptions = {}): Promise<Rgw> {
 
   // The deadline starts after installation: a cold install (~25 s) should not eat the cluster's time budget.
   const timeout = AbortSignal.timeout(opts.timeoutMs ?? 120_000);
-  const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
+  // Aborted when startup fails, so no poll loop or tool outlives the failed attempt.
+  const giveUp = new AbortController();
+  const signal = AbortSignal.any([giveUp.signal, timeout, ...(opts.signal ? [opts.signal] : [])]);
 
   const dir = await mkdtemp(join(tmpdir(), 'transship-rgw-'));
   const cluster = new Cluster(dir);
@@ -104,7 +106,7 @@ export async function startRgw(opts: RgwOptions = {}): Promise<Rgw> {
 
     const endpoints = rgwPorts.map((p) => `http://127.0.0.1:${p}`);
     names.forEach((name) => cluster.daemon(name, 'radosgw', ['-f', '-c', cluster.conf, '-n', name]));
-    await Promise.all(names.map((name, i) => cluster.waitForHttp(name, endpoints[i] ?? '', signal)));
+    await Promise.race([Promise.all(names.map((name, i) => cluster.waitForHttp(name, endpoints[i] ?? '', signal))), cluster.died]);
     phase(`${gateways} gateway(s) answering`);
 
     const env: Record<string, string> = {
@@ -117,6 +119,7 @@ export async function startRgw(opts: RgwOptions = {}): Promise<Rgw> {
     let stopping: Promise<void> | undefined;
     return { env, endpoints, accessKeyId: ACCESS_KEY, secretAccessKey: SECRET_KEY, dir, stop: () => (stopping ??= cluster.destroy()) };
   } catch (err) {
+    giveUp.abort(err);
     await cluster.destroy();
     throw err;
   }
@@ -218,6 +221,12 @@ class Cluster {
   readonly conf: string;
   readonly monmap: string;
   private readonly daemons: Daemon[] = [];
+  private stopping = false;
+  private onDeath: (err: Error) => void = () => {};
+  /** Rejects as soon as a daemon exits on its own: every startup step races it instead of waiting for a timeout. */
+  readonly died = new Promise<never>((_, reject) => {
+    this.onDeath = reject;
+  });
   private readonly killOnExit = () => {
     // The runner died without stop(): do not leave a cluster holding GBs of memory behind.
     for (const d of this.daemons) if (d.exit === undefined) d.child.kill('SIGKILL');
@@ -227,6 +236,7 @@ class Cluster {
     this.conf = join(dir, 'ceph.conf');
     this.monmap = join(dir, 'monmap');
     process.once('exit', this.killOnExit);
+    this.died.catch(() => {}); // Observed through the races; nobody may be racing it when a daemon dies.
   }
 
   logFile(name: string): string {
@@ -255,6 +265,10 @@ class Cluster {
       'mon allow pool size one = true',
       'mon warn on pool no redundancy = false',
       'osd crush chooseleaf type = 0',
+      // We place osd.0 in the CRUSH map ourselves. Left on, the OSD sends its own CRUSH commands at boot, and now
+      // and then sends them before it has the monmap: the monitor answers "wrong fsid" and the OSD exits.
+      'osd crush update on start = false',
+      'osd class update on start = false',
       'osd objectstore = memstore',
       `memstore device bytes = ${memstoreBytes}`,
       // Small, fixed PG counts: fewer PGs to create and peer per pool means faster pool creation.
@@ -296,7 +310,13 @@ class Cluster {
 
   /** Runs a short-lived Ceph tool; its output goes to log/tools.log and the error carries its tail. */
   async run(cmd: string, args: string[], signal: AbortSignal): Promise<string> {
-    return runTool(cmd, args, { signal, logFile: this.logFile('tools') });
+    try {
+      return await Promise.race([runTool(cmd, args, { signal, logFile: this.logFile('tools') }), this.died]);
+    } catch (err) {
+      // A tool that hangs or fails usually does so because a daemon is unwell: show what they said last.
+      const tails = this.daemons.map((d) => this.tail(d.name, 1500)).join('\n');
+      throw new Error(`${errorMessage(err)}\n${tails}`, { cause: err });
+    }
   }
 
   daemon(name: string, cmd: string, args: string[]): void {
@@ -314,25 +334,20 @@ class Cluster {
       child,
       logFile,
       exited: new Promise<void>((resolve) => {
-        child.once('exit', (code, sig) => {
-          daemon.exit = sig ?? `exit code ${code}`;
+        const exited = (why: string) => {
+          daemon.exit ??= why;
+          if (!this.stopping) this.onDeath(new Error(`${name} exited during startup (${why})\n${this.tail(name)}`));
           resolve();
-        });
-        child.once('error', (err) => {
-          daemon.exit = err.message;
-          resolve();
-        });
+        };
+        child.once('exit', (code, sig) => exited(sig ?? `exit code ${code}`));
+        child.once('error', (err) => exited(err.message));
       }),
     };
     this.daemons.push(daemon);
   }
 
   async waitForHttp(name: string, url: string, signal: AbortSignal): Promise<void> {
-    const daemon = this.daemons.find((d) => d.name === name);
     for (;;) {
-      if (daemon?.exit !== undefined) {
-        throw new Error(`${name} exited (${daemon.exit}) before answering on ${url}\n${this.tail(name)}`);
-      }
       if (signal.aborted) {
         throw new Error(`${name} did not answer on ${url} in time (${String(signal.reason)})\n${this.tail(name)}`, { cause: signal.reason });
       }
@@ -341,12 +356,12 @@ class Cluster {
     }
   }
 
-  tail(name: string): string {
+  tail(name: string, bytes = LOG_TAIL_BYTES): string {
     const parts: string[] = [];
     for (const file of [this.logFile(name), `${this.logFile(name)}.stderr`]) {
       try {
         const text = readFileSync(file, 'utf8');
-        if (text.trim()) parts.push(`--- tail of ${file} ---\n${text.slice(-LOG_TAIL_BYTES)}`);
+        if (text.trim()) parts.push(`--- tail of ${file} ---\n${text.slice(-bytes)}`);
       } catch {
         // Not written yet: the other file may say why.
       }
@@ -356,6 +371,7 @@ class Cluster {
 
   /** Ends every daemon this cluster started (and nothing else), then removes the temp dir. */
   async destroy(): Promise<void> {
+    this.stopping = true;
     // Gateways first so clients see closed sockets rather than hanging requests, then the OSD, then the monitor.
     const order = (d: Daemon) => (d.name.startsWith('client.') ? 0 : d.name.startsWith('osd.') ? 1 : 2);
     const running = this.daemons.filter((d) => d.exit === undefined).sort((a, b) => order(a) - order(b));
@@ -441,6 +457,10 @@ function runTool(cmd: string, args: string[], opts: RunOptions = {}): Promise<st
       else finish(new Error(`${cmd} ${args.join(' ')} failed (${sig ?? `exit code ${code}`}):\n${output}`));
     });
   });
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }
 
 /** Awaits `p` but gives up when `signal` aborts (the work itself goes on: callers clean it up). */

@@ -12,6 +12,7 @@ import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
+type TarHeader = Partial<tar.Header> & Pick<tar.Header, 'name'>;
 import { cancelledError, fromFsError, isTransshipError, throwIfAborted } from '../../core/errors.js';
 import type { Signalled } from '../../store/contract.js';
 import type { RefTarget } from '../reference.js';
@@ -42,9 +43,9 @@ const MTIME = new Date(0);
 /** Streams a layout directory into a tar at `out` (fixed order and mtimes, so equal layouts give equal archives). */
 export async function tarLayoutDirectory(dir: string, out: string, signal?: AbortSignal): Promise<void> {
   const pack = tar.pack();
-  const add = (header: tar.Headers, path?: string): Promise<void> =>
+  const add = (header: TarHeader, path?: string): Promise<void> =>
     new Promise<void>((resolve, reject) => {
-      const h: tar.Headers = { mode: header.type === 'directory' ? 0o755 : 0o644, mtime: MTIME, uid: 0, gid: 0, ...header };
+      const h: TarHeader = { mode: header.type === 'directory' ? 0o755 : 0o644, mtime: MTIME, uid: 0, gid: 0, ...header };
       if (path === undefined) {
         pack.entry(h, (err) => (err ? reject(err) : resolve()));
         return;

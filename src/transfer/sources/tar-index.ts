@@ -194,6 +194,26 @@ export class TarIndex {
     return handle.createReadStream({ start: entry.offset, end: entry.offset + entry.size - 1, autoClose: true });
   }
 
+  /** The first `n` bytes of a regular file entry (fewer when it is shorter): content sniffing without a stream. */
+  async head(name: string, n: number): Promise<Buffer> {
+    const entry = this.entries.get(name);
+    if (entry === undefined || entry.type !== 'file') return Buffer.alloc(0);
+    const want = Math.min(n, entry.size);
+    const buf = Buffer.alloc(want);
+    let handle: FileHandle;
+    try {
+      handle = await fsOpen(this.tarPath, 'r');
+    } catch (err) {
+      throw fromFsError(err, this.file);
+    }
+    try {
+      const { bytesRead } = await handle.read(buf, 0, want, entry.offset);
+      return buf.subarray(0, bytesRead);
+    } finally {
+      await handle.close();
+    }
+  }
+
   async close(): Promise<void> {
     if (this.tempDir) await rm(this.tempDir, { recursive: true, force: true });
   }

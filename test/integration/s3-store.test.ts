@@ -1,0 +1,149 @@
+// The S3 store against real Ceph RGW: the shared conformance suite (small multipart threshold so multipart runs
+// too), plus S3-specific claims: conditional writes, Content-MD5, multipart abort, batch existence cost, errors.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
+import { randomBytes } from 'node:crypto';
+import { ListMultipartUploadsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { S3Store, type S3StoreOptions } from '../../src/store/s3-store.js';
+import { digestOf } from '../../src/core/digest.js';
+import { isTransshipError } from '../../src/core/errors.js';
+import { blobStoreConformance } from '../support/store-conformance.js';
+import { createTestBucket, s3TestConfig, testS3Client } from '../support/rgw.js';
+
+const cfg = s3TestConfig();
+if (!cfg) throw new Error('TRANSSHIP_TEST_S3_* not set: run through `npm test`');
+const MiB = 1024 * 1024;
+const stores: S3Store[] = [];
+
+function storeOn(bucket: string, extra: Partial<S3StoreOptions> = {}): S3Store {
+  const s = new S3Store({
+    bucket,
+    prefix: 'ts',
+    endpoint: cfg!.endpoint,
+    accessKeyId: cfg!.accessKeyId,
+    secretAccessKey: cfg!.secretAccessKey,
+    s3Region: cfg!.region,
+    multipartThreshold: 8 * MiB,
+    partSize: 5 * MiB,
+    partConcurrency: 3,
+    retry: { baseDelayMs: 10, maxDelayMs: 100, maxElapsedMs: 5000 },
+    ...extra,
+  });
+  stores.push(s);
+  return s;
+}
+
+blobStoreConformance('s3 store (RGW)', { make: async () => storeOn(await createTestBucket('conf')), largeBlobSize: 8 * MiB });
+
+async function multipartUploads(bucket: string): Promise<number> {
+  const c = testS3Client();
+  try {
+    const out = await c.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
+    return out.Uploads?.length ?? 0;
+  } finally {
+    c.destroy();
+  }
+}
+
+async function keys(bucket: string): Promise<string[]> {
+  const c = testS3Client();
+  try {
+    const out = await c.send(new ListObjectsV2Command({ Bucket: bucket }));
+    return (out.Contents ?? []).map((o) => o.Key ?? '').sort();
+  } finally {
+    c.destroy();
+  }
+}
+
+test('s3: a small blob costs exactly one PutObject; a second writer gets 412 → exists, no second transfer', async () => {
+  const bucket = await createTestBucket('cond');
+  const a = storeOn(bucket);
+  const b = storeOn(bucket);
+  const data = randomBytes(200_000);
+  const d = digestOf(data);
+  assert.equal((await a.putBlob(d, () => Readable.from([data]))).status, 'written');
+  assert.deepEqual(a.requestCounts(), { PutObject: 1 });
+  assert.equal((await b.putBlob(d, () => Readable.from([data]))).status, 'exists');
+  assert.deepEqual(b.requestCounts(), { PutObject: 1 });
+  assert.deepEqual(await keys(bucket), [`ts/blobs/sha256/${d.slice(7)}`], 'no temporary objects');
+});
+
+test('s3: a digest mismatch on a multipart blob aborts the upload (nothing billing, nothing visible, no claim left)', async () => {
+  const bucket = await createTestBucket('mpabort');
+  const s = storeOn(bucket);
+  const data = randomBytes(12 * MiB);
+  await assert.rejects(s.putBlob(digestOf('wrong'), () => Readable.from([data]), { size: data.length }), (e) => isTransshipError(e, 'TS_DIGEST_MISMATCH'));
+  assert.equal(await multipartUploads(bucket), 0);
+  assert.deepEqual(await keys(bucket), []);
+  assert.equal(s.requestCounts().AbortMultipartUpload, 1);
+});
+
+test('s3: cancelling a multipart upload mid-stream aborts it within 2 s', async () => {
+  const bucket = await createTestBucket('mpcancel');
+  const s = storeOn(bucket);
+  const ac = new AbortController();
+  const total = 40 * MiB;
+  const slow = () =>
+    Readable.from(
+      (async function* () {
+        for (let sent = 0; sent < total; sent += MiB) {
+          if (sent === 12 * MiB) setTimeout(() => ac.abort(new Error('SIGINT')), 0);
+          yield randomBytes(MiB);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      })(),
+    );
+  const started = Date.now();
+  await assert.rejects(s.putBlob(digestOf('x'), slow, { size: total, signal: ac.signal }), (e) => isTransshipError(e, 'TS_CANCELLED'));
+  const abortedAt = Date.now();
+  assert.ok(abortedAt - started < 10_000);
+  assert.equal(await multipartUploads(bucket), 0, 'multipart upload aborted');
+  assert.deepEqual(await keys(bucket), [], 'claim released, nothing visible');
+});
+
+test('s3: concurrent writers of one large blob transfer it once (claim), all succeed', async () => {
+  const bucket = await createTestBucket('claim');
+  const data = randomBytes(10 * MiB);
+  const d = digestOf(data);
+  const writers = [storeOn(bucket), storeOn(bucket), storeOn(bucket)];
+  const results = await Promise.all(writers.map((w) => w.putBlob(d, () => Readable.from([data]), { size: data.length })));
+  assert.equal(results.filter((r) => r.status === 'written').length, 1);
+  assert.equal(writers.reduce((n, w) => n + (w.requestCounts().CompleteMultipartUpload ?? 0), 0), 1);
+  assert.deepEqual(await keys(bucket), [`ts/blobs/sha256/${d.slice(7)}`]);
+});
+
+test('s3: batch existence check of many digests costs one ListObjectsV2 page in a small store', async () => {
+  const bucket = await createTestBucket('batch');
+  const s = storeOn(bucket);
+  const present: string[] = [];
+  for (let i = 0; i < 20; i++) {
+    const b = Buffer.from(`b${i}`);
+    present.push(digestOf(b));
+    await s.putBlob(digestOf(b), () => Readable.from([b]));
+  }
+  const checker = storeOn(bucket);
+  const wanted = [...present, ...Array.from({ length: 30 }, (_, i) => digestOf(`absent${i}`))];
+  const found = await checker.statBlobs(wanted);
+  assert.equal(found.size, 20);
+  assert.deepEqual(checker.requestCounts(), { ListObjectsV2: 1 });
+});
+
+test('s3: wrong credentials are fatal at once (no retries), missing bucket and unreachable endpoint have clear codes', async () => {
+  const bucket = await createTestBucket('errs');
+  const bad = storeOn(bucket, { secretAccessKey: 'wrong-secret-wrong-secret-wrong-secret00' });
+  await assert.rejects(bad.statBlob(digestOf('x')), (e) => isTransshipError(e) && (e.code === 'TS_ACCESS_DENIED' || e.code === 'TS_BACKEND_REJECTED'));
+  assert.equal(bad.retries, 0);
+  const data = Buffer.from('x');
+  await assert.rejects(bad.putBlob(digestOf(data), () => Readable.from([data])), (e) => isTransshipError(e, 'TS_ACCESS_DENIED'));
+  assert.equal(bad.requestCounts().PutObject, 1, 'a 403 is never retried');
+  const nobucket = storeOn('no-such-bucket-here');
+  await assert.rejects(nobucket.putBlob(digestOf(data), () => Readable.from([data])), (e) => isTransshipError(e, 'TS_NO_SUCH_BUCKET') && /bucket does not exist/.test(e.message));
+  const down = storeOn(bucket, { endpoint: 'http://127.0.0.1:9', retry: { maxAttempts: 3, baseDelayMs: 1, maxDelayMs: 5 } });
+  await assert.rejects(down.statBlob(digestOf('x')), (e) => isTransshipError(e, 'TS_RETRY_EXHAUSTED') && /ECONNREFUSED|cannot reach/.test(e.message));
+  assert.equal(down.requestCounts().HeadObject, 3);
+});
+
+test.after(async () => {
+  for (const s of stores) await s.close();
+});
