@@ -13,7 +13,7 @@ process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
   const text = typeof warning === 'string' ? warning : warning.message;
   if (/NodeVersion|Node\.js version|aws-sdk/i.test(text) && /support|version/i.test(text)) return;
   (originalEmitWarning as (w: string | Error, ...r: unknown[]) => void)(warning, ...rest);
-}) as typeof process.emitWarning;
+});
 
 export function buildProgram(): Command {
   const program = new Command('transship')

@@ -45,7 +45,7 @@ function errCode(err: unknown): string {
 }
 
 /** Reads a small regular file without following a symlink or blocking on a FIFO; undefined when absent. */
-export async function readSmallFile(path: string): Promise<{ text?: string; problem?: string }> {
+export async function readSmallFile(path: string, max = MAX_FILE): Promise<{ text?: string; problem?: string }> {
   let fh;
   try {
     fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
@@ -58,9 +58,9 @@ export async function readSmallFile(path: string): Promise<{ text?: string; prob
   try {
     const st = await fh.stat();
     if (!st.isFile()) return { problem: 'not a regular file' };
-    const buf = Buffer.alloc(Math.min(st.size, MAX_FILE) + 1);
+    const buf = Buffer.alloc(Math.min(st.size, max) + 1);
     const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
-    if (bytesRead > MAX_FILE) return { problem: `larger than ${MAX_FILE} bytes` };
+    if (bytesRead > max) return { problem: `larger than ${max} bytes` };
     return { text: buf.subarray(0, bytesRead).toString('utf8') };
   } catch (err) {
     return { problem: `unreadable (${errCode(err)})` };

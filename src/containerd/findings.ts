@@ -14,6 +14,7 @@ export const FINDING_CODES = {
   'task-unknown': { severity: 'critical', meaning: 'containerd lists the task as UNKNOWN: its shim did not answer (hung shim)' },
   'task-stuck-created': { severity: 'warning', meaning: 'a task has been CREATED (never started) for longer than the threshold' },
   'container-no-task': { severity: 'info', meaning: 'a container has had no task for longer than the threshold (stuck in Created, or simply exited)' },
+  'leftover-runc-state': { severity: 'critical', meaning: 'runc state of a container with no task and a dead init: the next create fails with "container with given ID already exists"' },
   'leftover-cgroup': { severity: 'info', meaning: 'a cgroup named after a container of this namespace that has no task, with no processes' },
   'stray-container-processes': { severity: 'warning', meaning: "processes still run in the cgroup of a container that has no task" },
   'suspicious-state-entry': { severity: 'warning', meaning: 'an entry in the task state dir that containerd would not write (symlink, file, garbage), left alone' },

@@ -31,6 +31,42 @@ const regionSchema = z
   })
   .strict();
 
+/** `transship serve` (the registry). */
+const serveSchema = z
+  .object({
+    /** HOST:PORT to listen on. */
+    listen: z.string().min(1).optional(),
+    /** Parent directory for upload spool files (default: the OS temp dir). */
+    uploadDir: z.string().min(1).optional(),
+    /** Largest blob a client may upload, bytes (413 SIZE_INVALID above). */
+    maxBodyBytes: positiveInt.optional(),
+    /** Largest manifest accepted, bytes (default 4 MiB). */
+    maxManifestBytes: positiveInt.optional(),
+    /** Upload sessions idle this long are removed. */
+    uploadIdleSeconds: positiveInt.optional(),
+    /** Allow DELETE of manifests, tags and blob links (405 UNSUPPORTED otherwise). */
+    allowDelete: z.boolean().optional(),
+    /** Record blob→repository links (default: on when auth is configured). */
+    blobLinks: z.boolean().optional(),
+    tls: z.object({ cert: z.string().min(1), key: z.string().min(1) }).strict().optional(),
+    auth: z
+      .object({
+        realm: z.string().url().optional(),
+        service: z.string().min(1).optional(),
+        tokenSecret: z.string().min(16, 'tokenSecret must have at least 16 characters').optional(),
+        tokenTtlSeconds: positiveInt.optional(),
+        htpasswd: z.string().min(1).optional(),
+        users: z.record(z.string(), z.string()).optional(),
+        access: z
+          .array(z.object({ users: z.array(z.string()).min(1), repositories: z.array(z.string()).min(1), actions: z.array(z.enum(['pull', 'push', 'delete'])).min(1) }).strict())
+          .optional(),
+        basicOnly: z.boolean().optional(),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     /** The home store: where writes go. `dir:PATH` or `s3://BUCKET[/PREFIX]`. */
@@ -47,6 +83,7 @@ export const configSchema = z
       .optional(),
     log: z.object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).optional() }).strict().optional(),
     otlpEndpoint: z.string().url().optional(),
+    serve: serveSchema.optional(),
   })
   .strict()
   .superRefine((c, ctx) => {

@@ -270,9 +270,9 @@ export class MemoryMetaStore implements MetaStore {
 }
 
 /** The meta store living next to a store opened from `location` with `config` (mirrors store/open.ts). */
-export function openMetaStore(location: Location, config: Config): MetaStore {
+export function openMetaStore(location: Location, config: Config, region?: string): MetaStore {
   if (location.kind === 'dir') return new FsMetaStore(location.path);
-  const s3 = config.s3 ?? {};
+  const s3 = { ...config.s3, ...(region ? config.regions?.[region]?.s3 : undefined) };
   return new S3MetaStore({
     bucket: location.bucket,
     prefix: location.prefix,

@@ -290,7 +290,7 @@ export class S3Store implements BlobStore {
     opts.signal?.addEventListener('abort', onOuterAbort, { once: true });
     const parts: Array<{ ETag: string; PartNumber: number }> = [];
     const inflight = new Set<Promise<void>>();
-    let firstError: unknown;
+    let firstError: Error | undefined;
     let partNumber = 0;
     const uploadPart = (body: Buffer): Promise<void> => {
       const n = ++partNumber;
@@ -301,7 +301,7 @@ export class S3Store implements BlobStore {
           parts.push({ ETag: out.ETag ?? '', PartNumber: n });
         })
         .catch((err: unknown) => {
-          firstError ??= err;
+          firstError ??= err instanceof Error ? err : new Error(String(err));
           inner.abort(err);
         })
         .finally(() => inflight.delete(p));

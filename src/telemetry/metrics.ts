@@ -121,3 +121,33 @@ export const containerdRpcTotal = new Counter({
   labelNames: ['method', 'status'] as const,
   ...reg,
 });
+
+// --- registry ---
+export const registryRequestsTotal = new Counter({
+  name: 'registry_requests_total',
+  help: 'Registry API requests by method, operation and HTTP status.',
+  labelNames: ['method', 'operation', 'status'] as const,
+  ...reg,
+});
+export const registryRequestDurationSeconds = new Histogram({
+  name: 'registry_request_duration_seconds',
+  help: 'Registry API request duration by method and operation.',
+  labelNames: ['method', 'operation'] as const,
+  buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120],
+  ...reg,
+});
+export const registryUploadSessions = new Gauge({
+  name: 'registry_upload_sessions',
+  help: 'Open blob upload sessions spooled on this instance.',
+  ...reg,
+});
+export const registryUploadBytesTotal = new Counter({
+  name: 'registry_upload_bytes_total',
+  help: 'Blob bytes received from registry clients (before dedup).',
+  ...reg,
+});
+export const registryServedBytesTotal = new Counter({
+  name: 'registry_served_bytes_total',
+  help: 'Blob bytes sent to registry clients.',
+  ...reg,
+});

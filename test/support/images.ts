@@ -16,10 +16,11 @@ import { pipeline } from 'node:stream/promises';
 import { once } from 'node:events';
 import { createGzip, gunzipSync } from 'node:zlib';
 import tar from 'tar-stream';
-type TarHeader = Partial<tar.Header> & Pick<tar.Header, 'name'>;
 import { digestOf } from '../../src/core/digest.js';
 import { MediaTypes, type Descriptor, type FetchedManifest, type ImageDestination, type ImageSource } from '../../src/transfer/types.js';
 import { synthesizeDockerManifest } from '../../src/transfer/sources/docker-archive.js';
+
+type TarHeader = Partial<tar.Header> & Pick<tar.Header, 'name'>;
 
 export const FIXED_MTIME = new Date('2020-01-01T00:00:00Z');
 const CHUNK = 64 * 1024;
@@ -256,7 +257,7 @@ export async function makeOciLayout(dir: string, opts: MakeImageOptions = {}): P
 
 async function writeIndexJson(dir: string, tag: string, root: Descriptor): Promise<void> {
   const path = join(dir, 'index.json');
-  let manifests: Descriptor[] = [];
+  let manifests: Descriptor[];
   try {
     manifests = (JSON.parse(await readFile(path, 'utf8')) as { manifests: Descriptor[] }).manifests;
   } catch {
@@ -378,7 +379,7 @@ export async function makeDockerArchive(file: string, images: DockerImageOptions
       const configBytes = configJson(PLATFORMS[0], layers.map((l) => l.diffId), seed);
       const config = await storeBlob(dir, configBytes, MediaTypes.dockerConfig);
       const repoTags = image.repoTags ?? ['transship/test:latest'];
-      const file = (d: Descriptor): string => join(dir, 'blobs', 'sha256', d.digest.slice(7));
+      const onDisk = (d: Descriptor): string => join(dir, 'blobs', 'sha256', d.digest.slice(7));
       const configPath = format === 'oci' ? blobEntry(config) : `${config.digest.slice(7)}.json`;
       const layerPaths = layers.map((l) => (format === 'oci' ? blobEntry(l.desc) : legacyEntry(l.desc)));
       for (const [d, p] of [[config, configPath], ...layers.map((l, j) => [l.desc, layerPaths[j]] as const)] as Array<readonly [Descriptor, string]>) {
@@ -388,7 +389,7 @@ export async function makeDockerArchive(file: string, images: DockerImageOptions
           entries.push({ name: `${d.digest.slice(7)}/`, type: 'directory' }, { name: `${d.digest.slice(7)}/VERSION`, data: '1.0' });
           entries.push({ name: `${d.digest.slice(7)}/json`, data: JSON.stringify({ id: d.digest.slice(7) }) });
         }
-        entries.push({ name: p, file: file(d) });
+        entries.push({ name: p, file: onDisk(d) });
         if (format === 'oci' && opts.symlinks && d !== config) {
           entries.push({ name: `${d.digest.slice(7)}/`, type: 'directory' }, { name: legacyEntry(d), type: 'symlink', linkname: `../${blobEntry(d)}` });
         }

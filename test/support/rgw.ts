@@ -280,8 +280,6 @@ class Cluster {
       // interval is most of the startup time saved.
       'paxos propose interval = 0.1',
       'paxos min wait = 0.01',
-      // RGW objects are 4 MiB stripes, but a single PutObject may be larger than the 128 MiB default.
-      'osd max object size = 1073741824',
       `run dir = ${join(d, 'run')}`,
       `crash dir = ${join(d, 'crash')}`,
       `log file = ${join(d, 'log', '$name.log')}`,
@@ -297,6 +295,8 @@ class Cluster {
       // Beast's 512 default threads per gateway only cost startup time and memory in tests.
       'rgw thread pool size = 64',
       'rgw dynamic resharding = false',
+      // The lifecycle worker makes a gateway take ~5 s to exit on SIGTERM; tests never wait a day for expiry anyway.
+      'rgw enable lc threads = false',
       `rgw data = ${join(d, 'rgw', '$name')}`,
       '',
     ];
@@ -372,19 +372,20 @@ class Cluster {
   /** Ends every daemon this cluster started (and nothing else), then removes the temp dir. */
   async destroy(): Promise<void> {
     this.stopping = true;
-    // Gateways first so clients see closed sockets rather than hanging requests, then the OSD, then the monitor.
-    const order = (d: Daemon) => (d.name.startsWith('client.') ? 0 : d.name.startsWith('osd.') ? 1 : 2);
-    const running = this.daemons.filter((d) => d.exit === undefined).sort((a, b) => order(a) - order(b));
-    for (const d of running) d.child.kill('SIGTERM');
-    const all = Promise.all(running.map((d) => d.exited));
-    const grace = AbortSignal.timeout(STOP_GRACE_MS);
-    await abortable(all, grace).catch(() => {
-      // The memstore OSD writes its whole store to disk on a clean shutdown; we are about to delete it anyway.
-      for (const d of running) if (d.exit === undefined) d.child.kill('SIGKILL');
-    });
-    await all;
+    // In stages — gateways, then the OSD, then the monitor: a gateway or OSD whose monitor is already gone spends
+    // its whole grace period trying to say goodbye to it.
+    const stage = (d: Daemon) => (d.name.startsWith('client.') ? 0 : d.name.startsWith('osd.') ? 1 : 2);
+    for (const n of [0, 1, 2]) {
+      const running = this.daemons.filter((d) => stage(d) === n && d.exit === undefined);
+      for (const d of running) d.child.kill('SIGTERM');
+      const all = Promise.all(running.map((d) => d.exited));
+      await abortable(all, AbortSignal.timeout(STOP_GRACE_MS)).catch(() => {
+        for (const d of running) if (d.exit === undefined) d.child.kill('SIGKILL');
+      });
+      await all;
+    }
     process.removeListener('exit', this.killOnExit);
-    if (!process.env.KEEP) await rm(this.dir, { recursive: true, force: true, maxRetries: 3 });
+    await rm(this.dir, { recursive: true, force: true, maxRetries: 3 });
   }
 }
 
@@ -468,8 +469,8 @@ function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T
   if (!signal) return p;
   signal.throwIfAborted();
   return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
+    const onAbort = () => reject(signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason)));
     signal.addEventListener('abort', onAbort, { once: true });
-    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+    void p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
   });
 }

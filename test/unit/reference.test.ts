@@ -15,7 +15,7 @@ function code(input: string): string {
   return 'ok';
 }
 
-test('oci: splits at the first colon like containers/image on Linux', () => {
+void test('oci: splits at the first colon like containers/image on Linux', () => {
   assert.deepEqual(parseReference('oci:/tmp/layout'), { transport: 'oci', path: '/tmp/layout' });
   assert.deepEqual(parseReference('oci:/tmp/layout:v1.2'), { transport: 'oci', path: '/tmp/layout', tag: 'v1.2' });
   assert.deepEqual(parseReference('oci:rel/dir:latest'), { transport: 'oci', path: 'rel/dir', tag: 'latest' });
@@ -23,7 +23,7 @@ test('oci: splits at the first colon like containers/image on Linux', () => {
   assert.deepEqual(parseReference('oci-archive:/tmp/x.tar:t'), { transport: 'oci-archive', path: '/tmp/x.tar', tag: 't' });
 });
 
-test('oci: rejects empty paths, empty tags, bad tags and bad digests', () => {
+void test('oci: rejects empty paths, empty tags, bad tags and bad digests', () => {
   assert.equal(code('oci:'), 'TS_INVALID_REFERENCE');
   assert.equal(code('oci::tag'), 'TS_INVALID_REFERENCE');
   assert.equal(code('oci:/x:'), 'TS_INVALID_REFERENCE');
@@ -34,7 +34,7 @@ test('oci: rejects empty paths, empty tags, bad tags and bad digests', () => {
   assert.equal(code('oci:/x\0y'), 'TS_INVALID_REFERENCE');
 });
 
-test('unknown or missing transports name the expected forms', () => {
+void test('unknown or missing transports name the expected forms', () => {
   assert.equal(code(''), 'TS_INVALID_REFERENCE');
   assert.equal(code('busybox:latest'), 'TS_INVALID_REFERENCE');
   assert.equal(code('docker:busybox'), 'TS_INVALID_REFERENCE');
@@ -47,7 +47,7 @@ test('unknown or missing transports name the expected forms', () => {
   }
 });
 
-test('docker:// normalizes like docker (docker.io, library/, latest)', () => {
+void test('docker:// normalizes like docker (docker.io, library/, latest)', () => {
   assert.deepEqual(parseReference('docker://busybox'), { transport: 'docker', registry: 'docker.io', endpoint: 'registry-1.docker.io', repo: 'library/busybox', tag: 'latest' });
   assert.deepEqual(parseReference('docker://bitnami/redis:7'), { transport: 'docker', registry: 'docker.io', endpoint: 'registry-1.docker.io', repo: 'bitnami/redis', tag: '7' });
   assert.deepEqual(parseReference('docker://localhost:5000/a/b:t'), { transport: 'docker', registry: 'localhost:5000', endpoint: 'localhost:5000', repo: 'a/b', tag: 't' });
@@ -56,7 +56,7 @@ test('docker:// normalizes like docker (docker.io, library/, latest)', () => {
   assert.deepEqual(parseReference('docker://127.0.0.1:5000/r'), { transport: 'docker', registry: '127.0.0.1:5000', endpoint: '127.0.0.1:5000', repo: 'r', tag: 'latest' });
 });
 
-test('docker:// rejects hostile and malformed names', () => {
+void test('docker:// rejects hostile and malformed names', () => {
   assert.equal(code('docker://'), 'TS_INVALID_REFERENCE');
   assert.equal(code('docker://Busybox'), 'TS_INVALID_NAME');
   assert.equal(code('docker://../etc/passwd'), 'TS_INVALID_REFERENCE');
@@ -68,7 +68,7 @@ test('docker:// rejects hostile and malformed names', () => {
   assert.equal(code('docker://bad_host!:5000/x'), 'TS_INVALID_REFERENCE');
 });
 
-test('docker-archive: optional RepoTag (normalized) or @index', () => {
+void test('docker-archive: optional RepoTag (normalized) or @index', () => {
   assert.deepEqual(parseReference('docker-archive:/x.tar'), { transport: 'docker-archive', path: '/x.tar' });
   assert.deepEqual(parseReference('docker-archive:/x.tar:busybox:1'), { transport: 'docker-archive', path: '/x.tar', name: 'docker.io/library/busybox:1' });
   assert.deepEqual(parseReference('docker-archive:/x.tar:@2'), { transport: 'docker-archive', path: '/x.tar', index: 2 });
@@ -78,7 +78,7 @@ test('docker-archive: optional RepoTag (normalized) or @index', () => {
   assert.equal(normalizeDockerName('NOT VALID'), undefined);
 });
 
-test('dir: and s3:// — last component is the repository unless "//" marks the boundary', () => {
+void test('dir: and s3:// — last component is the repository unless "//" marks the boundary', () => {
   assert.deepEqual(parseReference('dir:/srv/ts/busybox:1.36'), { transport: 'dir', location: { kind: 'dir', path: '/srv/ts' }, repo: 'busybox', tag: '1.36' });
   assert.deepEqual(parseReference('dir:/srv/ts//library/busybox'), { transport: 'dir', location: { kind: 'dir', path: '/srv/ts' }, repo: 'library/busybox', tag: 'latest' });
   assert.deepEqual(parseReference(`dir:store/r@${D}`), { transport: 'dir', location: { kind: 'dir', path: 'store' }, repo: 'r', digest: D });
@@ -88,7 +88,7 @@ test('dir: and s3:// — last component is the repository unless "//" marks the 
   assert.deepEqual(parseReference('s3://bucket//library/busybox'), { transport: 's3', location: { kind: 's3', bucket: 'bucket', prefix: '' }, repo: 'library/busybox', tag: 'latest' });
 });
 
-test('store: and store@REGION: name the configured stores', () => {
+void test('store: and store@REGION: name the configured stores', () => {
   assert.deepEqual(parseReference('store:library/busybox:1'), { transport: 'store', location: { kind: 'configured' }, repo: 'library/busybox', tag: '1' });
   assert.deepEqual(parseReference('store@eu-west-1:app:2'), { transport: 'store', location: { kind: 'configured', region: 'eu-west-1' }, region: 'eu-west-1', repo: 'app', tag: '2' });
   assert.equal(code('store@:app'), 'TS_INVALID_REFERENCE');
@@ -96,7 +96,7 @@ test('store: and store@REGION: name the configured stores', () => {
   assert.equal(code('store:'), 'TS_INVALID_REFERENCE');
 });
 
-test('store references reject hostile repositories, tags, buckets and prefixes', () => {
+void test('store references reject hostile repositories, tags, buckets and prefixes', () => {
   assert.equal(code('dir:/srv/ts//../etc:1'), 'TS_INVALID_NAME');
   assert.equal(code('dir:/srv/ts//a/../../etc:1'), 'TS_INVALID_NAME');
   assert.equal(code('dir:/srv/ts///abs:1'), 'TS_INVALID_NAME');
@@ -116,12 +116,12 @@ test('store references reject hostile repositories, tags, buckets and prefixes',
   assert.equal(code(`store:${'a'.repeat(300)}`), 'TS_INVALID_NAME');
 });
 
-test('parseImageReference refuses stores; parseStoreReference refuses image transports', () => {
+void test('parseImageReference refuses stores; parseStoreReference refuses image transports', () => {
   assert.throws(() => parseImageReference('dir:/a/b'), { code: 'TS_INVALID_REFERENCE' });
   assert.throws(() => parseStoreReference('oci:/a'), { code: 'TS_INVALID_REFERENCE' });
 });
 
-test('formatReference round-trips through parseReference', () => {
+void test('formatReference round-trips through parseReference', () => {
   for (const s of ['oci:/a:t', `oci:/a:${D}`, 'oci-archive:/a.tar', 'docker-archive:/a.tar:@1', 'docker://docker.io/library/busybox:latest', `docker://quay.io/a/b@${D}`, 'dir:/s//a/b:t', 's3://bucket/p//a:t', 's3://bucket/a:t', 'store@eu:a/b:t']) {
     const parsed = parseReference(s);
     assert.deepEqual(parseReference(formatReference(parsed)), parsed, s);

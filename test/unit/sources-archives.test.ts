@@ -33,7 +33,7 @@ async function drain(s: Readable): Promise<Buffer> {
 
 const skopeo = ensureSkopeo();
 
-test('oci-archive source serves manifests and verified blobs from byte ranges', async () => {
+void test('oci-archive source serves manifests and verified blobs from byte ranges', async () => {
   const file = join(work, 'img.tar');
   const img = await makeOciArchive(file, { tag: 'v1', layers: 3, multiArch: true });
   const src = await openOciArchiveSource(file, { tag: 'v1' });
@@ -45,7 +45,7 @@ test('oci-archive source serves manifests and verified blobs from byte ranges', 
   await assert.rejects(openOciArchiveSource(file, { tag: 'nope' }), { code: 'TS_TAG_UNKNOWN' });
 });
 
-test('a gzip-compressed archive is decompressed to a private temp file and read the same', async () => {
+void test('a gzip-compressed archive is decompressed to a private temp file and read the same', async () => {
   const file = join(work, 'plain.tar');
   const img = await makeOciArchive(file, { seed: 'gz' });
   await pipeline(createReadStream(file), createGzip(), createWriteStream(`${file}.gz`));
@@ -56,7 +56,7 @@ test('a gzip-compressed archive is decompressed to a private temp file and read 
   await assert.rejects(TarIndex.open(join(work, 'bad.gz')), { code: 'TS_ARCHIVE_INVALID' });
 });
 
-test('oci-archive destination writes a tar at commit only; the archive reads back (and with skopeo)', async () => {
+void test('oci-archive destination writes a tar at commit only; the archive reads back (and with skopeo)', async () => {
   const layout = join(work, 'dst-src');
   const img = await makeOciLayout(layout, { tag: 'a', layers: 2 });
   const out = join(work, 'out.tar');
@@ -78,7 +78,7 @@ test('oci-archive destination writes a tar at commit only; the archive reads bac
   await assert.rejects(stat(never), { code: 'ENOENT' });
 });
 
-test('docker-archive (legacy layout): synthesized schema 2 manifest with real digests and sizes', async () => {
+void test('docker-archive (legacy layout): synthesized schema 2 manifest with real digests and sizes', async () => {
   const file = join(work, 'docker.tar');
   const built = await makeDockerArchive(file, { layers: 2, repoTags: ['example/app:1'] });
   const image = built.images[0];
@@ -101,7 +101,7 @@ test('docker-archive (legacy layout): synthesized schema 2 manifest with real di
   }
 });
 
-test('docker-archive: select by RepoTag (normalized) or @index; gzip layers are typed tar.gzip', async () => {
+void test('docker-archive: select by RepoTag (normalized) or @index; gzip layers are typed tar.gzip', async () => {
   const file = join(work, 'multi.tar');
   const built = await makeDockerArchive(file, [
     { seed: 'a', repoTags: ['busybox:1'] },
@@ -119,7 +119,7 @@ test('docker-archive: select by RepoTag (normalized) or @index; gzip layers are 
   await assert.rejects(DockerArchiveSource.open(file, { name: 'busybox:2' }), { code: 'TS_TAG_UNKNOWN' });
 });
 
-test('docker-archive (docker ≥ 25 layout with legacy symlinks): blobs paths are used, links never followed', async () => {
+void test('docker-archive (docker ≥ 25 layout with legacy symlinks): blobs paths are used, links never followed', async () => {
   const file = join(work, 'docker25.tar');
   const built = await makeDockerArchive(file, { seed: 'd25', layers: 2 }, { format: 'oci', symlinks: true });
   const src = await DockerArchiveSource.open(file);
@@ -136,7 +136,7 @@ test('docker-archive (docker ≥ 25 layout with legacy symlinks): blobs paths ar
   await assert.rejects(index.open(link.name), { code: 'TS_ARCHIVE_UNSAFE_PATH' });
 });
 
-test('hostile archives fail with stable codes', async (t) => {
+void test('hostile archives fail with stable codes', async (t) => {
   const good = join(work, 'good.tar');
   const img = await makeOciArchive(good, { seed: 'hostile', layers: 1 });
   const goodBytes = await readFile(good);

@@ -9,6 +9,7 @@ import { Readable } from 'node:stream';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { openOciLayoutSource, OciLayoutDestination } from '../../src/transfer/sources/oci-layout.js';
+import { openDestination, openSource } from '../../src/transfer/sources/index.js';
 import { digestOf } from '../../src/core/digest.js';
 import type { Descriptor } from '../../src/transfer/types.js';
 import { copyImageForTest, ensureSkopeo, makeOciLayout, runSkopeo } from '../support/images.js';
@@ -31,7 +32,7 @@ function blobFile(dir: string, d: Descriptor): string {
   return join(dir, 'blobs', 'sha256', d.digest.slice(7));
 }
 
-test('source serves the tagged manifest and verified blobs, byte-identical', async () => {
+void test('source serves the tagged manifest and verified blobs, byte-identical', async () => {
   const dir = join(work, 'basic');
   const img = await makeOciLayout(dir, { tag: 'v1', layers: 3, seed: 1 });
   const src = await openOciLayoutSource(dir, { tag: 'v1' });
@@ -42,7 +43,7 @@ test('source serves the tagged manifest and verified blobs, byte-identical', asy
   await src.close();
 });
 
-test('images are deterministic from the seed and share layers given by seed', async () => {
+void test('images are deterministic from the seed and share layers given by seed', async () => {
   const a = await makeOciLayout(join(work, 'det-a'), { seed: 'x', layers: 2 });
   const b = await makeOciLayout(join(work, 'det-b'), { seed: 'x', layers: 2 });
   assert.equal(a.manifestDigest, b.manifestDigest);
@@ -51,7 +52,7 @@ test('images are deterministic from the seed and share layers given by seed', as
   assert.notEqual(shared.layers[2]?.digest, a.layers[0]?.digest);
 });
 
-test('no ref: the only manifest is taken; several manifests need a tag; unknown tags are TS_TAG_UNKNOWN', async () => {
+void test('no ref: the only manifest is taken; several manifests need a tag; unknown tags are TS_TAG_UNKNOWN', async () => {
   const dir = join(work, 'refs');
   const one = await makeOciLayout(dir, { tag: 'one', seed: 'one' });
   assert.equal((await (await openOciLayoutSource(dir)).root()).descriptor.digest, one.manifestDigest);
@@ -63,7 +64,7 @@ test('no ref: the only manifest is taken; several manifests need a tag; unknown 
   await assert.rejects(openOciLayoutSource(dir, { digest: digestOf('nope') }), { code: 'TS_TAG_UNKNOWN' });
 });
 
-test('multi-arch: the root is an index; children resolve by digest, also as a digest ref', async () => {
+void test('multi-arch: the root is an index; children resolve by digest, also as a digest ref', async () => {
   const dir = join(work, 'multi');
   const img = await makeOciLayout(dir, { multiArch: true, layers: 2 });
   assert.equal(img.manifests.length, 2);
@@ -76,7 +77,7 @@ test('multi-arch: the root is an index; children resolve by digest, also as a di
   assert.equal((await direct.root()).descriptor.mediaType, 'application/vnd.oci.image.manifest.v1+json');
 });
 
-test('copy to a destination writes the same blobs and replaces an older entry with the same tag', async () => {
+void test('copy to a destination writes the same blobs and replaces an older entry with the same tag', async () => {
   const srcDir = join(work, 'copy-src');
   const dstDir = join(work, 'copy-dst');
   const img = await makeOciLayout(srcDir, { tag: 'a', multiArch: true });
@@ -97,7 +98,7 @@ test('copy to a destination writes the same blobs and replaces an older entry wi
   assert.equal(present.size, img.blobs.length);
 });
 
-test('destination: wrong bytes are rejected with TS_DIGEST_MISMATCH and nothing becomes visible', async () => {
+void test('destination: wrong bytes are rejected with TS_DIGEST_MISMATCH and nothing becomes visible', async () => {
   const dir = join(work, 'dst-bad');
   const dst = await OciLayoutDestination.open(dir, { tag: 't' });
   const desc: Descriptor = { mediaType: 'application/octet-stream', digest: digestOf('good'), size: 4 };
@@ -108,7 +109,7 @@ test('destination: wrong bytes are rejected with TS_DIGEST_MISMATCH and nothing 
   assert.deepEqual((await dst.putBlob(desc, async () => Readable.from([Buffer.from('good')]))).status, 'exists');
 });
 
-test('destination: digests that fail parseDigest never name a path', async () => {
+void test('destination: digests that fail parseDigest never name a path', async () => {
   const dir = join(work, 'dst-hostile');
   const dst = await OciLayoutDestination.open(dir, { tag: 't' });
   for (const digest of ['sha256:../../../etc/passwd', 'sha256/../../x', `SHA256:${'a'.repeat(64)}`, '']) {
@@ -118,7 +119,7 @@ test('destination: digests that fail parseDigest never name a path', async () =>
   await assert.rejects(OciLayoutDestination.open(dir, { digest: digestOf('x') }), { code: 'TS_INVALID_REFERENCE' });
 });
 
-test('destination: cancelling mid-blob stops at once and leaves no temp file', async () => {
+void test('destination: cancelling mid-blob stops at once and leaves no temp file', async () => {
   const dir = join(work, 'dst-cancel');
   const dst = await OciLayoutDestination.open(dir, { tag: 't' });
   const ac = new AbortController();
@@ -130,7 +131,7 @@ test('destination: cancelling mid-blob stops at once and leaves no temp file', a
   assert.equal(endless.destroyed, true);
 });
 
-test('hostile layouts fail with stable codes', async (t) => {
+void test('hostile layouts fail with stable codes', async (t) => {
   const base = join(work, 'hostile');
   const fresh = async (name: string): Promise<{ dir: string; img: Awaited<ReturnType<typeof makeOciLayout>> }> => {
     const dir = join(base, name);
@@ -207,7 +208,7 @@ test('hostile layouts fail with stable codes', async (t) => {
   });
 });
 
-test('source: a cancelled signal fails the blob stream with TS_CANCELLED', async () => {
+void test('source: a cancelled signal fails the blob stream with TS_CANCELLED', async () => {
   const dir = join(work, 'src-cancel');
   const img = await makeOciLayout(dir, { layerSize: 4 << 20, layers: 1, gzip: false });
   const src = await openOciLayoutSource(dir);
@@ -219,7 +220,7 @@ test('source: a cancelled signal fails the blob stream with TS_CANCELLED', async
 });
 
 const skopeo = ensureSkopeo();
-test('skopeo reads a layout our destination wrote (inspect, copy)', { skip: skopeo ? false : 'skopeo is not installed and cannot be installed' }, async () => {
+void test('skopeo reads a layout our destination wrote (inspect, copy)', { skip: skopeo ? false : 'skopeo is not installed and cannot be installed' }, async () => {
   const srcDir = join(work, 'sk-src');
   const ours = join(work, 'sk-ours');
   const theirs = join(work, 'sk-theirs');
@@ -234,4 +235,17 @@ test('skopeo reads a layout our destination wrote (inspect, copy)', { skip: skop
   const back = await openOciLayoutSource(theirs, { tag: 't' });
   assert.equal((await back.root()).descriptor.digest, img.manifestDigest);
   for (const b of img.blobs) assert.equal(digestOf(await drain(await back.blob(b))), b.digest);
+});
+
+void test('openSource / openDestination dispatch by reference; read-only transports refuse to be written', async () => {
+  const dir = join(work, 'dispatch');
+  const img = await makeOciLayout(dir, { tag: 'd' });
+  const src = await openSource(`oci:${dir}:d`);
+  assert.equal((await src.root()).descriptor.digest, img.manifestDigest);
+  const dst = await openDestination(`oci:${join(work, 'dispatch-out')}:e`);
+  await copyImageForTest(src, dst);
+  assert.equal((await (await openSource(`oci:${join(work, 'dispatch-out')}:e`)).root()).descriptor.digest, img.manifestDigest);
+  await assert.rejects(openDestination('docker-archive:/tmp/x.tar'), { code: 'TS_USAGE' });
+  await assert.rejects(openDestination('docker://localhost:5000/x:y'), { code: 'TS_USAGE' });
+  await assert.rejects(openSource('dir:/tmp/store/x:y'), { code: 'TS_INVALID_REFERENCE' });
 });

@@ -52,7 +52,7 @@ function parseManifestJson(bytes: Buffer, file: string): ArchiveImage[] {
       throw fail(`[${i}].RepoTags is not a list of names`);
     }
     // Normalize now: a `..` or absolute path is an attack on whoever extracts the archive, so refuse it here too.
-    return { config: normalizeEntryName(file, Config), repoTags: (RepoTags as string[] | null | undefined) ?? [], layers: (Layers as string[]).map((l) => normalizeEntryName(file, l)) };
+    return { config: normalizeEntryName(file, Config), repoTags: RepoTags ?? [], layers: Layers.map((l) => normalizeEntryName(file, l)) };
   });
 }
 

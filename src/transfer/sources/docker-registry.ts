@@ -128,7 +128,12 @@ export class DockerRegistrySource implements ImageSource {
         await discard(res);
         throw new TransshipError('TS_MANIFEST_INVALID', `${what} is ${length} bytes; the limit is ${MAX_MANIFEST_BYTES}`);
       }
-      const bytes = Buffer.from(await res.arrayBuffer().catch((err: unknown) => Promise.reject(networkError(err, res.url, s))));
+      let bytes: Buffer;
+      try {
+        bytes = Buffer.from(await res.arrayBuffer());
+      } catch (err) {
+        throw networkError(err, res.url || this.base, s);
+      }
       if (bytes.length > MAX_MANIFEST_BYTES) throw new TransshipError('TS_MANIFEST_INVALID', `${what} is larger than ${MAX_MANIFEST_BYTES} bytes`);
       // The registry's claim and our request must both agree with the bytes.
       const claimed = res.headers.get('docker-content-digest');
@@ -141,7 +146,7 @@ export class DockerRegistrySource implements ImageSource {
       const digest = byDigest ? digestOf(bytes, byDigest.algorithm) : digestOf(bytes);
       if (byDigest && digest !== byDigest.value) throw digestMismatch(byDigest.value, digest);
       const contentType = (res.headers.get('content-type') ?? '').split(';')[0]?.trim() ?? '';
-      const declared = checkManifestDocument(bytes, what, expected?.mediaType ?? contentType ?? MediaTypes.ociManifest);
+      const declared = checkManifestDocument(bytes, what, expected?.mediaType ?? (contentType || MediaTypes.ociManifest));
       const descriptor: Descriptor = expected ? { ...expected } : { mediaType: declared, digest, size: bytes.length };
       if (expected) checkBytes(bytes, expected);
       return { descriptor, bytes };

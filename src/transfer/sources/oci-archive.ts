@@ -12,7 +12,6 @@ import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
-type TarHeader = Partial<tar.Header> & Pick<tar.Header, 'name'>;
 import { cancelledError, fromFsError, isTransshipError, throwIfAborted } from '../../core/errors.js';
 import type { Signalled } from '../../store/contract.js';
 import type { RefTarget } from '../reference.js';
@@ -20,6 +19,8 @@ import type { Descriptor, DestinationPutResult, FetchedManifest, ImageDestinatio
 import { LayoutImageSource, type LayoutFiles } from './layout-reader.js';
 import { OciLayoutDestination } from './oci-layout.js';
 import { TarIndex } from './tar-index.js';
+
+type TarHeader = Partial<tar.Header> & Pick<tar.Header, 'name'>;
 
 class TarLayoutFiles implements LayoutFiles {
   constructor(private readonly index: TarIndex) {}

@@ -1,0 +1,23 @@
+import { startRgw } from '../test/support/rgw.js';
+import { CreateBucketCommand, DeleteObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+
+const rgw = await startRgw({ memstoreBytes: 6 * 1024 ** 3 });
+const conf = join(rgw.dir, 'ceph.conf');
+const s3 = new S3Client({ endpoint: rgw.endpoints[0], region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey } });
+await s3.send(new CreateBucketCommand({ Bucket: 'gc-test' }));
+const df = (w: string) => { const j = JSON.parse(execFileSync('ceph', ['-c', conf, 'df', '-f', 'json'], { encoding: 'utf8' })); console.log(w, j.stats.total_used_raw_bytes / 2 ** 20, 'MiB'); };
+const osdRss = (w: string) => { const pid = execFileSync('pgrep', ['-f', `ceph-osd -f -c ${conf}`], { encoding: 'utf8' }).trim(); console.log(w, 'osd', execFileSync('grep', ['VmRSS', `/proc/${pid}/status`], { encoding: 'utf8' }).trim()); };
+df('start'); osdRss('start');
+const body = Buffer.alloc(256 * 2 ** 20, 7);
+await s3.send(new PutObjectCommand({ Bucket: 'gc-test', Key: 'big', Body: body }));
+df('after put'); osdRss('after put');
+await s3.send(new DeleteObjectCommand({ Bucket: 'gc-test', Key: 'big' }));
+df('after delete');
+const t = Date.now();
+execFileSync('radosgw-admin', ['-c', conf, 'gc', 'process', '--include-all']);
+console.log('gc took', Date.now() - t);
+await new Promise((r) => setTimeout(r, 2000));
+df('after gc'); osdRss('after gc');
+s3.destroy(); await rgw.stop();

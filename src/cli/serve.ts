@@ -1,0 +1,98 @@
+// `transship serve`: the OCI registry API over a store (the embedded directory store by default), until SIGINT or
+// SIGTERM; then in-flight uploads are cancelled, spool files removed, connections closed, the store closed.
+import type { Command } from 'commander';
+import { isIP } from 'node:net';
+import { DEFAULT_STORE, type Config } from '../core/config.js';
+import { TransshipError } from '../core/errors.js';
+import { openStore, parseStoreLocation } from '../store/open.js';
+import { openMetaStore } from '../registry/meta.js';
+import { buildServer } from '../server/server.js';
+import { runCommand, loadCliConfig, type GlobalOptions } from './context.js';
+
+interface ServeFlags extends GlobalOptions {
+  store?: string;
+  listen?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  allowDelete?: boolean;
+  uploadDir?: string;
+  maxBody?: string;
+}
+
+export const DEFAULT_LISTEN = '127.0.0.1:5000';
+
+export function parseListen(value: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value);
+  const host = m?.[1] ?? m?.[2];
+  const port = Number(m?.[3]);
+  if (!m || host === undefined || !Number.isInteger(port) || port > 65535) {
+    throw new TransshipError('TS_USAGE', `invalid --listen "${value}": expected HOST:PORT, e.g. 127.0.0.1:5000 or [::1]:5000`);
+  }
+  return { host: host || '0.0.0.0', port };
+}
+
+function storeLocation(flag: string | undefined, config: Config): string {
+  const home = config.region ? config.regions?.[config.region]?.store : undefined;
+  return flag ?? config.store ?? home ?? DEFAULT_STORE;
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host.startsWith('127.') || host === '::1';
+}
+
+export function registerServe(program: Command): void {
+  program
+    .command('serve')
+    .description('serve the OCI distribution API (push/pull with skopeo, containerd, docker) over a store')
+    .option('--store <store>', 'dir:PATH or s3://BUCKET[/PREFIX] (default: the configured store, else the embedded directory store)')
+    .option('--listen <host:port>', `address to listen on (default: serve.listen, else ${DEFAULT_LISTEN})`)
+    .option('--tls-cert <file>', 'PEM certificate: serve HTTPS (with --tls-key)')
+    .option('--tls-key <file>', 'PEM private key for --tls-cert')
+    .option('--allow-delete', 'allow DELETE of manifests, tags and blob links')
+    .option('--upload-dir <dir>', 'where upload sessions are spooled (default: the OS temp dir)')
+    .option('--max-body <bytes>', 'largest blob a client may upload (413 above)')
+    .action(async (flags: ServeFlags, cmd: Command) =>
+      runCommand(cmd, flags, async ({ signal }) => {
+        const config = loadCliConfig(flags);
+        const serve = config.serve ?? {};
+        if (Boolean(flags.tlsCert) !== Boolean(flags.tlsKey)) throw new TransshipError('TS_USAGE', '--tls-cert and --tls-key go together');
+        const maxBody = flags.maxBody === undefined ? serve.maxBodyBytes : Number(flags.maxBody);
+        if (maxBody !== undefined && (!Number.isInteger(maxBody) || maxBody <= 0)) throw new TransshipError('TS_USAGE', `invalid --max-body "${flags.maxBody}": expected a positive number of bytes`);
+        const listen = parseListen(flags.listen ?? serve.listen ?? DEFAULT_LISTEN);
+        const tls = flags.tlsCert && flags.tlsKey ? { cert: flags.tlsCert, key: flags.tlsKey } : serve.tls;
+        const location = parseStoreLocation(storeLocation(flags.store, config));
+        const region = flags.store ? undefined : config.region;
+        const store = openStore(location, { config, region });
+        const meta = openMetaStore(location, config, region);
+        let app;
+        try {
+          app = await buildServer({
+            store,
+            meta,
+            tls,
+            uploadDir: flags.uploadDir ?? serve.uploadDir,
+            maxBodyBytes: maxBody,
+            maxManifestBytes: serve.maxManifestBytes,
+            uploadIdleSeconds: serve.uploadIdleSeconds,
+            allowDelete: flags.allowDelete ?? serve.allowDelete,
+            blobLinks: serve.blobLinks,
+            auth: serve.auth,
+          });
+          await app.listen({ host: listen.host, port: listen.port });
+        } catch (err) {
+          await app?.close();
+          await store.close();
+          throw err;
+        }
+        const addr = app.server.address();
+        const port = typeof addr === 'object' && addr ? addr.port : listen.port;
+        const shownHost = isIP(listen.host) === 6 ? `[${listen.host}]` : listen.host;
+        process.stdout.write(`transship: registry listening on ${tls ? 'https' : 'http'}://${shownHost}:${port} (store ${store.name}${serve.auth ? ', auth on' : ''})\n`);
+        if (!serve.auth && !isLoopback(listen.host)) process.stderr.write('transship: warning: auth is off and the registry listens beyond loopback; configure serve.auth\n');
+        await new Promise<void>((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve(), { once: true })));
+        // Closing the app cancels in-flight uploads and removes their spools (registry onClose), then the store.
+        await app.close();
+        await store.close();
+      }),
+    );
+}

@@ -1,0 +1,75 @@
+// GET/HEAD/DELETE /v2/<name>/blobs/<digest>. With auth on, a blob is only visible through a repository it is
+// linked to (uploaded or mounted there, or referenced by one of its manifests): knowing a digest from another
+// repository is not enough to read it.
+import type { ByteRange } from '../store/contract.js';
+import { registryServedBytesTotal } from '../telemetry/metrics.js';
+import { RegistryError } from './errors.js';
+import type { Call } from './context.js';
+
+function blobUnknown(digest: string): RegistryError {
+  return new RegistryError('BLOB_UNKNOWN', `blob ${digest} is unknown to this repository`, { digest });
+}
+
+/** Parses a single `bytes=` range against `size`; undefined = serve everything; throws 416 when unsatisfiable. */
+export function parseRange(header: string | undefined, size: number): ByteRange | undefined {
+  if (!header) return undefined;
+  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  // Multiple ranges or other units: ignoring Range and answering 200 is allowed (RFC 9110).
+  if (!m || (m[1] === '' && m[2] === '')) return undefined;
+  let start: number;
+  let end: number;
+  if (m[1] === '') {
+    const suffix = Number(m[2]);
+    start = Math.max(0, size - suffix);
+    end = size - 1;
+    if (suffix === 0) start = size;
+  } else {
+    start = Number(m[1]);
+    end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
+  }
+  if (start >= size || end < start) {
+    throw new RegistryError('SIZE_INVALID', `range ${header} is not satisfiable for a blob of ${size} bytes`, { size }, 416, { 'content-range': `bytes */${size}` });
+  }
+  return { start, end };
+}
+
+export async function getBlob(call: Call): Promise<void> {
+  if (call.target.kind !== 'blob') return;
+  const { ctx, reply, signal } = call;
+  const { name, digest } = call.target;
+  if (ctx.auth && !(await ctx.links.isBlobLinked(name, digest, signal))) throw blobUnknown(digest);
+  const info = await ctx.stat(digest, signal);
+  if (!info) throw blobUnknown(digest);
+  reply.header('docker-content-digest', digest).header('accept-ranges', 'bytes').header('etag', `"${digest}"`).type('application/octet-stream');
+  const range = parseRange(call.request.headers.range, info.size);
+  if (call.method === 'HEAD') {
+    reply.header('content-length', String(info.size)).code(200).send();
+    return;
+  }
+  let stream;
+  try {
+    stream = await ctx.store.getBlob(digest, { signal, ...(range ? { range } : {}) });
+  } catch (err) {
+    // The presence hint may be stale (deleted since): answer as the store does now.
+    ctx.forget(digest);
+    throw err;
+  }
+  const length = range ? range.end - range.start + 1 : info.size;
+  stream.on('data', (c: Buffer) => registryServedBytesTotal.inc(c.length));
+  if (range) reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${info.size}`);
+  else reply.code(200);
+  reply.header('content-length', String(length)).send(stream);
+}
+
+export async function deleteBlob(call: Call): Promise<void> {
+  if (call.target.kind !== 'blob') return;
+  const { ctx, signal } = call;
+  const { name, digest } = call.target;
+  if (!ctx.allowDelete) throw new RegistryError('UNSUPPORTED', 'deletes are disabled on this registry (serve.allowDelete)');
+  // Blob bytes are shared by every repository (that is the dedup); DELETE removes this repository's link only,
+  // and unreferenced bytes are left to garbage collection.
+  if (!ctx.links.opts.blobLinks) throw new RegistryError('UNSUPPORTED', 'blob delete needs blob links (serve.blobLinks or auth): blob content is shared across repositories');
+  if (!(await ctx.links.isBlobLinked(name, digest, signal))) throw blobUnknown(digest);
+  await ctx.links.unlinkBlob(name, digest, signal);
+  call.reply.code(202).header('content-length', '0').send();
+}

@@ -1,0 +1,177 @@
+// Upload sessions: spooled to local disk, hashed while they arrive, handed to the store only after the digest is
+// verified (one store.putBlob). Nothing about a session ever reaches S3 — no upload-state objects, no temporary
+// keys — so an abandoned or interrupted push leaves nothing visible and nothing billing.
+//
+// The sha256 state lives in memory per session (a crypto.Hash), so PATCHes never re-read the spool. A chunk that
+// fails halfway (client gone, body too large) is rolled back: the hash is restored from a copy taken before the
+// chunk and the spool is truncated to its previous length, so the session stays consistent for a retry.
+// Sessions are local to this process (a client uploads through one instance), expire after an idle timeout, and
+// are all cancelled and removed on shutdown.
+import { createHash, randomUUID, type Hash } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { isAbortError } from '../core/errors.js';
+import type { Algorithm } from '../core/digest.js';
+import { RegistryError } from './errors.js';
+import { log } from '../telemetry/log.js';
+import { registryUploadBytesTotal, registryUploadSessions } from '../telemetry/metrics.js';
+
+export interface UploadSessionsOptions {
+  /** Parent directory for spool files; a private subdirectory is created per process. */
+  dir: string;
+  /** A session untouched for this long is removed (ms). */
+  idleMs: number;
+  /** Largest blob accepted (bytes); more → 413 SIZE_INVALID. */
+  maxBytes: number;
+}
+
+export class UploadSession {
+  size = 0;
+  hash: Hash = createHash('sha256');
+  lastActive = Date.now();
+  busy = false;
+  /** Aborted when the session is removed (expiry, DELETE, shutdown): stops an in-flight chunk at once. */
+  readonly controller = new AbortController();
+  readonly startedAt = new Date();
+
+  constructor(
+    readonly id: string,
+    readonly repo: string,
+    readonly path: string,
+  ) {}
+
+  /** `Range` header value: inclusive byte range received so far (`0-0` for none, as Distribution answers). */
+  get range(): string {
+    return `0-${Math.max(0, this.size - 1)}`;
+  }
+}
+
+export class UploadSessions {
+  private readonly sessions = new Map<string, UploadSession>();
+  private spoolDir: string | undefined;
+  private readonly sweeper: NodeJS.Timeout;
+
+  constructor(readonly opts: UploadSessionsOptions) {
+    this.sweeper = setInterval(() => void this.sweep(), Math.max(1000, Math.min(opts.idleMs / 2, 60_000)));
+    this.sweeper.unref();
+  }
+
+  get count(): number {
+    return this.sessions.size;
+  }
+
+  private async dir(): Promise<string> {
+    if (!this.spoolDir) {
+      await mkdir(this.opts.dir, { recursive: true });
+      this.spoolDir = await mkdtemp(join(this.opts.dir, `transship-uploads-${process.pid}-`));
+    }
+    return this.spoolDir;
+  }
+
+  async create(repo: string): Promise<UploadSession> {
+    const id = randomUUID();
+    const path = join(await this.dir(), `${id}.spool`);
+    await writeFile(path, '', { flag: 'wx' });
+    const s = new UploadSession(id, repo, path);
+    this.sessions.set(id, s);
+    registryUploadSessions.set(this.sessions.size);
+    return s;
+  }
+
+  /** The session `id` of repository `repo`; an id from another repository is as unknown as a made-up one. */
+  get(id: string, repo: string): UploadSession {
+    const s = this.sessions.get(id);
+    if (!s || s.repo !== repo) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', `upload ${id.slice(0, 64)} is unknown (finished, cancelled, expired, or never started here)`, { id: id.slice(0, 64) });
+    s.lastActive = Date.now();
+    return s;
+  }
+
+  /**
+   * Appends a chunk. `start` (from Content-Range) must equal the bytes received so far, otherwise 416 with the
+   * current Range, as the spec requires. `expectedLength` (from Content-Range/Content-Length) is checked after.
+   */
+  async append(s: UploadSession, body: Readable, opts: { start?: number | undefined; expectedLength?: number | undefined; signal?: AbortSignal | undefined }): Promise<void> {
+    if (s.busy) throw new RegistryError('BLOB_UPLOAD_INVALID', 'another request is writing to this upload session', { id: s.id }, 416, { range: s.range });
+    if (opts.start !== undefined && opts.start !== s.size) {
+      throw new RegistryError('BLOB_UPLOAD_INVALID', `chunk starts at byte ${opts.start}, but ${s.size} bytes were received so far`, { received: s.size, start: opts.start }, 416, { range: s.range });
+    }
+    s.busy = true;
+    const before = s.size;
+    const hashBefore = s.hash.copy();
+    const max = this.opts.maxBytes;
+    const signal = opts.signal ? AbortSignal.any([opts.signal, s.controller.signal]) : s.controller.signal;
+    let bytes = 0;
+    const tap = new Transform({
+      transform(chunk: Buffer, _enc, cb: TransformCallback) {
+        bytes += chunk.length;
+        if (before + bytes > max) {
+          cb(new RegistryError('SIZE_INVALID', `upload exceeds the size limit of ${max} bytes`, { limit: max }, 413));
+          return;
+        }
+        s.hash.update(chunk);
+        cb(null, chunk);
+      },
+    });
+    try {
+      await pipeline(body, tap, createWriteStream(s.path, { flags: 'a' }), { signal });
+      if (opts.expectedLength !== undefined && bytes !== opts.expectedLength) {
+        throw new RegistryError('SIZE_INVALID', `chunk has ${bytes} bytes but its headers announced ${opts.expectedLength}`, { received: bytes, announced: opts.expectedLength });
+      }
+      s.size = before + bytes;
+      registryUploadBytesTotal.inc(bytes);
+    } catch (err) {
+      // Roll back to the state before this chunk so the client can retry it from `before`.
+      s.hash = hashBefore;
+      s.size = before;
+      await truncate(s.path, before).catch(() => undefined);
+      if (err instanceof RegistryError) throw err;
+      if (isAbortError(err) || signal.aborted) throw new RegistryError('BLOB_UPLOAD_INVALID', 'upload chunk interrupted', { id: s.id });
+      throw err;
+    } finally {
+      s.busy = false;
+      s.lastActive = Date.now();
+    }
+  }
+
+  /** Digest of what was received so far. sha256 comes from the running hash; sha512 re-reads the spool (rare). */
+  async digest(s: UploadSession, algorithm: Algorithm): Promise<string> {
+    if (algorithm === 'sha256') return `sha256:${s.hash.copy().digest('hex')}`;
+    const h = createHash(algorithm);
+    await pipeline(createReadStream(s.path), async (src: AsyncIterable<Buffer>) => {
+      for await (const c of src) h.update(c);
+    });
+    return `${algorithm}:${h.digest('hex')}`;
+  }
+
+  openSpool(s: UploadSession): Readable {
+    return createReadStream(s.path);
+  }
+
+  async remove(s: UploadSession): Promise<void> {
+    if (this.sessions.get(s.id) === s) this.sessions.delete(s.id);
+    s.controller.abort(new Error('upload session closed'));
+    registryUploadSessions.set(this.sessions.size);
+    await rm(s.path, { force: true }).catch((err: unknown) => log.warn({ err, path: s.path }, 'could not remove upload spool'));
+  }
+
+  private async sweep(): Promise<void> {
+    const cutoff = Date.now() - this.opts.idleMs;
+    for (const s of [...this.sessions.values()]) {
+      if (!s.busy && s.lastActive < cutoff) {
+        log.info({ upload: s.id, repo: s.repo, bytes: s.size }, 'upload session expired');
+        await this.remove(s);
+      }
+    }
+  }
+
+  /** Shutdown: cancels every in-flight chunk and removes every spool. */
+  async close(): Promise<void> {
+    clearInterval(this.sweeper);
+    await Promise.all([...this.sessions.values()].map((s) => this.remove(s)));
+    if (this.spoolDir) await rm(this.spoolDir, { recursive: true, force: true });
+    this.spoolDir = undefined;
+  }
+}
