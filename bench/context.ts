@@ -44,13 +44,11 @@ export interface BenchContext {
   /** AWS_* variables that point a client at the proxy. */
   s3Env: Record<string, string>;
   signal: AbortSignal;
-  log(line: string): void;
+  log: (line: string) => void;
   createBucket(name: string): Promise<string>;
   /** Deletes every object (and multipart upload) in `bucket` and lets RGW free the memory now. */
   reclaim(bucket: string): Promise<void>;
   images(): Promise<BenchImages>;
-  /** Runs `fn` once per run and key (measurements both groups report, e.g. Distribution's 256 MiB push). */
-  memo<T>(key: string, fn: () => Promise<T>): Promise<T>;
   /** `node bin/transship.js ARGS` with the proxy as S3 endpoint and private cache/data dirs. */
   transship(args: string[], extraEnv?: Record<string, string>): Promise<Measured>;
   /** The environment `transship` runs with. */
@@ -111,7 +109,6 @@ export async function startContext(opts: { signal: AbortSignal; log: (line: stri
       AWS_SDK_JS_SUPPRESS_MAINTENANCE_MODE_MESSAGE: '1',
       ...extra,
     });
-    const memos = new Map<string, Promise<unknown>>();
     let images: Promise<BenchImages> | undefined;
     let buckets = 0;
     const ctx: BenchContext = {
@@ -132,11 +129,6 @@ export async function startContext(opts: { signal: AbortSignal; log: (line: stri
         await promisify(execFile)('radosgw-admin', ['-c', join(rgw.dir, 'ceph.conf'), 'gc', 'process', '--include-all'], { signal });
       },
       images: () => (images ??= buildImages(join(work, 'images'), log)),
-      memo: <T>(key: string, fn: () => Promise<T>) => {
-        let p = memos.get(key);
-        if (!p) memos.set(key, (p = fn()));
-        return p as Promise<T>;
-      },
       transshipEnv,
       transship: (args, extra) => runMeasured(process.execPath, [TRANSSHIP_BIN, ...args], { env: transshipEnv(extra), cwd: work, signal }),
       skopeo: (args) => runMeasured('skopeo', ['--policy', policy, ...args], { env: baseEnv, cwd: work, signal }),

@@ -26,7 +26,7 @@ export function loadCliConfig(flags: GlobalOptions, overrides: Record<string, un
 
 /** Runs a command body with cancellation and error reporting; sets process.exitCode instead of exiting abruptly. */
 export async function runCommand(cmd: Command, flags: GlobalOptions, body: (ctx: { signal: AbortSignal }) => Promise<number | void>): Promise<void> {
-  const all = { ...globals(cmd), ...flags };
+  const all = Object.assign(flags, { ...globals(cmd), ...flags });
   const { signal, dispose } = cancellationSignal();
   try {
     if (all.logLevel) setLogLevel(all.logLevel);

@@ -297,6 +297,8 @@ export function correlate(snap: Snapshot, opts: DiagnoseOptions = DEFAULT_DIAGNO
       if (!judged.has(r.namespace) || tasks.has(k)) continue;
       const init = r.initPid !== undefined ? snap.processes.get(r.initPid) : undefined;
       const initAlive = !isGone(init) && (r.initStart === undefined || init?.startTime === r.initStart);
+      // A live init under an orphaned shim of ours is that shim's container: orphaned-shim already says it.
+      if (initAlive && (shimsByGroup.get(key(r.namespace, groupOf(r.namespace, r.id))) ?? []).length > 0) continue;
       const container = containers.has(k);
       findings.push(
         finding('leftover-runc-state', {

@@ -55,7 +55,8 @@ export async function getBlob(call: Call): Promise<void> {
     throw err;
   }
   const length = range ? range.end - range.start + 1 : info.size;
-  stream.on('data', (c: Buffer) => registryServedBytesTotal.inc(c.length));
+  // Counted when the response completed (a 'data' listener here would start the stream before fastify pipes it).
+  call.reply.raw.once('finish', () => registryServedBytesTotal.inc(length));
   if (range) reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${info.size}`);
   else reply.code(200);
   reply.header('content-length', String(length)).send(stream);

@@ -22,6 +22,7 @@ import {
   UploadPartCommand,
   UploadPartCopyCommand,
   type S3Client,
+  type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import { createTestBucket, s3TestConfig, testS3Client } from '../support/rgw.js';
 import { startS3Proxy, type S3Proxy } from '../support/s3-proxy.js';
@@ -31,8 +32,8 @@ const skip = config ? false : 'TRANSSHIP_TEST_S3_* unset: run through `node test
 const MiB = 1024 * 1024;
 
 /** Runs `fn` with a client and/or proxy that are torn down whatever happens. */
-async function withClient<T>(endpoint: string | undefined, fn: (s3: S3Client) => Promise<T>): Promise<T> {
-  const s3 = testS3Client(endpoint);
+async function withClient<T>(endpoint: string | undefined, fn: (s3: S3Client) => Promise<T>, overrides: Partial<S3ClientConfig> = {}): Promise<T> {
+  const s3 = testS3Client(endpoint, overrides);
   try {
     return await fn(s3);
   } finally {
@@ -40,10 +41,10 @@ async function withClient<T>(endpoint: string | undefined, fn: (s3: S3Client) =>
   }
 }
 
-async function withProxy<T>(fn: (proxy: S3Proxy, s3: S3Client) => Promise<T>): Promise<T> {
+async function withProxy<T>(fn: (proxy: S3Proxy, s3: S3Client) => Promise<T>, overrides: Partial<S3ClientConfig> = {}): Promise<T> {
   const proxy = await startS3Proxy({ target: config?.endpoint ?? '' });
   try {
-    return await withClient(proxy.url, (s3) => fn(proxy, s3));
+    return await withClient(proxy.url, (s3) => fn(proxy, s3), overrides);
   } finally {
     await proxy.close();
   }
@@ -183,34 +184,59 @@ test('requests through the proxy keep valid signatures and are counted by operat
   });
 });
 
+/** A 64 MiB body as a stream the SDK cannot rewind or measure, as the project's uploads are; returns its digest. */
+function streamedBody(size: number): { body: Readable; sha256: () => string } {
+  const chunk = randomBytes(MiB);
+  const hash = createHash('sha256');
+  const body = Readable.from(
+    (function* () {
+      for (let i = 0; i < size / MiB; i++) {
+        const c = Buffer.from(chunk.map((b) => b ^ i));
+        hash.update(c);
+        yield c;
+      }
+    })(),
+  );
+  return { body, sha256: () => hash.digest('hex') };
+}
+
+test('RGW 16 refuses streamed bodies under the SDK default checksums (411), directly and through the proxy', { skip }, async () => {
+  // The SDK sends a stream as aws-chunked with a trailing CRC32 and no Content-Length; RGW 16 answers 411
+  // MissingContentLength. Uploads of streams must set requestChecksumCalculation: 'WHEN_REQUIRED' (and a
+  // ContentLength). The proxy must pass RGW's refusal through, not turn it into a reset mid-body.
+  const bucket = await createTestBucket('sdk-stream-411');
+  for (const via of ['direct', 'proxy'] as const) {
+    const run = async (s3: S3Client) => {
+      const { body } = streamedBody(8 * MiB);
+      const err = await s3Error(s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'k', Body: body, ContentLength: 8 * MiB })));
+      assert.equal(err.$metadata.httpStatusCode, 411, via);
+      assert.equal(err.name, 'MissingContentLength', via);
+    };
+    if (via === 'direct') await withClient(undefined, run);
+    else await withProxy((_proxy, s3) => run(s3));
+  }
+});
+
 test('the proxy streams large bodies both ways unchanged', { skip }, async () => {
   const bucket = await createTestBucket('proxy-stream');
-  await withProxy(async (proxy, s3) => {
-    const size = 64 * MiB;
-    const chunk = randomBytes(MiB);
-    const sent = createHash('sha256');
-    // A stream of unknown content to the SDK (not a buffer it could retry), as the project's uploads are.
-    const body = Readable.from(
-      (function* () {
-        for (let i = 0; i < size / MiB; i++) {
-          const c = Buffer.from(chunk.map((b) => b ^ i));
-          sent.update(c);
-          yield c;
-        }
-      })(),
-    );
-    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'big', Body: body, ContentLength: size }));
-    const got = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: 'big' }));
-    const received = createHash('sha256');
-    let length = 0;
-    for await (const c of got.Body as Readable) {
-      received.update(c as Buffer);
-      length += (c as Buffer).length;
-    }
-    assert.equal(length, size);
-    assert.equal(received.digest('hex'), sent.digest('hex'));
-    assert.deepEqual(proxy.counts().byOperation, { PutObject: 1, GetObject: 1 });
-  });
+  await withProxy(
+    async (proxy, s3) => {
+      const size = 64 * MiB;
+      const { body, sha256 } = streamedBody(size);
+      await s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'big', Body: body, ContentLength: size }));
+      const got = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: 'big' }));
+      const received = createHash('sha256');
+      let length = 0;
+      for await (const c of got.Body as Readable) {
+        received.update(c as Buffer);
+        length += (c as Buffer).length;
+      }
+      assert.equal(length, size);
+      assert.equal(received.digest('hex'), sha256());
+      assert.deepEqual(proxy.counts().byOperation, { PutObject: 1, GetObject: 1 });
+    },
+    { requestChecksumCalculation: 'WHEN_REQUIRED' },
+  );
 });
 
 test('injected 503 SlowDown and 403 AccessDenied reach the client as S3 errors, with or without a body', { skip }, async () => {

@@ -143,23 +143,37 @@ export async function startS3Proxy(opts: S3ProxyOptions): Promise<S3Proxy> {
   };
 
   const forward = (req: IncomingMessage, res: ServerResponse, entry: ProxyLogEntry, expectsContinue: boolean) => {
-    // The client waits for 100 before sending the body; the upstream's own 100 is consumed by our client side.
-    if (expectsContinue) res.writeContinue();
     const upstream = request({
       protocol: target.protocol,
       hostname: target.hostname,
       port: target.port,
       method: req.method,
       path: req.url,
-      // Exactly what the client sent, Host included: the signature covers it.
+      // Exactly what the client sent, Host and Expect included: the signature covers Host.
       headers: req.rawHeaders,
       agent: upstreamAgent,
     });
+    // `100 Continue` is relayed, not invented: a client that waits for it must learn what the upstream decided
+    // before sending its body. Answering 100 ourselves let RGW refuse (e.g. 411) mid-body and reset the
+    // connection, and the client saw a proxy error instead of RGW's answer.
+    let continued = false;
+    if (expectsContinue) {
+      upstream.flushHeaders(); // No body will come until the upstream's 100 does: send the head now.
+      upstream.once('continue', () => {
+        continued = true;
+        res.writeContinue();
+      });
+    }
     let answered = false;
     upstream.once('response', (upRes) => {
       answered = true;
       entry.status = upRes.statusCode ?? 0;
-      res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, upRes.rawHeaders);
+      let headers = upRes.rawHeaders;
+      if (expectsContinue && !continued) {
+        // The client will never send the body it announced, so this connection cannot carry another request.
+        headers = withoutConnectionHeader(headers).concat('Connection', 'close');
+      }
+      res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, headers);
       pipeline(upRes, res, () => {
         // Errors here mean one side went away mid-body; pipeline has already destroyed both.
       });
@@ -167,7 +181,6 @@ export async function startS3Proxy(opts: S3ProxyOptions): Promise<S3Proxy> {
     pipeline(req, upstream, (err) => {
       // An upstream that answered early (an error before reading the whole body) may then close the connection
       // under the upload: its answer is already on its way to the client and is what the client must see.
-      if (err) console.error("DBG", err);
       if (!err || answered) return;
       // Client reset mid-upload, or upstream unreachable: answer if anyone is still listening.
       entry.status = 502;
@@ -283,6 +296,16 @@ function answerError(
     if (err) req.socket.destroy();
     else send();
   });
+}
+
+function withoutConnectionHeader(raw: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i] ?? '';
+    const lower = name.toLowerCase();
+    if (lower !== 'connection' && lower !== 'keep-alive') out.push(name, raw[i + 1] ?? '');
+  }
+  return out;
 }
 
 function escapeXml(s: string): string {

@@ -1,0 +1,330 @@
+// Registry (issue 3): skopeo pushes and pulls the same images through `transship serve` (S3 store) and through
+// Distribution (s3 driver), both on the same RGW behind the same counting proxy, scenario by scenario back to back.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync, readFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { Agent, request } from 'node:http';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startDistribution, type Distribution } from '../test/support/distribution.js';
+import type { ProxyCounts } from '../test/support/s3-proxy.js';
+import { TRANSSHIP_BIN, serveAvailable, type BenchContext } from './context.js';
+import { check, readHwm } from './measure.js';
+import { fmt, type Row, type Section } from './report.js';
+import { peerNotes } from './transfer.js';
+
+const CONCURRENT_GETS = 50;
+
+interface Contender {
+  name: 'transship' | 'distribution';
+  host: string;
+}
+
+interface Op {
+  wallMs: number;
+  s3: ProxyCounts;
+  bytes?: number;
+}
+
+const TITLE = 'Registry (issue 3): `transship serve` vs Distribution, both pushed to and pulled from by skopeo';
+
+export async function runRegistry(ctx: BenchContext): Promise<Section> {
+  const date = new Date().toISOString();
+  if (!serveAvailable()) {
+    return {
+      id: 'registry',
+      title: TITLE,
+      intro: [],
+      rows: [],
+      details: [],
+      date,
+      skipped: '`transship serve` is not available in this tree yet (src/cli/serve.ts does not exist). This group runs as soon as it does.',
+    };
+  }
+  const images = await ctx.images();
+  const { layout } = images;
+  const rows: Row[] = [];
+  const details: string[] = [];
+  const tsBucket = await ctx.createBucket('ts-registry');
+  const distBucket = await ctx.createBucket('dist-registry');
+  let dist: Distribution | undefined;
+  let serve: Serve | undefined;
+  try {
+    dist = await startDistribution({
+      s3: { endpoint: ctx.proxy.url, accessKeyId: ctx.rgw.accessKeyId, secretAccessKey: ctx.rgw.secretAccessKey, bucket: distBucket },
+      signal: ctx.signal,
+      log: ctx.log,
+    });
+    serve = await startServe(ctx, `s3://${tsBucket}/reg`);
+    const contenders: Contender[] = [
+      { name: 'transship', host: serve.host },
+      { name: 'distribution', host: dist.host },
+    ];
+
+    const push = async (c: Contender, tag: string, ref: string): Promise<Op> => {
+      const { result, s3 } = await ctx.countS3(() => ctx.skopeo(['copy', '--dest-tls-verify=false', `oci:${layout}:${tag}`, `docker://${c.host}/${ref}`]));
+      check(result);
+      return { wallMs: result.wallMs, s3 };
+    };
+    let pulls = 0;
+    const pull = async (c: Contender, ref: string, bytes: number): Promise<Op> => {
+      const dir = join(ctx.work, `pull-${c.name}-${pulls++}`);
+      try {
+        const { result, s3 } = await ctx.countS3(() => ctx.skopeo(['copy', '--src-tls-verify=false', `docker://${c.host}/${ref}`, `oci:${dir}:x`]));
+        check(result);
+        return { wallMs: result.wallMs, s3, bytes };
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    };
+    const both = async (what: string, fn: (c: Contender) => Promise<Op>): Promise<Record<Contender['name'], Op>> => {
+      ctx.log(`registry: ${what}`);
+      const out: Partial<Record<Contender['name'], Op>> = {};
+      for (const c of contenders) out[c.name] = await fn(c);
+      return out as Record<Contender['name'], Op>;
+    };
+
+    // ---- pushes: S3 requests ----
+    const pushes = [
+      { name: 'push a fresh image (3 × 10 MiB layers + config)', tag: 'a', ref: 'app:a' },
+      { name: 'push an image sharing 2 of its layers (same repository)', tag: 'b', ref: 'app:b' },
+      { name: 'cross-repository push (the first image to a new repository)', tag: 'a', ref: 'other:a' },
+      { name: 'identical re-push of the first image', tag: 'a', ref: 'app:a' },
+    ];
+    details.push('### Pushes and pulls: every request, by operation', '');
+    details.push('| scenario | contender | S3 requests | by operation | wall time |', '| --- | --- | --- | --- | --- |');
+    for (const p of pushes) {
+      const r = await both(p.name, (c) => push(c, p.tag, p.ref));
+      const ratio = r.transship.s3.total / r.distribution.s3.total;
+      rows.push({
+        scenario: `${p.name} — S3 requests`,
+        transship: String(r.transship.s3.total),
+        peer: `${r.distribution.s3.total} (Distribution)`,
+        ratio: fmt.ratio(ratio),
+        target: '≤ 0.1×',
+        met: ratio <= 0.1,
+      });
+      for (const c of contenders) details.push(detailRow(p.name, c.name, r[c.name]));
+    }
+
+    // ---- pulls of the small image, and 50 concurrent blob GETs ----
+    const aBytes = images.a.blobs.reduce((n, b) => n + b.size, 0) + images.a.root.descriptor.size;
+    const pullA = await both('pull the first image with skopeo', (c) => pull(c, 'app:a', aBytes));
+    rows.push(throughputRow('pull the first image (skopeo → OCI layout) — throughput', pullA));
+    for (const c of contenders) details.push(detailRow('pull the first image', c.name, pullA[c.name]));
+
+    const gets = await both(`${CONCURRENT_GETS} concurrent blob GETs`, async (c) => {
+      const { result, s3 } = await ctx.countS3(() => concurrentGets(c.host, 'app', images.a.layers.map((l) => ({ digest: l.digest, size: l.size })), CONCURRENT_GETS));
+      return { wallMs: result.wallMs, s3, bytes: result.bytes };
+    });
+    rows.push(throughputRow(`${CONCURRENT_GETS} concurrent blob GETs (10 MiB layers) — throughput`, gets));
+    for (const c of contenders) details.push(detailRow(`${CONCURRENT_GETS} concurrent blob GETs`, c.name, gets[c.name]));
+
+    // ---- one 256 MiB layer: push wall time, then pull ----
+    const big = await both('push one 256 MiB layer', (c) => push(c, 'big', 'big:1'));
+    const bigRatio = big.transship.wallMs / big.distribution.wallMs;
+    rows.push({
+      scenario: 'push one 256 MiB layer — wall time',
+      transship: fmt.ms(big.transship.wallMs),
+      peer: `${fmt.ms(big.distribution.wallMs)} (Distribution)`,
+      ratio: fmt.ratio(bigRatio),
+      target: '≤ 0.33×',
+      met: bigRatio <= 1 / 3,
+    });
+    rows.push({
+      scenario: 'push one 256 MiB layer — S3 requests',
+      transship: String(big.transship.s3.total),
+      peer: `${big.distribution.s3.total} (Distribution)`,
+      ratio: fmt.ratio(big.transship.s3.total / big.distribution.s3.total),
+      target: 'report',
+      met: undefined,
+    });
+    for (const c of contenders) details.push(detailRow('push one 256 MiB layer', c.name, big[c.name]));
+    const bigBytes = images.big.blobs.reduce((n, b) => n + b.size, 0) + images.big.root.descriptor.size;
+    const pullBig = await both('pull the 256 MiB image with skopeo', (c) => pull(c, 'big:1', bigBytes));
+    rows.push(throughputRow('pull the 256 MiB image (skopeo → OCI layout) — throughput', pullBig));
+    for (const c of contenders) details.push(detailRow('pull the 256 MiB image', c.name, pullBig[c.name]));
+    details.push('');
+    details.push(
+      '- Throughput rows: ratio = transship ÷ Distribution in MB/s (higher is better; target ≥ 1×). Pull wall time is ' +
+        'skopeo\'s whole run (process start, manifest, blobs, writing the layout).',
+      `- \`transship serve\` peak RSS over the whole group: ${serve.peakRss() ? fmt.mib(serve.peakRss() ?? 0) : 'n/a'}.`,
+      '',
+    );
+    details.push(...peerNotes(dist));
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    throw new Error(serve ? `${message}\n--- tail of the transship serve log ---\n${serve.logTail()}` : message, { cause: err });
+  } finally {
+    await serve?.stop();
+    await dist?.stop();
+    await ctx.reclaim(tsBucket).catch(() => {});
+    await ctx.reclaim(distBucket).catch(() => {});
+  }
+  return {
+    id: 'registry',
+    title: TITLE,
+    intro: [
+      '`transship serve --store s3://BUCKET/reg --listen 127.0.0.1:PORT` and Distribution 2.8 (s3 driver) run side by side on the ' +
+        'same RGW behind the same counting proxy; skopeo pushes (`oci:` → `docker://`) and pulls (`docker://` → `oci:`) the same ' +
+        'images to and from each, one scenario at a time, transship first. "Ratio" is transship ÷ Distribution.',
+    ],
+    rows,
+    details,
+    date,
+  };
+}
+
+function detailRow(scenario: string, who: string, op: Op): string {
+  const rate = op.bytes !== undefined ? ` (${fmt.rate(op.bytes, op.wallMs)})` : '';
+  return `| ${scenario} | ${who} | ${op.s3.total} | ${fmt.ops(op.s3.byOperation)} | ${fmt.ms(op.wallMs)}${rate} |`;
+}
+
+function throughputRow(scenario: string, r: Record<Contender['name'], Op>): Row {
+  const rate = (o: Op) => (o.bytes ?? 0) / o.wallMs;
+  const ratio = rate(r.transship) / rate(r.distribution);
+  return {
+    scenario,
+    transship: fmt.rate(r.transship.bytes ?? 0, r.transship.wallMs),
+    peer: `${fmt.rate(r.distribution.bytes ?? 0, r.distribution.wallMs)} (Distribution)`,
+    ratio: fmt.ratio(ratio),
+    target: '≥ 1× (throughput)',
+    met: ratio >= 1,
+  };
+}
+
+/** `count` GETs of the given blobs (round robin), all in flight at once; checks every body's length. */
+async function concurrentGets(host: string, repo: string, blobs: Array<{ digest: string; size: number }>, count: number): Promise<{ wallMs: number; bytes: number }> {
+  const agent = new Agent({ keepAlive: true, maxSockets: count });
+  const started = process.hrtime.bigint();
+  try {
+    const sizes = await Promise.all(
+      Array.from({ length: count }, (_, i) => {
+        const blob = blobs[i % blobs.length] as { digest: string; size: number };
+        return new Promise<number>((resolve, reject) => {
+          const req = request(`http://${host}/v2/${repo}/blobs/${blob.digest}`, { agent }, (res) => {
+            let n = 0;
+            res.on('data', (chunk: Buffer) => (n += chunk.length));
+            res.once('error', reject);
+            res.once('end', () => {
+              if (res.statusCode !== 200) reject(new Error(`GET ${blob.digest} from ${host}: HTTP ${res.statusCode}`));
+              else if (n !== blob.size) reject(new Error(`GET ${blob.digest} from ${host}: ${n} bytes, expected ${blob.size}`));
+              else resolve(n);
+            });
+          });
+          req.once('error', reject);
+          req.end();
+        });
+      }),
+    );
+    return { wallMs: Number(process.hrtime.bigint() - started) / 1e6, bytes: sizes.reduce((a, b) => a + b, 0) };
+  } finally {
+    agent.destroy();
+  }
+}
+
+interface Serve {
+  host: string;
+  peakRss(): number | undefined;
+  logTail(): string;
+  stop(): Promise<void>;
+}
+
+/** Starts `transship serve` as its own process (group) and waits for `/v2/`; `stop()` ends exactly that group. */
+async function startServe(ctx: BenchContext, store: string): Promise<Serve> {
+  const port = await freePort();
+  const host = `127.0.0.1:${port}`;
+  const logFile = join(ctx.work, 'serve.log');
+  const fd = openSync(logFile, 'a');
+  let child: ChildProcess;
+  try {
+    child = spawn(process.execPath, [TRANSSHIP_BIN, 'serve', '--store', store, '--listen', host], {
+      env: ctx.transshipEnv(),
+      cwd: ctx.work,
+      stdio: ['ignore', fd, fd],
+      detached: true,
+    });
+  } finally {
+    closeSync(fd);
+  }
+  let exit: string | undefined;
+  const exited = new Promise<void>((resolve) => {
+    child.once('exit', (code, sig) => {
+      exit = sig ?? `exit code ${code}`;
+      resolve();
+    });
+    child.once('error', (err) => {
+      exit = err.message;
+      resolve();
+    });
+  });
+  let hwm: number | undefined;
+  const sample = () => {
+    hwm = Math.max(hwm ?? 0, readHwm(child.pid) ?? 0) || hwm;
+  };
+  const sampler = setInterval(sample, 200);
+  const logTail = () => {
+    try {
+      return readFileSync(logFile, 'utf8').slice(-3000);
+    } catch {
+      return '(no log)';
+    }
+  };
+  const stop = async () => {
+    clearInterval(sampler);
+    if (exit !== undefined || child.pid === undefined) return;
+    sample();
+    const pid = child.pid;
+    const kill = (sig: NodeJS.Signals) => {
+      try {
+        process.kill(-pid, sig);
+      } catch {
+        // Already gone.
+      }
+    };
+    kill('SIGTERM');
+    const timer = setTimeout(() => kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(timer);
+  };
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (exit !== undefined) {
+      clearInterval(sampler);
+      throw new Error(`transship serve exited during startup (${exit}):\n${logTail()}`);
+    }
+    if ((await httpStatus(`http://${host}/v2/`)) === 200) break;
+    if (Date.now() > deadline || ctx.signal.aborted) {
+      await stop();
+      throw new Error(`transship serve did not answer on http://${host}/v2/ in time:\n${logTail()}`);
+    }
+    await sleep(100);
+  }
+  ctx.log(`registry: transship serve on ${host} (pid ${child.pid})`);
+  return { host, peakRss: () => hwm, logTail, stop };
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  const addr = server.address();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  if (addr === null || typeof addr === 'string') throw new Error('listen(0) gave no port');
+  return addr.port;
+}
+
+function httpStatus(url: string): Promise<number | undefined> {
+  return new Promise((resolve) => {
+    const req = request(url, { timeout: 2000, agent: false }, (res) => {
+      res.resume();
+      resolve(res.statusCode);
+    });
+    req.once('timeout', () => req.destroy());
+    req.once('error', () => resolve(undefined));
+    req.end();
+  });
+}

@@ -1,0 +1,246 @@
+// The doctor against a real containerd 1.6 + runc (private instance, see test/support/containerd.ts). Each test
+// reproduces one leftover the way it happens on a node, checks the doctor names it with the right evidence, repairs it
+// with --fix --yes so the same container id starts again with `ctr`, and checks that a healthy container running
+// beside it was not touched (same pid, still RUNNING).
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { readFile, rm } from 'node:fs/promises';
+import net from 'node:net';
+import { join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { startContainerd, IMAGE, type TestContainerd } from '../support/containerd.js';
+import { runDoctor, type DoctorOptions, type DoctorResult } from '../../src/containerd/doctor.js';
+import type { Finding, FindingCode } from '../../src/containerd/findings.js';
+
+const run = promisify(execFile);
+
+let c: TestContainerd;
+let healthyPid: number;
+
+async function doctor(extra: Partial<DoctorOptions> = {}): Promise<DoctorResult & { output: string }> {
+  let output = '';
+  const r = await runDoctor({
+    address: c.address,
+    stateDir: c.state,
+    namespaces: [c.namespace],
+    minBundleAgeMs: 0,
+    createdThresholdMs: 3_600_000,
+    logs: false,
+    killGraceMs: 2000,
+    write: (s) => {
+      output += s;
+    },
+    ...extra,
+  });
+  return { ...r, output };
+}
+
+function find(findings: Finding[], code: FindingCode, id: string): Finding | undefined {
+  return findings.find((f) => f.code === code && f.containerId === id);
+}
+
+async function assertHealthyUntouched(): Promise<void> {
+  assert.equal(await c.taskStatus('healthy'), 'RUNNING');
+  assert.equal(await c.taskPid('healthy'), healthyPid, 'the healthy container kept its pid');
+}
+
+async function startAgain(id: string): Promise<void> {
+  const r = await c.ctr(['task', 'start', '-d', '--null-io', id]);
+  assert.equal(r.code, 0, `ctr task start ${id}: ${r.stderr}`);
+  assert.equal(await c.taskStatus(id), 'RUNNING');
+}
+
+/** A unix socket file with no listener: bound by a process that is then SIGKILLed (Node would unlink on close). */
+async function plantStaleSocket(path: string): Promise<void> {
+  c.trackSocket(path);
+  const child = spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(path)}, () => process.kill(process.pid, 'SIGKILL'))`]);
+  await new Promise((resolve) => child.on('exit', resolve));
+  assert.ok(existsSync(path));
+}
+
+before(async () => {
+  c = await startContainerd();
+  healthyPid = await c.runContainer('healthy');
+});
+
+after(async () => {
+  await c?.stop();
+});
+
+describe('containerd doctor on a real containerd', () => {
+  test('healthy node: exit 0, no findings, --json and --prometheus written', async () => {
+    const prom = join(c.dir, 'doctor.prom');
+    const r = await doctor({ json: true, prometheus: prom });
+    assert.equal(r.exitCode, 0, r.output);
+    const doc = JSON.parse(r.output) as { healthy: boolean; findings: unknown[]; counts: { tasks: number } };
+    assert.equal(doc.healthy, true);
+    assert.deepEqual(doc.findings, []);
+    assert.equal(doc.counts.tasks, 1);
+    const text = await readFile(prom, 'utf8');
+    assert.match(text, /^containerd_doctor_up 1$/m);
+    assert.match(text, /containerd_doctor_findings\{code="leaked-bundle",severity="critical"\} 0/);
+  });
+
+  test('foreign listener on a shim socket path → failed create leaves a bundle; fix removes it once the listener is gone', async () => {
+    const path = c.shimSocket('f1');
+    c.trackSocket(path);
+    const conns = new Set<net.Socket>();
+    const srv = net.createServer((s) => {
+      conns.add(s);
+      s.on('error', () => undefined);
+      s.end('not ttrpc\n');
+    });
+    await new Promise<void>((resolve) => srv.listen(path, resolve));
+    const created = await c.ctr(['run', '-d', '--null-io', IMAGE, 'f1', 'sleep', '100000']);
+    assert.notEqual(created.code, 0, 'ctr run must fail while a foreign process holds the socket');
+    assert.match(created.stderr, /failed to create shim task/);
+
+    const d = await doctor();
+    assert.equal(d.exitCode, 3);
+    const foreign = find(d.before.findings, 'foreign-listener', 'f1');
+    assert.ok(foreign, d.output);
+    assert.equal(foreign.severity, 'critical');
+    assert.equal(foreign.evidence.path, path);
+    assert.ok((foreign.evidence.owners as string[]).some((o) => o.startsWith(`${process.pid} `)), 'names this test process as the holder');
+    const leaked = find(d.before.findings, 'leaked-bundle', 'f1');
+    assert.ok(leaked, d.output);
+    assert.equal(leaked.evidence.containerExists, true);
+    assert.equal(leaked.evidence.dir, c.bundleDir('f1'));
+
+    // The doctor never kills a foreign process; the operator does, then --fix removes the bundle.
+    srv.close();
+    for (const s of conns) s.destroy();
+    const stillBlocked = await c.ctr(['task', 'start', '-d', '--null-io', 'f1']);
+    assert.match(stillBlocked.stderr, /file exists/, 'the leaked bundle alone blocks the start');
+    const audit = join(c.dir, 'audit-f1.jsonl');
+    const fixed = await doctor({ fix: true, yes: true, auditLog: audit });
+    const done = fixed.results.find((r) => r.action.kind === 'remove-bundle' && r.action.containerId === 'f1');
+    assert.equal(done?.outcome, 'done', fixed.output);
+    assert.equal(find(fixed.after?.findings ?? [], 'leaked-bundle', 'f1'), undefined);
+    const lines = (await readFile(audit, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { event: string; kind?: string; outcome?: string });
+    assert.equal(lines[0]?.event, 'diagnosis');
+    assert.ok(lines.some((l) => l.event === 'action' && l.kind === 'remove-bundle' && l.outcome === 'done'));
+    assert.equal(lines.at(-1)?.event, 'after');
+    await startAgain('f1');
+    await assertHealthyUntouched();
+  });
+
+  test('SIGKILLed shim leaves a stale socket; fix removes it', async () => {
+    await c.runContainer('k1');
+    const shim = await c.shimPid('k1');
+    assert.ok(shim);
+    process.kill(shim, 'SIGKILL');
+    // containerd notices the dead shim and cleans the task and bundle, but never the socket (containerd#11292).
+    for (let i = 0; i < 50 && (await c.taskStatus('k1')) !== undefined; i++) await new Promise((r) => setTimeout(r, 100));
+    const d = await doctor();
+    const stale = find(d.before.findings, 'stale-socket', 'k1');
+    assert.ok(stale, d.output);
+    assert.equal(stale.evidence.path, c.shimSocket('k1'));
+    assert.equal(stale.evidence.listening, false);
+    const fixed = await doctor({ fix: true, yes: true });
+    assert.equal(fixed.results.find((r) => r.action.kind === 'remove-socket' && r.action.containerId === 'k1')?.outcome, 'done', fixed.output);
+    assert.equal(existsSync(c.shimSocket('k1')), false);
+    await startAgain('k1');
+    await assertHealthyUntouched();
+  });
+
+  test('stale socket file at an existing container\'s path is found and removed, never one with a listener', async () => {
+    const created = await c.ctr(['container', 'create', IMAGE, 's1', 'sleep', '100000']);
+    assert.equal(created.code, 0, created.stderr);
+    await plantStaleSocket(c.shimSocket('s1'));
+    const d = await doctor();
+    assert.ok(find(d.before.findings, 'stale-socket', 's1'), d.output);
+    // The healthy container's live socket is never called stale.
+    assert.equal(find(d.before.findings, 'stale-socket', 'healthy'), undefined);
+    const fixed = await doctor({ fix: true, yes: true });
+    assert.equal(fixed.results.find((r) => r.action.containerId === 's1')?.outcome, 'done', fixed.output);
+    assert.equal(fixed.results.some((r) => r.action.containerId === 'healthy'), false, 'no action ever targets the healthy container');
+    await startAgain('s1');
+    await assertHealthyUntouched();
+  });
+
+  test('containerd killed -9, bundle removed by hand, containerd restarted → orphaned shim; fix stops it and cleans runc state', async () => {
+    await c.runContainer('o1');
+    const shim = await c.shimPid('o1');
+    assert.ok(shim);
+    await c.kill9();
+    await run('umount', [join(c.bundleDir('o1'), 'rootfs')]);
+    await rm(c.bundleDir('o1'), { recursive: true });
+    await c.restart();
+    const d = await doctor();
+    const orphan = find(d.before.findings, 'orphaned-shim', 'o1');
+    assert.ok(orphan, d.output);
+    assert.equal(orphan.evidence.pid, shim);
+    assert.equal(orphan.evidence.reason, 'task-gone');
+    const blocked = await c.ctr(['task', 'start', '-d', '--null-io', 'o1']);
+    assert.notEqual(blocked.code, 0, 'the orphan blocks a new task of the same id');
+    const fixed = await doctor({ fix: true, yes: true });
+    assert.equal(fixed.results.find((r) => r.action.kind === 'stop-shim')?.outcome, 'done', fixed.output);
+    assert.equal(fixed.exitCode, 0, fixed.output);
+    assert.equal(await c.shimPid('o1'), undefined);
+    await startAgain('o1');
+    await assertHealthyUntouched();
+  });
+
+  test('containerd killed -9 and a shim SIGKILLed while it was down → after restart only the stale socket is left', async () => {
+    await c.runContainer('r1');
+    const shim = await c.shimPid('r1');
+    assert.ok(shim);
+    await c.kill9();
+    process.kill(shim, 'SIGKILL');
+    await c.restart();
+    for (let i = 0; i < 50 && (await c.taskStatus('r1')) !== undefined; i++) await new Promise((r) => setTimeout(r, 100));
+    const d = await doctor();
+    assert.ok(find(d.before.findings, 'stale-socket', 'r1'), d.output);
+    const fixed = await doctor({ fix: true, yes: true });
+    assert.equal(fixed.exitCode, 0, fixed.output);
+    await startAgain('r1');
+    await assertHealthyUntouched();
+  });
+
+  test('hung shim (SIGSTOP) → task-unknown, reported for a person, never acted on', async () => {
+    await c.runContainer('h1');
+    const shim = await c.shimPid('h1');
+    assert.ok(shim);
+    process.kill(shim, 'SIGSTOP');
+    try {
+      const d = await doctor({ fix: true, yes: true, timeoutMs: 8000 });
+      const f = find(d.before.findings, 'task-unknown', 'h1');
+      assert.ok(f, d.output);
+      assert.ok((f.evidence.shims as string[]).some((s) => s.startsWith(`${shim} `) && s.endsWith('state=T')));
+      assert.equal(d.results.some((r) => r.action.containerId === 'h1'), false);
+    } finally {
+      process.kill(shim, 'SIGCONT');
+    }
+    assert.equal(await c.taskStatus('h1'), 'RUNNING');
+    await assertHealthyUntouched();
+  });
+
+  test('containerd gone: exit 1, containerd-unreachable, its shims reported but never stopped', async () => {
+    await c.kill9();
+    try {
+      const d = await doctor({ fix: true, yes: true });
+      assert.equal(d.exitCode, 1);
+      assert.ok(d.before.findings.some((f) => f.code === 'containerd-unreachable'));
+      const orphan = find(d.before.findings, 'orphaned-shim', 'healthy');
+      assert.equal(orphan?.evidence.reason, 'containerd-gone');
+      assert.deepEqual(d.results, [], 'nothing is done while containerd cannot be asked');
+    } finally {
+      await c.restart();
+    }
+    await assertHealthyUntouched();
+    const again = await doctor();
+    assert.equal(again.exitCode, 0, again.output);
+  });
+
+  test('a containerd socket that does not exist: exit 1 quickly', async () => {
+    const started = Date.now();
+    const r = await runDoctor({ address: join(c.dir, 'nope.sock'), stateDir: join(c.dir, 'nostate'), logs: false, write: () => undefined });
+    assert.equal(r.exitCode, 1);
+    assert.equal(r.before.findings[0]?.code, 'containerd-unreachable');
+    assert.ok(Date.now() - started < 5000);
+  });
+});
