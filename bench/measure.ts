@@ -27,6 +27,8 @@ export interface Measured {
   wallMs: number;
   /** Peak resident set size of the process, bytes (undefined when it could not be read). */
   peakRss: number | undefined;
+  /** User + system CPU time of the process and its waited-for children, ms (GNU time only). */
+  cpuMs: number | undefined;
 }
 
 let timeChecked: boolean | undefined;
@@ -56,7 +58,7 @@ export async function runMeasured(cmd: string, args: string[], opts: RunOptions 
   const useTime = haveGnuTime();
   const dir = useTime ? await mkdtemp(join(tmpdir(), 'transship-bench-time-')) : undefined;
   const timeFile = dir ? join(dir, 'time.txt') : undefined;
-  const [file, argv] = timeFile ? [GNU_TIME, ['-f', '%M', '-o', timeFile, cmd, ...args]] : [cmd, args];
+  const [file, argv] = timeFile ? [GNU_TIME, ['-f', '%M %U %S', '-o', timeFile, cmd, ...args]] : [cmd, args];
   const command = [cmd, ...args].join(' ');
   const started = process.hrtime.bigint();
   const child = spawn(file, argv, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
@@ -88,13 +90,15 @@ export async function runMeasured(cmd: string, args: string[], opts: RunOptions 
     });
     const wallMs = Number(process.hrtime.bigint() - started) / 1e6;
     let peakRss: number | undefined = polledHwm > 0 ? polledHwm : undefined;
+    let cpuMs: number | undefined;
     if (timeFile) {
-      // GNU time appends "Command exited with non-zero status N" before the format's line when the child fails.
+      // GNU time writes "Command exited with non-zero status N" before the format's line when the child fails.
       const lines = (await readFile(timeFile, 'utf8').catch(() => '')).trim().split('\n');
-      const kib = Number(lines.at(-1));
-      peakRss = Number.isFinite(kib) && kib > 0 ? kib * 1024 : undefined;
+      const [kib, user, sys] = (lines.at(-1) ?? '').split(' ').map(Number);
+      peakRss = kib !== undefined && Number.isFinite(kib) && kib > 0 ? kib * 1024 : undefined;
+      cpuMs = user !== undefined && sys !== undefined && Number.isFinite(user + sys) ? (user + sys) * 1000 : undefined;
     }
-    return { command, code, signal, stdout, stderr, wallMs, peakRss };
+    return { command, code, signal, stdout, stderr, wallMs, peakRss, cpuMs };
   } finally {
     clearTimeout(timer);
     if (poll) clearInterval(poll);

@@ -26,12 +26,16 @@ export interface Section {
   /** Set when the group could not run (e.g. `transship serve` is not in the tree yet). */
   skipped?: string;
   date: string;
+  /** Machine conditions while the group ran (load average), filled in by run.ts. */
+  conditions?: string;
 }
 
 export interface RunInfo {
   date: string;
   versions: Record<string, string>;
   elapsedMs: number;
+  /** Peak RSS of RGW's memstore OSD over the run, bytes. */
+  osdPeakRss?: number | undefined;
 }
 
 const gib = (n: number) => `${(n / 1024 ** 3).toFixed(1)} GiB`;
@@ -42,7 +46,7 @@ export function machineLine(): string {
 }
 
 export function renderSection(s: Section): string {
-  const out: string[] = [`<!-- section:${s.id} -->`, `## ${s.title}`, '', `_Measured ${s.date}._`, ''];
+  const out: string[] = [`<!-- section:${s.id} -->`, `## ${s.title}`, '', `_Measured ${s.date}${s.conditions ? `; ${s.conditions}` : ''}._`, ''];
   if (s.skipped) {
     out.push(`**Not run:** ${s.skipped}`, '');
   } else {
@@ -82,6 +86,10 @@ export function renderHeader(info: RunInfo, sectionIds: string[]): string {
     '- **Reading the numbers:** this is a 2-core machine shared by RGW, the proxy and the contenders, so absolute',
     '  times move by ±20 % between runs; the ratios (measured back to back) and the request counts (deterministic)',
     '  are what the targets are judged on. Sizes are MiB (2^20 bytes); MB/s is 10^6 bytes per second.',
+    '- **RGW memory:** memstore keeps objects in the OSD\'s RAM, so after each big-layer measurement the bench deletes',
+    '  what it wrote and runs `radosgw-admin gc process --include-all`, which frees it at once: a full run uploads ~4 GiB',
+    '  in total, but RGW never holds much more than the biggest scenario (the 1 GiB layer) at a time. Peak RSS of the',
+    `  OSD this run: ${info.osdPeakRss ? gib(info.osdPeakRss) : 'n/a'}.`,
     '',
   ].join('\n');
 }

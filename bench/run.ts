@@ -1,6 +1,7 @@
 // `npm run bench [-- --only transfer|registry]`: starts a fresh RGW and the counting proxy, runs the benchmark
 // groups against their peers in this one run, writes bench/RESULTS.md, and stops everything it started.
 // Benchmarks are not tests: nothing here fails on a missed target; RESULTS.md says which targets were met.
+import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startContext, REPO_ROOT } from './context.js';
@@ -22,9 +23,14 @@ process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
 const GROUPS = { transfer: runTransfer, registry: runRegistry } as const;
 type Group = keyof typeof GROUPS;
 
-const { values } = parseArgs({ options: { only: { type: 'string' }, out: { type: 'string' } } });
+const { values } = parseArgs({ options: { only: { type: 'string' }, out: { type: 'string' }, rounds: { type: 'string' } } });
 if (values.only !== undefined && !(values.only in GROUPS)) {
   console.error(`--only takes one of: ${Object.keys(GROUPS).join(', ')} (got "${values.only}")`);
+  process.exit(2);
+}
+const rounds = Number(values.rounds ?? 3);
+if (!Number.isInteger(rounds) || rounds < 1 || rounds > 9) {
+  console.error(`--rounds takes an integer 1..9 (got "${values.rounds}")`);
   process.exit(2);
 }
 const groups: Group[] = values.only ? [values.only as Group] : (Object.keys(GROUPS) as Group[]);
@@ -51,15 +57,19 @@ const versions = {
 };
 log(`versions: ${JSON.stringify(versions)}`);
 
-const ctx = await startContext({ signal: abort.signal, log });
+const ctx = await startContext({ signal: abort.signal, log, rounds });
 const sections: Section[] = [];
 let failed = false;
+let osdPeakRss: number | undefined;
 try {
   for (const g of groups) {
     log(`=== ${g} ===`);
     const started = Date.now();
+    const loadBefore = loadavg()[0] ?? 0;
     try {
-      sections.push(await GROUPS[g](ctx));
+      const section = await GROUPS[g](ctx);
+      section.conditions = `load average ${loadBefore.toFixed(1)} before, ${(loadavg()[0] ?? 0).toFixed(1)} after (1 min, ${availableParallelism()} CPUs; anything above that means other work competed for the CPUs)`;
+      sections.push(section);
     } catch (err) {
       if (abort.signal.aborted) throw err;
       failed = true;
@@ -78,9 +88,10 @@ try {
     log(`${g} took ${((Date.now() - started) / 1000).toFixed(0)} s`);
   }
 } finally {
+  osdPeakRss = ctx.osdPeakRss();
   await ctx.stop();
 }
-await writeResults(out, { date: new Date().toISOString(), versions, elapsedMs: Date.now() - t0 }, sections);
+await writeResults(out, { date: new Date().toISOString(), versions, elapsedMs: Date.now() - t0, osdPeakRss }, sections);
 for (const s of sections) console.log(`\n${renderSection(s)}`);
 log(`wrote ${out}`);
 process.exit(failed ? 1 : 0);

@@ -4,6 +4,9 @@ import { registerCopy } from './copy.js';
 import { registerLs } from './ls.js';
 import { registerInspect } from './inspect.js';
 import { registerVerify } from './verify.js';
+import { registerPlacement } from './placement.js';
+import { registerServe } from './serve.js';
+import { registerDoctor } from './doctor.js';
 import { ExitCode } from '../core/errors.js';
 
 // The AWS SDK warns about Node 20 on every start; the warning is not actionable for our users.
@@ -30,6 +33,9 @@ export function buildProgram(): Command {
   registerLs(program);
   registerInspect(program);
   registerVerify(program);
+  registerPlacement(program);
+  registerServe(program);
+  registerDoctor(program);
   return program;
 }
 

@@ -6,6 +6,7 @@ import { DEFAULT_STORE, type Config } from '../core/config.js';
 import { TransshipError } from '../core/errors.js';
 import { openStore, parseStoreLocation } from '../store/open.js';
 import { openMetaStore } from '../registry/meta.js';
+import { hashPassword } from '../registry/auth.js';
 import { buildServer } from '../server/server.js';
 import { runCommand, loadCliConfig, type GlobalOptions } from './context.js';
 
@@ -17,6 +18,7 @@ interface ServeFlags extends GlobalOptions {
   allowDelete?: boolean;
   uploadDir?: string;
   maxBody?: string;
+  hashPassword?: boolean;
 }
 
 export const DEFAULT_LISTEN = '127.0.0.1:5000';
@@ -51,8 +53,17 @@ export function registerServe(program: Command): void {
     .option('--allow-delete', 'allow DELETE of manifests, tags and blob links')
     .option('--upload-dir <dir>', 'where upload sessions are spooled (default: the OS temp dir)')
     .option('--max-body <bytes>', 'largest blob a client may upload (413 above)')
+    .option('--hash-password', 'read a password on stdin, print its {SSHA256} hash for serve.auth.users / htpasswd, exit')
     .action(async (flags: ServeFlags, cmd: Command) =>
       runCommand(cmd, flags, async ({ signal }) => {
+        if (flags.hashPassword) {
+          const chunks: Buffer[] = [];
+          for await (const c of process.stdin as AsyncIterable<Buffer>) chunks.push(c);
+          const password = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+          if (!password) throw new TransshipError('TS_USAGE', '--hash-password: no password on stdin');
+          process.stdout.write(`${hashPassword(password)}\n`);
+          return;
+        }
         const config = loadCliConfig(flags);
         const serve = config.serve ?? {};
         if (Boolean(flags.tlsCert) !== Boolean(flags.tlsKey)) throw new TransshipError('TS_USAGE', '--tls-cert and --tls-key go together');

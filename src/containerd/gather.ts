@@ -1,7 +1,8 @@
 // One pass over everything the doctor correlates: containerd's view (namespaces, containers, tasks over gRPC) and
 // the host's view (shim processes, unix listeners and their owners, shim socket files, bundles, mounts, cgroups).
 // The snapshot is plain data so diagnose.ts is a pure function and unit tests can feed it fixtures.
-import { lstat, readFile, readdir } from 'node:fs/promises';
+import { readFileSync, readdirSync } from 'node:fs';
+import { lstat, readdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { errorSummary, throwIfAborted } from '../core/errors.js';
 import { scanBundles, TASK_DIR, type Bundle, type SuspiciousEntry } from './bundles.js';
@@ -172,7 +173,8 @@ async function scanCgroups(root: string, namespaces: string[], blind: BlindSpot[
     for (const base of bases(ns)) {
       let ids: string[];
       try {
-        ids = await readdir(base);
+        // cgroupfs reads are in-kernel and fast; sync avoids ~500 thread-pool round trips on a 100-task node.
+        ids = readdirSync(base);
       } catch {
         continue; // no such controller or namespace cgroup: nothing to see
       }
@@ -180,7 +182,7 @@ async function scanCgroups(root: string, namespaces: string[], blind: BlindSpot[
         const path = join(base, id);
         let procs: string;
         try {
-          procs = await readFile(join(path, 'cgroup.procs'), 'utf8');
+          procs = readFileSync(join(path, 'cgroup.procs'), 'utf8');
         } catch (err) {
           if (errCode(err) === 'ENOTDIR' || errCode(err) === 'ENOENT') continue; // a control file, not a cgroup
           blind.push({ what: path, reason: errCode(err) });

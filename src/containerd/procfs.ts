@@ -2,7 +2,9 @@
 // minimal image. /proc changes while we read it: a process may exit between readdir and open (ENOENT, ESRCH), a
 // non-root reader may be refused (EACCES, EPERM), and a test may hand us a fake tree with junk in it. None of that is
 // an error here: each unreadable entry becomes a "blind spot" the report names, and the scan goes on.
-import { readFile, readdir, readlink } from 'node:fs/promises';
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { readFile, readlink } from 'node:fs/promises';
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { join } from 'node:path';
 import { throwIfAborted } from '../core/errors.js';
 
@@ -30,6 +32,10 @@ export interface ProcOptions {
 }
 
 const PARALLEL = 64;
+// /proc reads are memory copies in the kernel (microseconds): done synchronously in chunks of CHUNK pids, yielding to
+// the event loop between chunks so gRPC replies are still serviced. Through the libuv thread pool (4 threads) the
+// same reads cost ~2 ms each in queueing — 300 ms for a 500-process node instead of 30.
+const CHUNK = 128;
 
 function errCode(err: unknown): string {
   const code = (err as { code?: unknown })?.code;
@@ -83,31 +89,38 @@ export function isGone(p: ProcInfo | undefined): boolean {
   return p === undefined || p.state === 'Z' || p.state === 'X';
 }
 
+function readProcessSync(root: string, pid: number): ProcInfo | undefined {
+  const stat = readFileSync(join(root, String(pid), 'stat'), 'utf8');
+  const cmdline = readFileSync(join(root, String(pid), 'cmdline'));
+  const s = parseStat(stat);
+  return s ? { pid, ...s, argv: parseCmdline(cmdline) } : undefined;
+}
+
 export async function listProcesses(opts: ProcOptions = {}): Promise<{ processes: Map<number, ProcInfo>; blind: BlindSpot[] }> {
   const root = opts.procRoot ?? '/proc';
   const blind: BlindSpot[] = [];
   const processes = new Map<number, ProcInfo>();
   let names: string[];
   try {
-    names = await readdir(root);
+    names = readdirSync(root);
   } catch (err) {
     blind.push({ what: root, reason: errCode(err) });
     return { processes, blind };
   }
   const pids = names.filter((n) => /^\d+$/.test(n)).map(Number);
-  await mapLimit(
-    pids,
-    async (pid) => {
+  for (let i = 0; i < pids.length; i += CHUNK) {
+    throwIfAborted(opts.signal);
+    for (const pid of pids.slice(i, i + CHUNK)) {
       try {
-        const p = await readProcess(pid, opts);
+        const p = readProcessSync(root, pid);
         if (p) processes.set(pid, p);
         else blind.push({ what: join(root, String(pid), 'stat'), reason: 'unparseable' });
       } catch (err) {
         if (!vanished(err)) blind.push({ what: join(root, String(pid)), reason: errCode(err) });
       }
-    },
-    opts.signal,
-  );
+    }
+    await yieldToLoop();
+  }
   return { processes, blind };
 }
 
@@ -169,36 +182,35 @@ export async function socketOwners(pids: number[], inodes: Set<number>, opts: Pr
   const owners = new Map<number, number[]>();
   const blind: BlindSpot[] = [];
   if (inodes.size === 0) return { owners, blind };
-  await mapLimit(
-    pids,
-    async (pid) => {
+  for (let i = 0; i < pids.length; i += CHUNK) {
+    throwIfAborted(opts.signal);
+    for (const pid of pids.slice(i, i + CHUNK)) {
       const fdDir = join(root, String(pid), 'fd');
       let fds: string[];
       try {
-        fds = await readdir(fdDir);
+        fds = readdirSync(fdDir);
       } catch (err) {
         if (!vanished(err)) blind.push({ what: fdDir, reason: errCode(err) });
-        return;
+        continue;
       }
       for (const fd of fds) {
         let target: string;
         try {
-          target = await readlink(join(fdDir, fd));
+          target = readlinkSync(join(fdDir, fd));
         } catch {
           continue; // fd closed while we looked
         }
-        const m = /^socket:\[(\d+)\]$/.exec(target);
-        if (!m) continue;
-        const inode = Number(m[1]);
+        if (!target.startsWith('socket:[')) continue;
+        const inode = Number(target.slice(8, -1));
         if (!inodes.has(inode)) continue;
         const list = owners.get(inode);
         if (list) {
           if (!list.includes(pid)) list.push(pid);
         } else owners.set(inode, [pid]);
       }
-    },
-    opts.signal,
-  );
+    }
+    await yieldToLoop();
+  }
   return { owners, blind };
 }
 

@@ -67,6 +67,57 @@ const serveSchema = z
   })
   .strict();
 
+/** Placement across regions (src/placement): rules, on-demand promotion, the replicator. */
+const REGION_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
+const placementSchema = z
+  .object({
+    /** Replication-on-demand: promote a remotely-read blob into the home region after `reads` remote reads within `windowSeconds`. */
+    promote: z
+      .object({
+        policy: z.enum(['demand', 'always', 'never']).optional(),
+        reads: positiveInt.optional(),
+        windowSeconds: positiveInt.optional(),
+      })
+      .strict()
+      .optional(),
+    rules: z
+      .array(
+        z
+          .object({
+            /** Repository globs: `*` matches within a path component, `**` across components. */
+            repos: z.array(z.string().min(1)).min(1),
+            /** dr: copy every push eagerly; demand: promote after measured remote reads; never: stay where pushed. */
+            reason: z.enum(['dr', 'demand', 'never']),
+            /** Target regions (dr); empty/omitted = every other region. */
+            regions: z.array(z.string().regex(REGION_NAME)).optional(),
+          })
+          .strict(),
+      )
+      .optional(),
+    replicator: z
+      .object({
+        concurrency: positiveInt.max(64).optional(),
+        /** Cap on cross-region copy bandwidth, bytes per second (0 or omitted = unlimited). */
+        bandwidthBytesPerSecond: z.number().int().nonnegative().optional(),
+        intervalSeconds: positiveInt.optional(),
+      })
+      .strict()
+      .optional(),
+    /** Order in which other regions are tried for lazy fetches (default: config order). */
+    fetchOrder: z.array(z.string().regex(REGION_NAME)).optional(),
+  })
+  .strict();
+
+/** Prices for `transship cost` (USD); defaults are AWS S3 Standard list prices. */
+const pricesSchema = z
+  .object({
+    putPer1000: z.number().nonnegative().optional(),
+    getPer1000: z.number().nonnegative().optional(),
+    storageGbMonth: z.number().nonnegative().optional(),
+    crossRegionPerGb: z.number().nonnegative().optional(),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     /** The home store: where writes go. `dir:PATH` or `s3://BUCKET[/PREFIX]`. */
@@ -84,12 +135,23 @@ export const configSchema = z
     log: z.object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).optional() }).strict().optional(),
     otlpEndpoint: z.string().url().optional(),
     serve: serveSchema.optional(),
+    placement: placementSchema.optional(),
+    prices: pricesSchema.optional(),
   })
   .strict()
   .superRefine((c, ctx) => {
     if (c.regions && c.region && !(c.region in c.regions)) {
       ctx.addIssue({ code: 'custom', path: ['region'], message: `home region "${c.region}" is not one of regions: ${Object.keys(c.regions).join(', ')}` });
     }
+    if (c.regions && !c.region) ctx.addIssue({ code: 'custom', path: ['region'], message: 'regions are configured but the home region is not: set `region:` (or TRANSSHIP_REGION)' });
+    const known = new Set(Object.keys(c.regions ?? {}));
+    const check = (names: string[] | undefined, path: (string | number)[]) => {
+      for (const [i, n] of (names ?? []).entries()) {
+        if (!known.has(n)) ctx.addIssue({ code: 'custom', path: [...path, i], message: `unknown region "${n}"; configured regions: ${[...known].join(', ') || '(none)'}` });
+      }
+    };
+    for (const [i, r] of (c.placement?.rules ?? []).entries()) check(r.regions, ['placement', 'rules', i, 'regions']);
+    check(c.placement?.fetchOrder, ['placement', 'fetchOrder']);
   });
 
 export type Config = z.infer<typeof configSchema>;

@@ -179,8 +179,9 @@ export class Authenticator {
   authorize(identity: Identity, repo: string, action: Action, realm: string): void {
     if (this.can(identity, repo, action)) return;
     const user = identity.kind === 'anonymous' ? undefined : identity.user;
-    // Ask for (new) credentials when they could help: anonymous, or a token that lacks a scope the user would get.
-    if (identity.kind === 'anonymous' || (identity.kind === 'bearer' && this.allowed(user, repo, action))) {
+    // Ask for (new) credentials when they could help: anonymous (also an anonymous token), or a token that lacks a
+    // scope its user would get. A known user who is simply not allowed gets 403.
+    if (identity.kind === 'anonymous' || (identity.kind === 'bearer' && (user === undefined || this.allowed(user, repo, action)))) {
       throw this.challenge(realm, `repository:${repo}:${action === 'pull' ? 'pull' : `pull,${action}`}`, 'authentication required', identity.kind === 'bearer' ? 'insufficient_scope' : undefined);
     }
     throw new RegistryError('DENIED', `requested access to ${repo} (${action}) is denied`, { repository: repo, action });

@@ -38,6 +38,8 @@ export class RegistryContext {
   readonly allowDelete: boolean;
   readonly maxManifestBytes: number;
   private readonly presence: TtlCache<BlobInfo>;
+  /** "Absent a moment ago" hints: the blob a client HEADed (404) just before uploading it. */
+  private readonly absent = new TtlCache<true>(10_000);
 
   constructor(opts: RegistryOptions) {
     this.store = opts.store;
@@ -59,6 +61,7 @@ export class RegistryContext {
     if (hit) return hit;
     const info = await this.store.statBlob(digest, { signal });
     if (info) this.presence.set(digest, info);
+    else this.absent.set(digest, true);
     return info;
   }
 
@@ -81,14 +84,19 @@ export class RegistryContext {
 
   forget(digest: string): void {
     this.presence.delete(digest);
+    this.absent.delete(digest);
   }
 
   /**
    * Writes a verified blob unless the store already has it: the check comes first so a client re-uploading a
    * known blob costs one HEAD, not a transfer; the store's own conditional write covers the race in between.
+   * When the same digest was seen absent seconds ago (the client's HEAD before its upload), that answer is reused
+   * instead of asking again: if someone wrote the blob meanwhile, the conditional write answers 'exists' anyway.
    */
   async storeBlob(digest: string, size: number, open: () => Readable, signal?: AbortSignal): Promise<'written' | 'exists'> {
-    if (await this.stat(digest, signal)) {
+    const recentlyAbsent = this.absent.get(digest) === true && this.presence.get(digest) === undefined;
+    this.absent.delete(digest);
+    if (!recentlyAbsent && (await this.stat(digest, signal))) {
       s3PutSkippedDueToDedup.inc({ reason: 'exists' });
       blobSkippedBytesTotal.inc({ store: this.store.name }, size);
       return 'exists';

@@ -62,5 +62,5 @@ export async function referrers(call: Call): Promise<void> {
     manifests = manifests.filter((m) => m.artifactType === artifactType);
     call.reply.header('oci-filters-applied', 'artifactType');
   }
-  call.reply.code(200).type(MediaTypes.ociIndex).send(JSON.stringify({ schemaVersion: 2, mediaType: MediaTypes.ociIndex, manifests }));
+  call.reply.code(200).type(MediaTypes.ociIndex).send(Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaTypes.ociIndex, manifests })));
 }

@@ -21,6 +21,7 @@ import { observedRetry } from '../telemetry/observed-retry.js';
 import { isPreconditionFailed, isS3NotFound, mapS3Error } from '../store/s3-errors.js';
 import { RetryBudget } from '../core/retry.js';
 import { log } from '../telemetry/log.js';
+import { s3RequestsTotal } from '../telemetry/metrics.js';
 
 export interface MetaStore {
   readonly name: string;
@@ -162,7 +163,14 @@ export class S3MetaStore implements MetaStore {
       (next, context) => async (args) => {
         const op = (context.commandName ?? 'Unknown').replace(/Command$/, '');
         this.counts[op] = (this.counts[op] ?? 0) + 1;
-        return next(args);
+        try {
+          const out = await next(args);
+          s3RequestsTotal.inc({ store: this.name, operation: op, outcome: 'ok' });
+          return out;
+        } catch (err) {
+          s3RequestsTotal.inc({ store: this.name, operation: op, outcome: 'error' });
+          throw err;
+        }
       },
       { step: 'finalizeRequest', name: 'transshipMetaRequestCounter' },
     );

@@ -72,7 +72,9 @@ export async function registryPlugin(app: FastifyInstance, opts: RegistryPluginO
     registryRequestDurationSeconds.observe({ method: request.method, operation: o.op }, (performance.now() - o.started) / 1000);
   });
 
-  const handle = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+  // Returns the reply: an async fastify handler that resolves to undefined while a streamed send is still in its
+  // onSend phase gets an empty body sent over it.
+  const handle = async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
     const started = performance.now();
     const controller = new AbortController();
     const onClose = (): void => {
@@ -101,6 +103,7 @@ export async function registryPlugin(app: FastifyInstance, opts: RegistryPluginO
     } catch (err) {
       sendError(request, reply, err);
     }
+    return reply;
   };
 
   app.route({ method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'], url: '/v2', handler: handle, exposeHeadRoute: false });
@@ -116,6 +119,7 @@ export async function registryPlugin(app: FastifyInstance, opts: RegistryPluginO
       } catch (err) {
         sendError(request, reply, err);
       }
+      return reply;
     });
   }
 }

@@ -17,9 +17,10 @@ export interface ServerOptions extends RegistryPluginOptions {
 }
 
 export async function buildServer(opts: ServerOptions): Promise<FastifyInstance> {
-  const logger = (opts.logger ?? rootLog).child({ component: 'server' });
+  // Typed as fastify's logger so the instance keeps fastify's default generics (pino's Logger is wider).
+  const logger: FastifyBaseLogger = (opts.logger ?? rootLog).child({ component: 'server' });
   const app = Fastify({
-    loggerInstance: logger as FastifyBaseLogger,
+    loggerInstance: logger,
     // Shutdown must not wait for a client that keeps a connection open: in-flight uploads are cancelled anyway.
     forceCloseConnections: true,
     // Uploads can take long; the idle timeout of upload sessions bounds abandoned ones.

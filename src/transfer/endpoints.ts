@@ -10,6 +10,10 @@ import { openSource, openDestination } from './sources/index.js';
 import { StoreDestination } from './store-destination.js';
 import { StoreSource } from './store-source.js';
 import type { ImageDestination, ImageSource } from './types.js';
+import { Regions } from '../placement/regions.js';
+import { Rules } from '../placement/rules.js';
+import { PlacedReader } from '../placement/read-path.js';
+import { PlacedSource } from '../placement/placed-source.js';
 
 export function storeFor(ref: StoreReference, config: Config): BlobStore {
   const loc = ref.location;
@@ -18,6 +22,13 @@ export function storeFor(ref: StoreReference, config: Config): BlobStore {
 }
 
 export async function resolveSource(ref: Reference, config: Config, signal?: AbortSignal): Promise<ImageSource> {
+  if (isStoreReference(ref) && ref.location.kind === 'configured' && !ref.location.region && !ref.region && config.regions) {
+    // The home store with regions configured: read through the placement read path (lazy fetch elsewhere).
+    const regions = Regions.fromConfig(config);
+    const source = new PlacedSource(new PlacedReader(regions, Rules.fromConfig(config)), ref.repo, ref.digest ?? ref.tag ?? 'latest');
+    source.close = () => regions.close();
+    return source;
+  }
   if (isStoreReference(ref)) {
     const store = storeFor(ref, config);
     const source = new StoreSource(store, ref.repo, ref.digest ?? ref.tag ?? 'latest');

@@ -359,7 +359,7 @@ class Cluster {
   async waitForHttp(name: string, url: string, signal: AbortSignal): Promise<void> {
     for (;;) {
       if (signal.aborted) {
-        throw new Error(`${name} did not answer on ${url} in time (${String(signal.reason)})\n${this.tail(name)}`, { cause: signal.reason });
+        throw new Error(`${name} did not answer on ${url}: ${errorMessage(signal.reason)}\n${this.tail(name)}`, { cause: signal.reason });
       }
       if (await httpAnswers(url, signal)) return;
       await sleep(200, undefined, { signal }).catch(() => {});
@@ -462,7 +462,10 @@ function runTool(cmd: string, args: string[], opts: RunOptions = {}): Promise<st
       if (err) reject(err);
       else resolve(stdout);
     };
-    child.once('error', (err) => finish(new Error(`${cmd} failed to run: ${err.message}\n${output}`, { cause: err })));
+    child.once('error', (err) => {
+      const why = opts.signal?.aborted ? `stopped: ${errorMessage(opts.signal.reason)}` : `failed to run: ${err.message}`;
+      finish(new Error(`${cmd} ${args.join(' ')} ${why}\n${output}`, { cause: err }));
+    });
     child.once('close', (code, sig) => {
       if (code === 0) finish(undefined);
       else finish(new Error(`${cmd} ${args.join(' ')} failed (${sig ?? `exit code ${code}`}):\n${output}`));

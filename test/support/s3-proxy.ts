@@ -11,10 +11,11 @@
 // the same faults on every run.
 import { Agent, createServer, request, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { finished, pipeline } from 'node:stream';
+import { Transform, finished, pipeline } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-export type FaultKind = 'slowdown503' | 'reset' | 'delay' | 'forbidden403';
+/** `corrupt` forwards the request and flips one byte of the response body (bytes damaged in flight). */
+export type FaultKind = 'slowdown503' | 'reset' | 'delay' | 'forbidden403' | 'corrupt';
 
 export interface FaultConfig {
   /** Probability (0..1) that an eligible request gets a fault. */
@@ -27,6 +28,8 @@ export interface FaultConfig {
   seed?: number;
   /** Only these operations are eligible (default: all), e.g. `['UploadPart']`. */
   operations?: string[];
+  /** Only requests whose path contains this string are eligible (e.g. `/blobs/`). */
+  pathIncludes?: string;
   /** Stop injecting after this many faults (default: no limit): "fail twice, then succeed". */
   limit?: number;
 }
@@ -82,10 +85,11 @@ export async function startS3Proxy(opts: S3ProxyOptions): Promise<S3Proxy> {
   };
   setFaults(opts.faults);
 
-  const pickFault = (operation: string): FaultKind | undefined => {
+  const pickFault = (operation: string, path: string): FaultKind | undefined => {
     if (!faults) return undefined;
     const { config, random } = faults;
     if (config.operations && !config.operations.includes(operation)) return undefined;
+    if (config.pathIncludes !== undefined && !path.includes(config.pathIncludes)) return undefined;
     if (config.limit !== undefined && faults.injected >= config.limit) return undefined;
     if (random() >= config.rate) return undefined;
     faults.injected++;
@@ -104,7 +108,7 @@ export async function startS3Proxy(opts: S3ProxyOptions): Promise<S3Proxy> {
     counts.total++;
     counts.byOperation[operation] = (counts.byOperation[operation] ?? 0) + 1;
 
-    const fault = pickFault(operation);
+    const fault = pickFault(operation, path);
     if (fault) {
       entry.fault = fault;
       counts.faulted++;
@@ -136,13 +140,16 @@ export async function startS3Proxy(opts: S3ProxyOptions): Promise<S3Proxy> {
         );
         return;
       }
+      case 'corrupt':
+        forward(req, res, entry, expectsContinue, true);
+        return;
       case undefined:
         forward(req, res, entry, expectsContinue);
         return;
     }
   };
 
-  const forward = (req: IncomingMessage, res: ServerResponse, entry: ProxyLogEntry, expectsContinue: boolean) => {
+  const forward = (req: IncomingMessage, res: ServerResponse, entry: ProxyLogEntry, expectsContinue: boolean, corrupt = false) => {
     const upstream = request({
       protocol: target.protocol,
       hostname: target.hostname,
@@ -174,7 +181,20 @@ export async function startS3Proxy(opts: S3ProxyOptions): Promise<S3Proxy> {
         headers = withoutConnectionHeader(headers).concat('Connection', 'close');
       }
       res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, headers);
-      pipeline(upRes, res, () => {
+      // Same length, one byte different: only a digest check can notice.
+      let flipped = !corrupt;
+      const damage = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          if (!flipped && chunk.length > 0) {
+            const copy = Buffer.from(chunk);
+            const i = Math.floor(copy.length / 2);
+            copy[i] = (copy[i] ?? 0) ^ 0xff;
+            flipped = true;
+            cb(null, copy);
+          } else cb(null, chunk);
+        },
+      });
+      pipeline(upRes, damage, res, () => {
         // Errors here mean one side went away mid-body; pipeline has already destroyed both.
       });
     });
@@ -244,7 +264,7 @@ function emptyCounts(): ProxyCounts {
   return { total: 0, byOperation: {}, faulted: 0, faultedByKind: {} };
 }
 
-const FAULT_KINDS: readonly FaultKind[] = ['slowdown503', 'reset', 'delay', 'forbidden403'];
+const FAULT_KINDS: readonly FaultKind[] = ['slowdown503', 'reset', 'delay', 'forbidden403', 'corrupt'];
 
 function validateFaults(f: FaultConfig): FaultConfig {
   if (!(f.rate >= 0 && f.rate <= 1)) throw new RangeError(`faults.rate must be within 0..1, got ${f.rate}`);

@@ -1,0 +1,122 @@
+// `transship placement status`, `transship replicate` and `transship cost`: the regions feature from the CLI.
+import type { Command } from 'commander';
+import { readFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Regions } from '../placement/regions.js';
+import { Rules } from '../placement/rules.js';
+import { Replicator } from '../placement/replicator.js';
+import { placementStatus } from '../placement/status.js';
+import { costInputFromMetrics, estimateCost, prices } from '../placement/cost.js';
+import { TransshipError, ExitCode } from '../core/errors.js';
+import type { Config } from '../core/config.js';
+import { formatBytes } from './progress.js';
+import { printJson, writeMetricsFile } from './output.js';
+import { runCommand, loadCliConfig, type GlobalOptions } from './context.js';
+
+function replicatorFor(config: Config, regions: Regions): Replicator {
+  const r = config.placement?.replicator;
+  return new Replicator(regions, Rules.fromConfig(config), { concurrency: r?.concurrency, bandwidthBytesPerSecond: r?.bandwidthBytesPerSecond });
+}
+
+export function registerPlacement(program: Command): void {
+  const placement = program.command('placement').description('where images live across regions');
+  placement
+    .command('status')
+    .description('repositories and tags per region, what the rules want, what is pending')
+    .option('--json', 'print JSON')
+    .action(async (flags: GlobalOptions, cmd: Command) =>
+      runCommand(cmd, flags, async ({ signal }) => {
+        const config = loadCliConfig(flags);
+        const regions = Regions.fromConfig(config);
+        try {
+          const st = await placementStatus(regions, Rules.fromConfig(config), replicatorFor(config, regions), { signal });
+          if (flags.json) printJson(st);
+          else {
+            process.stdout.write(`home region: ${st.home}\n`);
+            for (const r of st.regions) process.stdout.write(`  ${r.name.padEnd(12)} ${r.store}  ${r.blobs} blobs, ${formatBytes(r.bytes)}${r.error ? `  UNREACHABLE: ${r.error}` : ''}\n`);
+            for (const repo of st.repositories) {
+              process.stdout.write(`${repo.repository}  (rule: ${repo.rule.reason}${repo.rule.regions ? ' → ' + repo.rule.regions.join(',') : ''})\n`);
+              for (const [tag, where] of Object.entries(repo.tags)) process.stdout.write(`  :${tag.padEnd(20)} ${Object.keys(where).join(', ')}\n`);
+            }
+            process.stdout.write(`pending: ${st.pending.length}\n`);
+            for (const p of st.pending) process.stdout.write(`  ${p.repo}:${p.tag} ${p.from} → ${p.to}\n`);
+          }
+          return st.regions.some((r) => r.error) ? ExitCode.failure : ExitCode.ok;
+        } finally {
+          await regions.close();
+        }
+      }),
+    );
+
+  program
+    .command('replicate')
+    .description('copy images to the regions the rules want (an idempotent reconcile pass; --watch repeats it)')
+    .option('--json', 'print JSON')
+    .option('--repo <name...>', 'only these repositories')
+    .option('--watch', 'keep reconciling every placement.replicator.intervalSeconds (default 30)')
+    .option('--metrics-file <file>', 'write metrics when done (each pass with --watch)')
+    .action(async (flags: GlobalOptions & { repo?: string[]; watch?: boolean; metricsFile?: string }, cmd: Command) =>
+      runCommand(cmd, flags, async ({ signal }) => {
+        const config = loadCliConfig(flags);
+        if (!config.regions) throw new TransshipError('TS_CONFIG_INVALID', 'replicate needs `regions:` in the config (and `placement.rules` with reason: dr)');
+        const regions = Regions.fromConfig(config);
+        const replicator = replicatorFor(config, regions);
+        try {
+          for (;;) {
+            const report = await replicator.reconcile({ signal, repos: flags.repo });
+            if (flags.json) printJson(report);
+            else {
+              for (const c of report.copied) process.stdout.write(`copied ${c.repo}:${c.tag} ${c.from} → ${c.to} (${formatBytes(c.bytes)}, ${c.blobsUploaded} blobs, ${c.blobsSkipped} already there)\n`);
+              for (const f of report.failed) process.stdout.write(`FAILED ${f.repo}:${f.tag} ${f.from} → ${f.to}: ${f.error}\n`);
+              process.stdout.write(`${report.copied.length} copied, ${report.upToDate} up to date, ${report.failed.length} failed, ${formatBytes(report.bytes)} crossed regions\n`);
+            }
+            if (flags.metricsFile) await writeMetricsFile(flags.metricsFile);
+            if (!flags.watch) return report.failed.length ? ExitCode.failure : ExitCode.ok;
+            await sleep((config.placement?.replicator?.intervalSeconds ?? 30) * 1000, undefined, { signal }).catch(() => undefined);
+            if (signal.aborted) return ExitCode.cancelled;
+          }
+        } finally {
+          await regions.close();
+        }
+      }),
+    );
+
+  program
+    .command('cost')
+    .description('requests by class, stored bytes, dedup savings and cross-region bytes at a price table (AWS list prices by default)')
+    .option('--json', 'print JSON')
+    .option('--metrics <file|url>', 'Prometheus metrics to read counters from (a --metrics-file, or http://HOST:PORT/metrics of `serve`)')
+    .action(async (flags: GlobalOptions & { metrics?: string }, cmd: Command) =>
+      runCommand(cmd, flags, async ({ signal }) => {
+        const config = loadCliConfig(flags);
+        let text = '';
+        if (flags.metrics) {
+          if (/^https?:\/\//.test(flags.metrics)) {
+            const res = await fetch(flags.metrics, { signal });
+            if (!res.ok) throw new TransshipError('TS_NETWORK', `GET ${flags.metrics}: HTTP ${res.status}`);
+            text = await res.text();
+          } else text = await readFile(flags.metrics, 'utf8').catch((err: unknown) => {
+            throw new TransshipError('TS_NOT_FOUND', `cannot read metrics file ${flags.metrics}: ${(err as Error).message}`);
+          });
+        }
+        const regions = Regions.fromConfig(config);
+        let storedBytes = 0;
+        try {
+          for (const name of regions.names) for await (const b of regions.store(name).listBlobs({ signal })) storedBytes += b.size;
+        } finally {
+          await regions.close();
+        }
+        const est = estimateCost({ ...costInputFromMetrics(text), storedBytes }, prices(config));
+        if (flags.json) printJson(est);
+        else {
+          const $ = (n: number) => `$${n.toFixed(4)}`;
+          process.stdout.write(
+            `requests      ${est.requests.putClass} PUT-class, ${est.requests.getClass} GET-class  ${$(est.requests.cost)}\n` +
+              `stored        ${formatBytes(est.storage.bytes)}  ${$(est.storage.monthlyCost)}/month\n` +
+              `dedup saved   ${formatBytes(est.dedup.bytesSaved)} not stored again  ${$(est.dedup.monthlyStorageSaved)}/month\n` +
+              `cross-region  ${formatBytes(est.crossRegion.bytes)}  ${$(est.crossRegion.cost)}\n`,
+          );
+        }
+      }),
+    );
+}

@@ -1,0 +1,71 @@
+// Placement rules: which repositories go where, and why. First matching rule wins; with no match a repository is
+// `demand` (lazy fetch, promotion after measured remote reads), which is the cheap default.
+import type { Config } from '../core/config.js';
+
+export type Reason = 'dr' | 'demand' | 'never';
+
+export interface Rule {
+  repos: string[];
+  reason: Reason;
+  regions?: string[] | undefined;
+}
+
+export interface PromotePolicy {
+  policy: 'demand' | 'always' | 'never';
+  reads: number;
+  windowMs: number;
+}
+
+/** `*` matches within one path component, `**` any number of components; everything else is literal. */
+export function globToRegExp(glob: string): RegExp {
+  let re = '';
+  for (let i = 0; i < glob.length; i++) {
+    const c = glob[i] as string;
+    if (c === '*' && glob[i + 1] === '*') {
+      re += '.*';
+      i++;
+      if (glob[i + 1] === '/') i++;
+    } else if (c === '*') re += '[^/]*';
+    else re += c.replace(/[.+?^${}()|[\]\\]/g, '\\$&');
+  }
+  return new RegExp(`^${re}$`);
+}
+
+export class Rules {
+  private readonly compiled: Array<{ rule: Rule; res: RegExp[] }>;
+  readonly promote: PromotePolicy;
+
+  constructor(rules: readonly Rule[], promote: Partial<PromotePolicy> = {}) {
+    this.compiled = rules.map((rule) => ({ rule, res: rule.repos.map(globToRegExp) }));
+    this.promote = { policy: promote.policy ?? 'demand', reads: promote.reads ?? 3, windowMs: promote.windowMs ?? 3600_000 };
+  }
+
+  static fromConfig(config: Config): Rules {
+    const p = config.placement;
+    return new Rules(p?.rules ?? [], {
+      ...(p?.promote?.policy ? { policy: p.promote.policy } : {}),
+      ...(p?.promote?.reads ? { reads: p.promote.reads } : {}),
+      ...(p?.promote?.windowSeconds ? { windowMs: p.promote.windowSeconds * 1000 } : {}),
+    });
+  }
+
+  ruleFor(repo: string): Rule {
+    for (const { rule, res } of this.compiled) if (res.some((r) => r.test(repo))) return rule;
+    return { repos: ['**'], reason: 'demand' };
+  }
+
+  /** Regions a `dr` rule wants `repo` copied to (excluding where it already lives is the replicator's job). */
+  drTargets(repo: string, allRegions: readonly string[]): string[] {
+    const rule = this.ruleFor(repo);
+    if (rule.reason !== 'dr') return [];
+    return rule.regions && rule.regions.length ? [...rule.regions] : [...allRegions];
+  }
+
+  /** Should a remote read of `repo`'s blob, seen `recentReads` times in the window, be promoted into the home region? */
+  shouldPromote(repo: string | undefined, recentReads: number): boolean {
+    const reason = repo ? this.ruleFor(repo).reason : 'demand';
+    if (reason === 'never' || this.promote.policy === 'never') return false;
+    if (this.promote.policy === 'always') return true;
+    return recentReads >= this.promote.reads;
+  }
+}
