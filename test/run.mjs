@@ -39,6 +39,8 @@ let status = 0;
 if (!args.includes('--no-lint') && !filters.length) {
   console.log('# typecheck');
   status ||= await run('npx', ['tsc', '-p', 'tsconfig.json', '--noEmit']);
+  console.log('# build (the CLI runs compiled code when dist/ is fresh)');
+  status ||= await run('npm', ['run', '--silent', 'build']);
   console.log('# lint');
   status ||= await run('npx', ['eslint', '--max-warnings=0', '.']);
   if (status) {
@@ -48,7 +50,7 @@ if (!args.includes('--no-lint') && !filters.length) {
 }
 
 const services = unitOnly ? undefined : await import('./support/services.ts');
-const env = { ...process.env };
+const env = { TRANSSHIP_LOG_LEVEL: 'fatal', ...process.env };
 let stop = async () => {};
 if (services && files.some((f) => f.includes('/integration/'))) {
   const started = await services.startServices(files);

@@ -48,8 +48,9 @@ export class PlacedSource implements ImageSource {
     return bytes;
   }
 
-  async blob(desc: Descriptor, opts: Signalled = {}): Promise<Readable> {
+  async blob(desc: Descriptor, opts: Signalled & { callerVerifies?: boolean | undefined } = {}): Promise<Readable> {
     const placed = await this.reader.open(desc.digest, { ...opts, repo: this.repo });
+    if (opts.callerVerifies) return placed.stream;
     return pipeline(placed.stream, new VerifyingStream({ expected: desc.digest, size: desc.size }), () => undefined);
   }
 

@@ -38,8 +38,6 @@ export class RegistryContext {
   readonly allowDelete: boolean;
   readonly maxManifestBytes: number;
   private readonly presence: TtlCache<BlobInfo>;
-  /** "Absent a moment ago" hints: the blob a client HEADed (404) just before uploading it. */
-  private readonly absent = new TtlCache<true>(10_000);
 
   constructor(opts: RegistryOptions) {
     this.store = opts.store;
@@ -61,7 +59,6 @@ export class RegistryContext {
     if (hit) return hit;
     const info = await this.store.statBlob(digest, { signal });
     if (info) this.presence.set(digest, info);
-    else this.absent.set(digest, true);
     return info;
   }
 
@@ -84,19 +81,16 @@ export class RegistryContext {
 
   forget(digest: string): void {
     this.presence.delete(digest);
-    this.absent.delete(digest);
   }
 
   /**
-   * Writes a verified blob unless the store already has it: the check comes first so a client re-uploading a
-   * known blob costs one HEAD, not a transfer; the store's own conditional write covers the race in between.
-   * When the same digest was seen absent seconds ago (the client's HEAD before its upload), that answer is reused
-   * instead of asking again: if someone wrote the blob meanwhile, the conditional write answers 'exists' anyway.
+   * Writes a verified blob unless this instance recently saw it present. There is no HEAD before the write: the
+   * store's conditional PUT (412 = already there) is the existence check, and for bodies over ~2 MiB the SDK's
+   * `Expect: 100-continue` lets the backend refuse before any byte moves. Clients HEAD before they upload, so a
+   * known blob rarely gets here at all.
    */
   async storeBlob(digest: string, size: number, open: () => Readable, signal?: AbortSignal): Promise<'written' | 'exists'> {
-    const recentlyAbsent = this.absent.get(digest) === true && this.presence.get(digest) === undefined;
-    this.absent.delete(digest);
-    if (!recentlyAbsent && (await this.stat(digest, signal))) {
+    if (this.presence.get(digest)) {
       s3PutSkippedDueToDedup.inc({ reason: 'exists' });
       blobSkippedBytesTotal.inc({ store: this.store.name }, size);
       return 'exists';

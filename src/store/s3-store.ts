@@ -80,8 +80,8 @@ export class S3Store implements BlobStore {
     this.prefix = normalisePrefix(opts.prefix);
     this.region = opts.region ?? 'default';
     this.name = `s3://${this.bucket}${this.prefix ? '/' + this.prefix.replace(/\/$/, '') : ''}`;
-    this.multipartThreshold = opts.multipartThreshold ?? 64 * MiB;
-    this.partSize = opts.partSize ?? 16 * MiB;
+    this.multipartThreshold = opts.multipartThreshold ?? 32 * MiB;
+    this.partSize = opts.partSize ?? 8 * MiB;
     this.partConcurrency = opts.partConcurrency ?? 4;
     if (this.partSize < 5 * MiB) throw new TransshipError('TS_CONFIG_INVALID', `partSize must be at least 5 MiB (S3's minimum part size), got ${this.partSize}`);
     if (this.multipartThreshold < this.partSize) throw new TransshipError('TS_CONFIG_INVALID', `multipartThreshold (${this.multipartThreshold}) must be ≥ partSize (${this.partSize})`);
@@ -318,33 +318,39 @@ export class S3Store implements BlobStore {
         input.on('error', (e) => v.destroy(e));
         input.pipe(v);
       }
-      let pending: Buffer[] = started?.chunks ?? [];
-      let pendingBytes = started?.buffered ?? 0;
-      let total = pendingBytes;
-      const flushFull = async (): Promise<void> => {
-        while (pendingBytes >= this.partSize) {
-          const all = Buffer.concat(pending, pendingBytes);
-          const part = all.subarray(0, this.partSize);
-          pending = pendingBytes > this.partSize ? [all.subarray(this.partSize)] : [];
-          pendingBytes -= this.partSize;
-          // Backpressure: at most partConcurrency parts in flight, so memory stays bounded.
-          while (inflight.size >= this.partConcurrency) await Promise.race(inflight);
-          if (firstError) throw firstError;
-          void uploadPart(Buffer.from(part));
+      // Each part is filled by copying chunks into one preallocated buffer: one copy per byte, and a finished part's
+      // memory is released as soon as its UploadPart completes.
+      let part = Buffer.allocUnsafe(this.partSize);
+      let filled = 0;
+      let total = 0;
+      const add = async (chunk: Buffer): Promise<void> => {
+        let offset = 0;
+        while (offset < chunk.length) {
+          const n = Math.min(this.partSize - filled, chunk.length - offset);
+          chunk.copy(part, filled, offset, offset + n);
+          filled += n;
+          offset += n;
+          if (filled === this.partSize) {
+            // Backpressure: at most partConcurrency parts in flight, so memory stays bounded.
+            while (inflight.size >= this.partConcurrency) await Promise.race(inflight);
+            if (firstError) throw firstError;
+            void uploadPart(part);
+            part = Buffer.allocUnsafe(this.partSize);
+            filled = 0;
+          }
         }
+        total += chunk.length;
       };
-      await flushFull();
+      for (const chunk of started?.chunks ?? []) await add(chunk);
+      if (started) started.chunks.length = 0;
       for await (const chunk of verify as AsyncIterable<Buffer>) {
         if (firstError) throw firstError;
         if (inner.signal.aborted) throw cancelledError(opts.signal);
-        pending.push(chunk);
-        pendingBytes += chunk.length;
-        total += chunk.length;
+        await add(chunk);
         opts.onProgress?.(total);
-        await flushFull();
       }
       // The digest was verified when the stream ended cleanly (VerifyingStream fails in flush otherwise).
-      if (pendingBytes > 0 || partNumber === 0) void uploadPart(Buffer.concat(pending, pendingBytes));
+      if (filled > 0 || partNumber === 0) void uploadPart(part.subarray(0, filled));
       await Promise.all([...inflight]);
       if (firstError) throw firstError;
       throwIfAborted(opts.signal);

@@ -100,7 +100,7 @@ export async function copyImage(source: ImageSource, dest: ImageDestination, opt
       forEachLimit(missing, opts.concurrency ?? 4, async (desc, s) => {
         emit({ type: 'blob-start', digest: desc.digest, size: desc.size });
         const r = await withSpan('blob.upload', { 'transship.digest': desc.digest, 'transship.size': desc.size }, () =>
-          dest.putBlob(desc, () => source.blob(desc, { signal: s }), { signal: s, onProgress: (bytes) => emit({ type: 'blob-progress', digest: desc.digest, bytes }) }),
+          dest.putBlob(desc, () => source.blob(desc, { signal: s, callerVerifies: true }), { signal: s, onProgress: (bytes) => emit({ type: 'blob-progress', digest: desc.digest, bytes }) }),
         );
         if (r.status === 'written') {
           uploadedBlobs++;

@@ -42,8 +42,12 @@ export interface ImageSource {
   root(opts?: Signalled): Promise<FetchedManifest>;
   /** A child manifest of an index, by digest. */
   manifest(desc: Descriptor, opts?: Signalled): Promise<FetchedManifest>;
-  /** Opens a fresh stream of a blob (may be called again on retry). */
-  blob(desc: Descriptor, opts?: Signalled): Promise<Readable>;
+  /**
+   * Opens a fresh stream of a blob (may be called again on retry). Sources verify digest and size while the bytes
+   * stream, unless `callerVerifies` says the consumer does it anyway (every ImageDestination.putBlob does): hashing
+   * each byte once instead of twice is most of a copy's CPU.
+   */
+  blob(desc: Descriptor, opts?: Signalled & { callerVerifies?: boolean | undefined }): Promise<Readable>;
   close(): Promise<void>;
 }
 
@@ -55,6 +59,7 @@ export interface ImageDestination {
   readonly description: string;
   /** Which of these digests the destination already holds (batch: the "before any byte moves" check). */
   present(descs: readonly Descriptor[], opts?: Signalled): Promise<Map<string, 'cache' | 'exists'>>;
+  /** Must verify the bytes against `desc.digest` and `desc.size` before anything becomes visible. */
   putBlob(desc: Descriptor, open: () => Promise<Readable>, opts?: Signalled & { onProgress?: (bytes: number) => void }): Promise<DestinationPutResult>;
   /** Manifests are blobs too; written after every blob they reference. */
   putManifest(m: FetchedManifest, opts?: Signalled): Promise<DestinationPutResult>;

@@ -145,10 +145,10 @@ export class DockerArchiveSource implements ImageSource {
     return this.rootManifest;
   }
 
-  async blob(desc: Descriptor, opts: Signalled = {}): Promise<Readable> {
+  async blob(desc: Descriptor, opts: Signalled & { callerVerifies?: boolean | undefined } = {}): Promise<Readable> {
     const path = this.paths.get(parseDigest(desc.digest).value);
     if (path === undefined) throw new TransshipError('TS_BLOB_UNKNOWN', `${this.description}: no blob ${desc.digest}`, { details: { digest: desc.digest } });
-    return verifiedStream(await this.index.open(path, opts.signal), desc, opts.signal);
+    return verifiedStream(await this.index.open(path, opts.signal), desc, opts.signal, opts.callerVerifies);
   }
 
   async close(): Promise<void> {

@@ -109,12 +109,12 @@ export class DockerRegistrySource implements ImageSource {
     return this.fetchManifest(parseDigest(desc.digest).value, desc, opts.signal);
   }
 
-  async blob(desc: Descriptor, opts: Signalled = {}): Promise<Readable> {
+  async blob(desc: Descriptor, opts: Signalled & { callerVerifies?: boolean | undefined } = {}): Promise<Readable> {
     const digest = parseDigest(desc.digest).value;
     const what = `${this.description}: blob ${digest}`;
     const res = await this.request(`${this.base}/blobs/${digest}`, {}, 'blob', what, opts.signal);
     if (!res.body) throw new TransshipError('TS_BACKEND_REJECTED', `${what}: empty response body`);
-    return verifiedStream(Readable.fromWeb(res.body as WebReadableStream<Uint8Array>), { ...desc, digest }, opts.signal);
+    return verifiedStream(Readable.fromWeb(res.body as WebReadableStream<Uint8Array>), { ...desc, digest }, opts.signal, opts.callerVerifies);
   }
 
   async close(): Promise<void> {}

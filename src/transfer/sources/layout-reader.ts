@@ -102,8 +102,8 @@ export class LayoutImageSource implements ImageSource {
     return { descriptor: { ...desc, mediaType: desc.mediaType || mediaType }, bytes };
   }
 
-  async blob(desc: Descriptor, opts: Signalled = {}): Promise<Readable> {
-    return verifiedStream(await this.openBlob(desc.digest, opts.signal), desc, opts.signal);
+  async blob(desc: Descriptor, opts: Signalled & { callerVerifies?: boolean | undefined } = {}): Promise<Readable> {
+    return verifiedStream(await this.openBlob(desc.digest, opts.signal), desc, opts.signal, opts.callerVerifies);
   }
 
   async close(): Promise<void> {

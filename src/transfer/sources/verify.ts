@@ -13,7 +13,8 @@ export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 export const MAX_METADATA_BYTES = 16 * 1024 * 1024;
 
 /** Wraps `raw` so it fails unless its bytes match `desc`; destroys `raw` when the consumer stops or the signal fires. */
-export function verifiedStream(raw: Readable, desc: Descriptor, signal?: AbortSignal): Readable {
+export function verifiedStream(raw: Readable, desc: Descriptor, signal?: AbortSignal, callerVerifies = false): Readable {
+  if (callerVerifies) return signal ? addAbortSignal(signal, raw) : raw;
   const verifier = new VerifyingStream({ expected: desc.digest, size: desc.size });
   // pipeline propagates errors both ways and destroys the file stream when the consumer destroys the verifier.
   pipeline(raw, verifier, () => undefined);
