@@ -45,7 +45,7 @@ export function costInputFromMetrics(text: string): Omit<CostInput, 'storedBytes
   let crossRegionBytes = 0;
   for (const line of text.split('\n')) {
     if (!line || line.startsWith('#')) continue;
-    const m = /^([a-z_]+)(?:\{([^}]*)\})?\s+([0-9.eE+-]+)/.exec(line);
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})?\s+([0-9.eE+-]+)/.exec(line);
     if (!m) continue;
     const [, name, labels = '', value] = m;
     const v = Number(value);

@@ -4,7 +4,7 @@
 // blob corrupted in flight (rejected, never stored).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -203,4 +203,39 @@ test('a blob corrupted in flight between regions is rejected and never stored', 
   assert.equal(await b.statBlob(layer.digest), undefined);
   for (const s of [a, aViaBadLink, b]) await s.close();
   await proxy.close();
+});
+
+test('cli: `placement status` shows where tags live and what is pending; `replicate` then `cost` price it', async () => {
+  const { buckets, eps } = await threeRegions('cli');
+  const a = store(buckets.a, 'a', eps.a);
+  const img = await makeOciLayout(join(tmp, 'cli'), { tag: 'v1', layers: 1, layerSize: 50_000, seed: 'cli-place' });
+  await pushTo(img, a, 'prod/web', 'v1');
+  await a.close();
+  const file = join(tmp, 'cli.yaml');
+  await writeFile(file, stringify({
+    region: 'a',
+    regions: { a: { store: `s3://${buckets.a}`, s3: { endpoint: eps.a } }, b: { store: `s3://${buckets.b}`, s3: { endpoint: eps.b } } },
+    placement: { rules: [{ repos: ['prod/**'], reason: 'dr' }] },
+  }));
+  const env = { ...process.env, AWS_ACCESS_KEY_ID: cfg.accessKeyId, AWS_SECRET_ACCESS_KEY: cfg.secretAccessKey, AWS_REGION: cfg.region, TRANSSHIP_CONFIG: file };
+  const cli = (args: string[]) => spawnSync(process.execPath, [join(root, 'bin', 'transship.js'), ...args], { env, encoding: 'utf8', timeout: 60_000 });
+  const before = cli(['placement', 'status', '--json']);
+  assert.equal(before.status, 0, before.stderr);
+  const st = JSON.parse(before.stdout);
+  assert.equal(st.home, 'a');
+  assert.deepEqual(st.repositories.map((r: { repository: string }) => r.repository), ['prod/web']);
+  assert.deepEqual(st.pending.map((p: { to: string }) => p.to), ['b']);
+  const metrics = join(tmp, 'replicate.prom');
+  const rep = cli(['replicate', '--json', '--metrics-file', metrics]);
+  assert.equal(rep.status, 0, rep.stderr);
+  assert.equal(JSON.parse(rep.stdout).copied.length, 1);
+  const after = JSON.parse(cli(['placement', 'status', '--json']).stdout);
+  assert.deepEqual(after.pending, []);
+  assert.deepEqual(Object.keys(after.repositories[0].tags.v1).sort(), ['a', 'b']);
+  const cost = cli(['cost', '--json', '--metrics', metrics]);
+  assert.equal(cost.status, 0, cost.stderr);
+  const c = JSON.parse(cost.stdout);
+  assert.ok(c.crossRegion.bytes >= 50_000, JSON.stringify(c.crossRegion));
+  assert.ok(c.requests.putClass > 0);
+  assert.ok(c.storage.bytes > 100_000, 'both regions counted');
 });

@@ -1,0 +1,28 @@
+#!/usr/bin/env node
+// `npm start`: the main job on the embedded default. Starts `transship serve` on the local directory store, pushes
+// the example image into it with skopeo (the tool people already use), then keeps serving until Ctrl-C.
+import { spawn, spawnSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const listen = process.env.TRANSSHIP_LISTEN ?? '127.0.0.1:5000';
+const server = spawn(process.execPath, [join(root, 'bin', 'transship.js'), 'serve', '--listen', listen, ...process.argv.slice(2)], { stdio: 'inherit' });
+const stop = () => server.kill('SIGTERM');
+process.on('SIGINT', stop);
+process.on('SIGTERM', stop);
+server.on('exit', (code) => process.exit(code ?? 0));
+
+for (let i = 0; i < 100; i++) {
+  const ok = await fetch(`http://${listen}/v2/`).then((r) => r.ok || r.status === 401, () => false);
+  if (ok) break;
+  await new Promise((r) => setTimeout(r, 100));
+}
+const push = ['copy', '--dest-tls-verify=false', '--all', 'oci:' + join(root, 'examples', 'hello') + ':latest', `docker://${listen}/hello:latest`];
+if (spawnSync('skopeo', ['--version'], { stdio: 'ignore' }).status !== 0) {
+  console.log(`\nskopeo is not installed (apt-get install skopeo); push with:\n  skopeo ${push.join(' ')}\n`);
+} else {
+  console.log(`\n$ skopeo ${push.join(' ')}`);
+  const r = spawnSync('skopeo', push, { stdio: 'inherit' });
+  console.log(r.status === 0 ? `\npushed hello:latest — pull it with: skopeo inspect --tls-verify=false docker://${listen}/hello:latest\nserving on http://${listen} (Ctrl-C to stop)` : '\nskopeo push failed (see above)');
+}
