@@ -5,7 +5,7 @@ import { isIP } from 'node:net';
 import { DEFAULT_STORE, type Config } from '../core/config.js';
 import { TransshipError } from '../core/errors.js';
 import { openStore, parseStoreLocation } from '../store/open.js';
-import { openMetaStore } from '../registry/meta.js';
+import { metaStoreFor } from '../registry/meta.js';
 import { hashPassword } from '../registry/auth.js';
 import { buildServer } from '../server/server.js';
 import { runCommand, loadCliConfig, type GlobalOptions } from './context.js';
@@ -74,7 +74,7 @@ export function registerServe(program: Command): void {
         const location = parseStoreLocation(storeLocation(flags.store, config));
         const region = flags.store ? undefined : config.region;
         const store = openStore(location, { config, region });
-        const meta = openMetaStore(location, config, region);
+        const meta = metaStoreFor(store);
         let app;
         try {
           app = await buildServer({

@@ -30,6 +30,11 @@ export interface RegistryOptions {
   presenceTtlMs?: number | undefined;
 }
 
+/** A listing answers "absent" for this long (a push's HEADs come within seconds of each other). */
+const LISTING_FRESH_MS = 10_000;
+/** Stores with more blobs than this (10 ListObjectsV2 pages) are not listed: HEAD per blob instead. */
+const LISTING_MAX_BLOBS = 10_000;
+
 export class RegistryContext {
   readonly store: BlobStore;
   readonly links: RepoLinks;
@@ -38,6 +43,7 @@ export class RegistryContext {
   readonly allowDelete: boolean;
   readonly maxManifestBytes: number;
   private readonly presence: TtlCache<BlobInfo>;
+  private readonly presenceTtl: number;
 
   constructor(opts: RegistryOptions) {
     this.store = opts.store;
@@ -50,16 +56,52 @@ export class RegistryContext {
     });
     this.allowDelete = opts.allowDelete ?? false;
     this.maxManifestBytes = opts.maxManifestBytes ?? 4 * 1024 * 1024;
-    this.presence = new TtlCache(opts.presenceTtlMs ?? 30_000);
+    this.presenceTtl = opts.presenceTtlMs ?? 30_000;
+    this.presence = new TtlCache(this.presenceTtl);
   }
 
-  /** Size of a stored blob (a recent positive answer is reused), or undefined. */
+  /**
+   * Size of a stored blob (a recent positive answer is reused), or undefined. A miss triggers one listing of the
+   * store's blobs (when the store is small enough to list in a few pages) instead of a HEAD per blob: a client
+   * HEADs every blob of an image before pushing, and one listing answers all of them. A digest absent from a
+   * listing younger than LISTING_FRESH_MS is answered 404 without asking again; if another instance wrote it
+   * meanwhile, the client uploads it and our conditional PUT answers 412 — one request either way, never a
+   * wrong "present".
+   */
   async stat(digest: string, signal?: AbortSignal): Promise<BlobInfo | undefined> {
     const hit = this.presence.get(digest);
     if (hit) return hit;
+    if (await this.refreshListing(signal)) return this.presence.get(digest);
     const info = await this.store.statBlob(digest, { signal });
     if (info) this.presence.set(digest, info);
     return info;
+  }
+
+  private listedAt = 0;
+  private listing: Promise<boolean> | undefined;
+
+  /** True when a complete listing younger than LISTING_FRESH_MS is in the presence cache. */
+  private async refreshListing(signal?: AbortSignal): Promise<boolean> {
+    if (this.presenceTtl <= 0) return false;
+    if (Date.now() - this.listedAt < Math.min(LISTING_FRESH_MS, this.presenceTtl)) return true;
+    this.listing ??= (async () => {
+      const started = Date.now();
+      const found: BlobInfo[] = [];
+      try {
+        for await (const b of this.store.listBlobs({ signal })) {
+          found.push(b);
+          if (found.length > LISTING_MAX_BLOBS) return false; // a big store: HEAD per blob is cheaper
+        }
+      } catch {
+        return false;
+      }
+      for (const b of found) this.presence.set(b.digest, b);
+      this.listedAt = started;
+      return true;
+    })().finally(() => {
+      this.listing = undefined;
+    });
+    return this.listing;
   }
 
   async statMany(digests: string[], signal?: AbortSignal): Promise<Map<string, BlobInfo>> {

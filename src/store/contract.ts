@@ -69,6 +69,17 @@ export interface BlobStore {
   repoState(repo: string, opts?: Signalled): Promise<{ tags: Map<string, string | undefined>; manifests: Set<string> }>;
   listRepos(opts?: Signalled): Promise<string[]>;
 
+  /**
+   * Small registry-owned keys under `repos/` (blob→repository and subject→referrer links). Keys are built by
+   * src/registry/links.ts from validated names and digests and checked again here (see keys.ts, checkMetaKey).
+   */
+  putMetaIfAbsent(key: string, body: string, opts?: Signalled): Promise<void>;
+  getMeta(key: string, opts?: Signalled): Promise<string | undefined>;
+  hasMeta(key: string, opts?: Signalled): Promise<boolean>;
+  /** Full keys under `prefix` (ending in '/'), any depth. */
+  listMeta(prefix: string, opts?: Signalled): Promise<string[]>;
+  deleteMeta(key: string, opts?: Signalled): Promise<void>;
+
   /** Counts of requests sent to the backend by operation (for --json summaries and benchmarks). */
   requestCounts(): Record<string, number>;
   close(): Promise<void>;

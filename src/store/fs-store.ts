@@ -15,7 +15,7 @@ import { TransshipError, fromFsError, throwIfAborted } from '../core/errors.js';
 import { VerifyingStream, parseDigest } from '../core/digest.js';
 import { validateRepoName } from '../core/names.js';
 import type { BlobInfo, BlobStore, ByteRange, PutBlobOptions, PutOutcome, Signalled } from './contract.js';
-import { blobKey, digestFromBlobKey, manifestLinkKey, manifestLinksPrefix, tagKey, tagsPrefix } from './keys.js';
+import { blobKey, checkMetaKey, digestFromBlobKey, manifestLinkKey, manifestLinksPrefix, tagKey, tagsPrefix } from './keys.js';
 import { blobUploadBytesTotal } from '../telemetry/metrics.js';
 
 export class FsStore implements BlobStore {
@@ -199,6 +199,40 @@ export class FsStore implements BlobStore {
         return false;
       }
     }).sort();
+  }
+
+  async putMetaIfAbsent(key: string, body: string, opts: Signalled = {}): Promise<void> {
+    throwIfAborted(opts.signal);
+    if ((await this.readSmall(checkMetaKey(key))) === undefined) await this.writeSmall(key, body);
+  }
+
+  async getMeta(key: string, opts: Signalled = {}): Promise<string | undefined> {
+    throwIfAborted(opts.signal);
+    return this.readSmall(checkMetaKey(key));
+  }
+
+  async hasMeta(key: string, opts: Signalled = {}): Promise<boolean> {
+    return (await this.getMeta(key, opts)) !== undefined;
+  }
+
+  async listMeta(prefix: string, opts: Signalled = {}): Promise<string[]> {
+    checkMetaKey(prefix, true);
+    const out: string[] = [];
+    const walk = async (rel: string): Promise<void> => {
+      for (const n of await this.listDir(rel)) {
+        throwIfAborted(opts.signal);
+        const s = await stat(this.path(`${rel}${n}`)).catch(() => undefined);
+        if (s?.isDirectory()) await walk(`${rel}${n}/`);
+        else if (s?.isFile()) out.push(`${rel}${n}`);
+      }
+    };
+    await walk(prefix);
+    return out.sort();
+  }
+
+  async deleteMeta(key: string, opts: Signalled = {}): Promise<void> {
+    throwIfAborted(opts.signal);
+    await this.removeKey(checkMetaKey(key));
   }
 
   async close(): Promise<void> {}

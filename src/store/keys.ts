@@ -5,6 +5,7 @@
 // Every component is validated here, so no caller can build a key from an unchecked string.
 import { createHash } from 'node:crypto';
 import { parseDigest } from '../core/digest.js';
+import { TransshipError } from '../core/errors.js';
 import { validateRepoName, validateTag } from '../core/names.js';
 
 export function blobKey(digest: string): string {
@@ -58,4 +59,14 @@ export function tagMatches(stateValue: string | undefined, digest: string): bool
   if (stateValue === undefined) return false;
   const d = parseDigest(digest).value;
   return stateValue === d || stateValue === `md5:${createHash('md5').update(d).digest('hex')}`;
+}
+
+/** Registry meta keys live under `repos/`, in the layout's own grammar; nothing else may be named. */
+export function checkMetaKey(key: string, prefix = false): string {
+  const body = prefix ? key.replace(/\/$/, '') : key;
+  if (prefix && body === 'repos') return key;
+  if (!body.startsWith('repos/') || body.split('/').some((c) => c === '' || c === '.' || c === '..') || !/^[a-z0-9._/-]+$/.test(body)) {
+    throw new TransshipError('TS_INVALID_NAME', `invalid registry key "${key.slice(0, 200)}"`);
+  }
+  return key;
 }

@@ -31,7 +31,7 @@ import { observedRetry } from '../telemetry/observed-retry.js';
 import { blobUploadBytesTotal, multipartAbortsTotal, s3RequestsTotal } from '../telemetry/metrics.js';
 import { log } from '../telemetry/log.js';
 import type { BlobInfo, BlobStore, ByteRange, PutBlobOptions, PutOutcome, Signalled } from './contract.js';
-import { blobKey, digestFromBlobKey, manifestLinkKey, manifestLinksPrefix, repoPrefix, tagKey, tagsPrefix } from './keys.js';
+import { blobKey, checkMetaKey, digestFromBlobKey, manifestLinkKey, manifestLinksPrefix, repoPrefix, tagKey, tagsPrefix } from './keys.js';
 import { mapS3Error, isPreconditionFailed, isS3NotFound } from './s3-errors.js';
 import { validateRepoName } from '../core/names.js';
 
@@ -467,16 +467,7 @@ export class S3Store implements BlobStore {
   }
 
   async hasManifestLink(repo: string, digest: string, opts: Signalled = {}): Promise<boolean> {
-    const key = this.key(manifestLinkKey(repo, digest));
-    return this.call('HeadObject', key, opts.signal, async (s) => {
-      try {
-        await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: s });
-        return true;
-      } catch (err) {
-        if (isS3NotFound(err)) return false;
-        throw err;
-      }
-    });
+    return this.exists(this.key(manifestLinkKey(repo, digest)), opts.signal);
   }
 
   async listManifestLinks(repo: string, opts: Signalled = {}): Promise<string[]> {
@@ -524,6 +515,29 @@ export class S3Store implements BlobStore {
     return [...repos].sort();
   }
 
+  async putMetaIfAbsent(key: string, body: string, opts: Signalled = {}): Promise<void> {
+    await this.writeSmall(this.key(checkMetaKey(key)), body, true, opts.signal);
+  }
+
+  async getMeta(key: string, opts: Signalled = {}): Promise<string | undefined> {
+    return this.readSmall(this.key(checkMetaKey(key)), opts.signal);
+  }
+
+  async hasMeta(key: string, opts: Signalled = {}): Promise<boolean> {
+    return this.exists(this.key(checkMetaKey(key)), opts.signal);
+  }
+
+  async listMeta(prefix: string, opts: Signalled = {}): Promise<string[]> {
+    const p = this.key(checkMetaKey(prefix, true));
+    const out: string[] = [];
+    for await (const obj of this.listAll(p, opts.signal)) out.push(obj.key.slice(this.prefix.length));
+    return out.sort();
+  }
+
+  async deleteMeta(key: string, opts: Signalled = {}): Promise<void> {
+    await this.deleteKey(this.key(checkMetaKey(key)), opts.signal);
+  }
+
   async close(): Promise<void> {
     this.client.destroy();
   }
@@ -538,6 +552,18 @@ export class S3Store implements BlobStore {
       for (const o of page.Contents ?? []) if (o.Key) yield { key: o.Key, size: o.Size ?? 0, etag: o.ETag?.replace(/"/g, '') };
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token);
+  }
+
+  private async exists(key: string, signal: AbortSignal | undefined): Promise<boolean> {
+    return this.call('HeadObject', key, signal, async (s) => {
+      try {
+        await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: s });
+        return true;
+      } catch (err) {
+        if (isS3NotFound(err)) return false;
+        throw err;
+      }
+    });
   }
 
   private async readSmall(key: string, signal: AbortSignal | undefined): Promise<string | undefined> {

@@ -11,7 +11,7 @@ import { makeOciLayout, type BuiltImage } from '../support/images.js';
 import { createTestBucket, s3TestConfig, testS3Client } from '../support/rgw.js';
 import { filesUnder, layoutBlobs, skopeo, snapshot, spawnServe, startTestRegistry, tempFsStore, type RunResult } from '../support/registry.js';
 import { S3Store } from '../../src/store/s3-store.js';
-import { S3MetaStore, type MetaStore } from '../../src/registry/meta.js';
+import { StoreMetaStore, type MetaStore } from '../../src/registry/meta.js';
 import type { BlobStore } from '../../src/store/contract.js';
 import { digestOf } from '../../src/core/digest.js';
 import { hashPassword } from '../../src/registry/auth.js';
@@ -173,7 +173,7 @@ for (const backend of ['fs', 's3'] as const) {
       bucket = await createTestBucket('reg-interrupt');
       const conn = { bucket, prefix: '', endpoint: s3.endpoint, s3Region: s3.region, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey };
       store = new S3Store({ ...conn, multipartThreshold: 8 * 1024 * 1024, partSize: 5 * 1024 * 1024 });
-      meta = new S3MetaStore(conn);
+      meta = new StoreMetaStore(store);
       const opened = store;
       cleanups.push(() => opened.close());
     }

@@ -15,7 +15,7 @@ import type { RegistryContext } from '../../src/registry/context.js';
 import type { BlobStore } from '../../src/store/contract.js';
 import type { MetaStore } from '../../src/registry/meta.js';
 import { FsStore } from '../../src/store/fs-store.js';
-import { FsMetaStore } from '../../src/registry/meta.js';
+import { StoreMetaStore } from '../../src/registry/meta.js';
 
 const ROOT = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..');
 
@@ -38,9 +38,10 @@ export async function startTestRegistry(opts: ServerOptions): Promise<TestRegist
 }
 
 /** A fresh FsStore (and its meta store) in a temp dir; `cleanup` removes it. */
-export async function tempFsStore(): Promise<{ dir: string; store: FsStore; meta: FsMetaStore; cleanup: () => Promise<void> }> {
+export async function tempFsStore(): Promise<{ dir: string; store: FsStore; meta: StoreMetaStore; cleanup: () => Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), 'ts-reg-'));
-  return { dir, store: new FsStore(dir), meta: new FsMetaStore(dir), cleanup: () => rm(dir, { recursive: true, force: true }) };
+  const store = new FsStore(dir);
+  return { dir, store, meta: new StoreMetaStore(store), cleanup: () => rm(dir, { recursive: true, force: true }) };
 }
 
 /** Everything visible in a store: blobs with sizes, repositories with tags and manifest links, registry links. */

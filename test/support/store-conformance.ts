@@ -134,6 +134,22 @@ export function blobStoreConformance(name: string, opts: ConformanceOptions): vo
     await store.close();
   });
 
+  test(`${name}: registry meta keys: put-if-absent, get, has, list (any depth), delete; only under repos/`, async () => {
+    const store = await opts.make();
+    await store.putMetaIfAbsent('repos/app/blobs/sha256/aa', 'first');
+    await store.putMetaIfAbsent('repos/app/blobs/sha256/aa', 'second'); // first writer wins
+    await store.putMetaIfAbsent('repos/app/referrers/sha256/bb/sha256/cc', '{}');
+    assert.equal(await store.getMeta('repos/app/blobs/sha256/aa'), 'first');
+    assert.equal(await store.hasMeta('repos/app/blobs/sha256/zz'), false);
+    assert.deepEqual(await store.listMeta('repos/app/'), ['repos/app/blobs/sha256/aa', 'repos/app/referrers/sha256/bb/sha256/cc']);
+    await store.deleteMeta('repos/app/blobs/sha256/aa');
+    assert.equal(await store.hasMeta('repos/app/blobs/sha256/aa'), false);
+    for (const bad of ['blobs/sha256/aa', 'repos/../etc/passwd', '/repos/x', 'repos/a//b', 'repos/UP']) {
+      await assert.rejects(store.putMetaIfAbsent(bad, 'x'), (e) => isTransshipError(e, 'TS_INVALID_NAME'), bad);
+    }
+    await store.close();
+  });
+
   test(`${name}: hostile repository names and tags never reach a key`, async () => {
     const store = await opts.make();
     const d = digestOf('x');

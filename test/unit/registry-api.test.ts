@@ -4,7 +4,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { FsStore } from '../../src/store/fs-store.js';
-import { FsMetaStore } from '../../src/registry/meta.js';
+import type { StoreMetaStore } from '../../src/registry/meta.js';
 import { buildServer } from '../../src/server/server.js';
 import type { RegistryContext } from '../../src/registry/context.js';
 import { pino } from 'pino';
@@ -27,7 +27,7 @@ const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
 interface Setup {
   inject: Inject;
   store: FsStore;
-  meta: FsMetaStore;
+  meta: StoreMetaStore;
   ctx: RegistryContext;
   spool: string;
   /** Asserts the store (blobs, tags, links) is exactly as it was when `unchanged` was created. */
