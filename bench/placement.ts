@@ -20,7 +20,7 @@ import type { BenchContext } from './context.js';
 import type { Row, Section } from './report.js';
 
 const IMAGES = 40;
-const PULLS = 600;
+const PULLS = 400;
 const POPULAR = 3;
 const REGIONS = ['a', 'b', 'c'] as const;
 
@@ -103,6 +103,7 @@ export async function runPlacement(ctx: BenchContext): Promise<Section> {
       // One reader per region, as one transship instance per region would have.
       const readers = Object.fromEntries(REGIONS.map((r) => [r, new PlacedReader(Regions.of(r, all, [...REGIONS]), new Rules([], promote))]));
       for (const pull of sequence) {
+        if (ctx.signal.aborted) throw new Error('interrupted');
         const img = images[pull.image] as BuiltImage;
         const reader = readers[pull.region] as PlacedReader;
         const repo = `app/img${pull.image}`;

@@ -6,6 +6,9 @@ import { DEFAULT_STORE, type Config } from '../core/config.js';
 import { TransshipError } from '../core/errors.js';
 import { openStore, parseStoreLocation } from '../store/open.js';
 import { metaStoreFor } from '../registry/meta.js';
+import { Regions } from '../placement/regions.js';
+import { Rules } from '../placement/rules.js';
+import { PlacedReader } from '../placement/read-path.js';
 import { hashPassword } from '../registry/auth.js';
 import { buildServer } from '../server/server.js';
 import { runCommand, loadCliConfig, type GlobalOptions } from './context.js';
@@ -73,13 +76,18 @@ export function registerServe(program: Command): void {
         const tls = flags.tlsCert && flags.tlsKey ? { cert: flags.tlsCert, key: flags.tlsKey } : serve.tls;
         const location = parseStoreLocation(storeLocation(flags.store, config));
         const region = flags.store ? undefined : config.region;
-        const store = openStore(location, { config, region });
+        // With regions configured (and no explicit --store), writes go to the home region and reads that miss it are
+        // lazy fetches from the others (src/placement).
+        const regions = !flags.store && config.regions ? Regions.fromConfig(config) : undefined;
+        const store = regions ? regions.homeStore : openStore(location, { config, region });
+        const placed = regions ? new PlacedReader(regions, Rules.fromConfig(config)) : undefined;
         const meta = metaStoreFor(store);
         let app;
         try {
           app = await buildServer({
             store,
             meta,
+            placed,
             tls,
             uploadDir: flags.uploadDir ?? serve.uploadDir,
             maxBodyBytes: maxBody,
@@ -92,7 +100,7 @@ export function registerServe(program: Command): void {
           await app.listen({ host: listen.host, port: listen.port });
         } catch (err) {
           await app?.close();
-          await store.close();
+          await (regions ? regions.close() : store.close());
           throw err;
         }
         const addr = app.server.address();
@@ -103,7 +111,7 @@ export function registerServe(program: Command): void {
         await new Promise<void>((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve(), { once: true })));
         // Closing the app cancels in-flight uploads and removes their spools (registry onClose), then the store.
         await app.close();
-        await store.close();
+        await (regions ? regions.close() : store.close());
       }),
     );
 }

@@ -38,9 +38,11 @@ export class PlacedReader {
   }
 
   /** Where a blob is: home first, then the other regions in fetch order. Unreachable regions are skipped (logged). */
-  async locate(digest: string, opts: Signalled = {}): Promise<{ region: string; info: BlobInfo } | undefined> {
-    const local = await this.regions.homeStore.statBlob(digest, opts);
-    if (local) return { region: this.regions.home, info: local };
+  async locate(digest: string, opts: Signalled & { skipHome?: boolean } = {}): Promise<{ region: string; info: BlobInfo } | undefined> {
+    if (!opts.skipHome) {
+      const local = await this.regions.homeStore.statBlob(digest, opts);
+      if (local) return { region: this.regions.home, info: local };
+    }
     const failures: string[] = [];
     for (const region of this.regions.others) {
       try {
@@ -73,13 +75,9 @@ export class PlacedReader {
     } catch (err) {
       if (!isTransshipError(err, 'TS_BLOB_UNKNOWN')) throw err;
     }
-    const found = await this.locate(d, opts);
+    // The home store just said 404: look only elsewhere.
+    const found = await this.locate(d, { ...opts, skipHome: true });
     if (!found) throw new TransshipError('TS_BLOB_UNKNOWN', `blob ${d} is in no region (${this.regions.names.join(', ')})`, { details: { digest: d } });
-    if (found.region === home) {
-      // Appeared locally meanwhile (a concurrent promotion or push).
-      blobReadsTotal.inc({ location: 'local' });
-      return { stream: await this.regions.homeStore.getBlob(d, opts), size: found.info.size, location: 'local', region: home, promoted: false };
-    }
     const remote = this.regions.store(found.region);
     const reads = this.demand.record(d);
     blobReadsTotal.inc({ location: 'remote' });

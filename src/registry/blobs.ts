@@ -38,7 +38,8 @@ export async function getBlob(call: Call): Promise<void> {
   const { ctx, reply, signal } = call;
   const { name, digest } = call.target;
   if (ctx.auth && !(await ctx.links.isBlobLinked(name, digest, signal))) throw blobUnknown(digest);
-  const info = await ctx.stat(digest, signal);
+  // Home region first; with regions configured, a miss is a lazy fetch from the region that holds the blob.
+  const info = (await ctx.stat(digest, signal)) ?? (await ctx.placed?.locate(digest, { signal, skipHome: true }))?.info;
   if (!info) throw blobUnknown(digest);
   reply.header('docker-content-digest', digest).header('accept-ranges', 'bytes').header('etag', `"${digest}"`).type('application/octet-stream');
   const range = parseRange(call.request.headers.range, info.size);
@@ -48,7 +49,9 @@ export async function getBlob(call: Call): Promise<void> {
   }
   let stream;
   try {
-    stream = await ctx.store.getBlob(digest, { signal, ...(range ? { range } : {}) });
+    stream = ctx.placed
+      ? (await ctx.placed.open(digest, { signal, repo: name, ...(range ? { range } : {}) })).stream
+      : await ctx.store.getBlob(digest, { signal, ...(range ? { range } : {}) });
   } catch (err) {
     // The presence hint may be stale (deleted since): answer as the store does now.
     ctx.forget(digest);

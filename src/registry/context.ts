@@ -11,6 +11,7 @@ import { RepoLinks } from './links.js';
 import { metaStoreFor, type MetaStore } from './meta.js';
 import type { Target } from './paths.js';
 import { UploadSessions } from './uploads.js';
+import type { PlacedReader } from '../placement/read-path.js';
 
 export interface RegistryOptions {
   store: BlobStore;
@@ -26,6 +27,8 @@ export interface RegistryOptions {
   /** Record blob→repository links (default: on exactly when auth is on). */
   blobLinks?: boolean | undefined;
   auth?: AuthConfig | undefined;
+  /** With regions configured: reads that miss the home store are lazy fetches from other regions. */
+  placed?: PlacedReader | undefined;
   /** How long "blob present" answers are reused (ms, default 30 s; 0 = never). Must stay below any GC grace. */
   presenceTtlMs?: number | undefined;
 }
@@ -41,6 +44,7 @@ export class RegistryContext {
   readonly sessions: UploadSessions;
   readonly auth: Authenticator | undefined;
   readonly allowDelete: boolean;
+  readonly placed: PlacedReader | undefined;
   readonly maxManifestBytes: number;
   private readonly presence: TtlCache<BlobInfo>;
   private readonly presenceTtl: number;
@@ -55,6 +59,7 @@ export class RegistryContext {
       maxBytes: opts.maxBodyBytes ?? 16 * 1024 ** 3,
     });
     this.allowDelete = opts.allowDelete ?? false;
+    this.placed = opts.placed;
     this.maxManifestBytes = opts.maxManifestBytes ?? 4 * 1024 * 1024;
     this.presenceTtl = opts.presenceTtlMs ?? 30_000;
     this.presence = new TtlCache(this.presenceTtl);

@@ -3,7 +3,8 @@
 // blob or child manifest they reference is present (and, with auth on, belongs to the repository).
 import { Readable } from 'node:stream';
 import { createHash } from 'node:crypto';
-import { parseDigest } from '../core/digest.js';
+import { buffer } from 'node:stream/consumers';
+import { digestMismatch, digestOf, parseDigest } from '../core/digest.js';
 import { isTransshipError } from '../core/errors.js';
 import { parseManifest, references, type ParsedManifest } from '../transfer/manifest.js';
 import { INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES, type Descriptor } from '../transfer/types.js';
@@ -33,16 +34,21 @@ export async function getManifest(call: Call): Promise<void> {
   const { ctx, signal, reply } = call;
   const { name, reference } = call.target;
   const ref = reference.tag ?? reference.digest;
-  const digest = reference.tag !== undefined ? await ctx.store.getTag(name, reference.tag, { signal }) : reference.digest;
+  let digest = reference.tag !== undefined ? await ctx.store.getTag(name, reference.tag, { signal }) : reference.digest;
+  // With regions configured, a tag pushed in another region is found there (lazy fetch of the manifest below).
+  if (!digest && reference.tag !== undefined && ctx.placed) digest = (await ctx.placed.getTag(name, reference.tag, { signal }))?.digest;
   if (!digest) throw manifestUnknown(name, ref);
   // A tag is written only after its manifest link; a digest must be linked to this repository to be visible here.
-  if (reference.digest !== undefined && !(await ctx.store.hasManifestLink(name, digest, { signal }))) throw manifestUnknown(name, ref);
+  if (reference.digest !== undefined && !(await linkedAnywhere(call, name, digest))) throw manifestUnknown(name, ref);
   let bytes: Buffer;
   try {
     bytes = await ctx.links.manifestBytes(digest, signal);
   } catch (err) {
-    if (isTransshipError(err, 'TS_BLOB_UNKNOWN')) throw manifestUnknown(name, ref);
-    throw err;
+    if (!isTransshipError(err, 'TS_BLOB_UNKNOWN')) throw err;
+    if (!ctx.placed) throw manifestUnknown(name, ref);
+    bytes = await remoteManifest(call, digest).catch((e: unknown) => {
+      throw isTransshipError(e, 'TS_BLOB_UNKNOWN') ? manifestUnknown(name, ref) : e;
+    });
   }
   reply
     .code(200)
@@ -52,6 +58,25 @@ export async function getManifest(call: Call): Promise<void> {
     .header('content-length', String(bytes.length));
   if (call.method === 'HEAD') reply.send();
   else reply.send(bytes);
+}
+
+/** Is `digest` a manifest of `name` in the home region or (with regions configured) in any other region? */
+async function linkedAnywhere(call: Call, name: string, digest: string): Promise<boolean> {
+  const { ctx, signal } = call;
+  if (await ctx.store.hasManifestLink(name, digest, { signal })) return true;
+  for (const region of ctx.placed?.regions.others ?? []) {
+    if (await ctx.placed?.regions.store(region).hasManifestLink(name, digest, { signal }).catch(() => false)) return true;
+  }
+  return false;
+}
+
+/** Manifest bytes through the placement read path, checked against their digest before they are served. */
+async function remoteManifest(call: Call, digest: string): Promise<Buffer> {
+  const placed = await call.ctx.placed!.open(digest, { signal: call.signal });
+  const bytes = await buffer(placed.stream);
+  const actual = digestOf(bytes, parseDigest(digest).algorithm);
+  if (actual !== digest) throw digestMismatch(digest, actual);
+  return bytes;
 }
 
 /** Reads a request body into memory up to `limit` bytes (413 SIZE_INVALID beyond). */

@@ -1,0 +1,53 @@
+// The registry with regions: an image pushed in region a is pulled through an instance whose home is region b —
+// manifest by tag and blobs are lazy fetches (counted remote), promoted into b after the demand threshold.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FsStore } from '../../src/store/fs-store.js';
+import { StoreMetaStore } from '../../src/registry/meta.js';
+import { Regions } from '../../src/placement/regions.js';
+import { Rules } from '../../src/placement/rules.js';
+import { PlacedReader } from '../../src/placement/read-path.js';
+import { copyImage } from '../../src/transfer/copy.js';
+import { StoreDestination } from '../../src/transfer/store-destination.js';
+import { openOciLayoutSource } from '../../src/transfer/sources/oci-layout.js';
+import { registry } from '../../src/telemetry/metrics.js';
+import { makeOciLayout } from '../support/images.js';
+import { startTestRegistry } from '../support/registry.js';
+
+const tmp = await mkdtemp(join(tmpdir(), 'ts-reg-regions-'));
+test.after(() => rm(tmp, { recursive: true, force: true }));
+
+const remoteReads = async () => ((await registry.getSingleMetric('blob_reads_total')?.get())?.values ?? []).filter((v) => v.labels.location === 'remote').reduce((a, v) => a + v.value, 0);
+
+test('registry in region b serves an image pushed in region a: tag and blobs lazily fetched, promoted after 2 reads', async () => {
+  const a = new FsStore(join(tmp, 'a'), 'a');
+  const b = new FsStore(join(tmp, 'b'), 'b');
+  const img = await makeOciLayout(join(tmp, 'img'), { tag: 'v1', layers: 1, layerSize: 4096, seed: 'reg-regions' });
+  const src = await openOciLayoutSource(img.path, { tag: 'v1' });
+  await copyImage(src, new StoreDestination(a, 'app', 'v1'));
+  await src.close();
+  const placed = new PlacedReader(Regions.of('b', { a, b }), new Rules([], { policy: 'demand', reads: 2 }));
+  const reg = await startTestRegistry({ store: b, meta: new StoreMetaStore(b), placed });
+  try {
+    const before = await remoteReads();
+    const m = await fetch(`${reg.url}/v2/app/manifests/v1`, { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } });
+    assert.equal(m.status, 200);
+    assert.equal(m.headers.get('docker-content-digest'), img.manifestDigest);
+    const layer = img.layers[0]!;
+    for (let i = 0; i < 2; i++) {
+      const r = await fetch(`${reg.url}/v2/app/blobs/${layer.digest}`);
+      assert.equal(r.status, 200);
+      assert.equal(Number(r.headers.get('content-length')), layer.size);
+      assert.equal((await r.arrayBuffer()).byteLength, layer.size);
+    }
+    assert.ok((await remoteReads()) - before >= 3, 'manifest and blob reads counted remote');
+    assert.equal((await b.statBlob(layer.digest))?.size, layer.size, 'promoted into the home region on the 2nd remote read');
+    const missing = await fetch(`${reg.url}/v2/app/blobs/sha256:${'0'.repeat(64)}`);
+    assert.equal(missing.status, 404);
+  } finally {
+    await reg.close();
+  }
+});
