@@ -19,7 +19,7 @@ import { makeOciLayout, type BuiltImage } from '../test/support/images.js';
 import type { BenchContext } from './context.js';
 import type { Row, Section } from './report.js';
 
-const IMAGES = 40;
+const IMAGES = 200;
 const PULLS = 400;
 const POPULAR = 3;
 const REGIONS = ['a', 'b', 'c'] as const;
@@ -153,6 +153,7 @@ export async function runPlacement(ctx: BenchContext): Promise<Section> {
     ],
     rows,
     details: [
+      `- Catalog size matters: replicate-everything pays for every image in every region, demand promotion only for what is read remotely, but a hot blob crosses up to 3 times per region before it is promoted. In an earlier run of this benchmark with 40 images (nearly every image pulled in every region) the rules moved 1.43× the bytes of replicate-everything (46.8 vs 32.8 MB) while still serving 93% of popular reads locally; this run uses ${IMAGES} images, most of them rarely pulled outside region a.`,
       `- replicate-everything: ${JSON.stringify(everything)}`,
       `- pull-through only: ${JSON.stringify(pullThrough)}`,
       `- transship rules: ${JSON.stringify(rules)}`,

