@@ -16,6 +16,7 @@ import { copyImage } from '../src/transfer/copy.js';
 import { StoreDestination } from '../src/transfer/store-destination.js';
 import { openOciLayoutSource } from '../src/transfer/sources/oci-layout.js';
 import { makeOciLayout, type BuiltImage } from '../test/support/images.js';
+import { mulberry32 } from '../test/support/s3-proxy.js';
 import type { BenchContext } from './context.js';
 import type { Row, Section } from './report.js';
 
@@ -24,17 +25,6 @@ const PULLS = 400;
 const POPULAR = 3;
 const REGIONS = ['a', 'b', 'c'] as const;
 
-/** Deterministic PRNG (mulberry32) so every strategy sees the same pull sequence. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function zipfSequence(n: number, count: number, s: number, random: () => number): number[] {
   const weights = Array.from({ length: n }, (_, i) => 1 / (i + 1) ** s);
@@ -74,7 +64,8 @@ export async function runPlacement(ctx: BenchContext): Promise<Section> {
       }),
     );
   }
-  const random = prng(42);
+  // Seeded (mulberry32) so every strategy sees the same pull sequence.
+  const random = mulberry32(42);
   const sequence = zipfSequence(IMAGES, PULLS, 1.2, random).map((image) => ({ image, region: REGIONS[Math.floor(random() * REGIONS.length)] as string }));
 
   const run = async (name: string, strategy: 'replicate-everything' | 'pull-through' | 'rules'): Promise<Outcome> => {

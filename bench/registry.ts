@@ -4,10 +4,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { Agent, request } from 'node:http';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startDistribution, type Distribution } from '../test/support/distribution.js';
+import { freePort, httpStatus, startDistribution, type Distribution } from '../test/support/distribution.js';
 import type { ProxyCounts, ProxyLogEntry } from '../test/support/s3-proxy.js';
 import { PULL_FLAGS, PUSH_FLAGS, TRANSSHIP_BIN, requestLines, serveUnavailable, type BenchContext } from './context.js';
 import { check, median, readHwm } from './measure.js';
@@ -352,26 +351,3 @@ export async function startServe(ctx: BenchContext, store: string): Promise<Serv
   return { host, peakRss: () => hwm, logTail, stop };
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const addr = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (addr === null || typeof addr === 'string') throw new Error('listen(0) gave no port');
-  return addr.port;
-}
-
-function httpStatus(url: string): Promise<number | undefined> {
-  return new Promise((resolve) => {
-    const req = request(url, { timeout: 2000, agent: false }, (res) => {
-      res.resume();
-      resolve(res.statusCode);
-    });
-    req.once('timeout', () => req.destroy());
-    req.once('error', () => resolve(undefined));
-    req.end();
-  });
-}

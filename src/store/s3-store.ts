@@ -266,10 +266,9 @@ export class S3Store implements BlobStore {
     started?: { verify: VerifyingStream; chunks: Buffer[]; buffered: number },
   ): Promise<PutOutcome> {
     const claim = await this.claim(d, opts.size ?? started?.buffered ?? 0, opts.signal);
-    if (claim === 'exists') {
+    if (claim !== 'claimed') {
       started?.verify.destroy();
-      const info = await this.statBlob(d.value, opts);
-      return { status: 'exists', size: info?.size ?? opts.size ?? 0 };
+      return { status: 'exists', size: claim.size };
     }
     try {
       return await this.multipart(d, source, opts, started);
@@ -382,8 +381,8 @@ export class S3Store implements BlobStore {
     }
   }
 
-  /** Claims a large digest (see the header comment). Returns 'exists' when the blob appeared meanwhile. */
-  private async claim(d: Digest, size: number, signal: AbortSignal | undefined): Promise<'claimed' | 'exists'> {
+  /** Claims a large digest (see the header comment). Returns the blob's info instead when it appeared meanwhile. */
+  private async claim(d: Digest, size: number, signal: AbortSignal | undefined): Promise<'claimed' | BlobInfo> {
     const key = this.key(`claims/${d.algorithm}/${d.hex}`);
     const leaseMs = (this.opts.claimLeaseMs ?? 60_000) + Math.ceil(size / (5 * MiB)) * 1000;
     for (;;) {
@@ -400,11 +399,13 @@ export class S3Store implements BlobStore {
       });
       if (won) {
         // The previous holder may have completed the blob and released the claim just before we took it.
-        if (!(await this.statBlob(d.value, { signal }))) return 'claimed';
+        const done = await this.statBlob(d.value, { signal });
+        if (!done) return 'claimed';
         await this.releaseClaim(d);
-        return 'exists';
+        return done;
       }
-      if (await this.statBlob(d.value, { signal })) return 'exists';
+      const done = await this.statBlob(d.value, { signal });
+      if (done) return done;
       const holder = await this.readSmall(key, signal);
       const expiresAt = holder ? Number((JSON.parse(holder) as { expiresAt?: unknown }).expiresAt) : 0;
       if (!Number.isFinite(expiresAt) || expiresAt <= Date.now()) {

@@ -4,7 +4,7 @@
 import { TransshipError, throwIfAborted } from '../core/errors.js';
 import { forEachLimit } from '../core/limit.js';
 import { withSpan } from '../telemetry/tracing.js';
-import { s3PutSkippedDueToDedup, blobSkippedBytesTotal } from '../telemetry/metrics.js';
+import { s3PutSkippedDueToDedup } from '../telemetry/metrics.js';
 import { parseManifest, type ParsedManifest } from './manifest.js';
 import type { Descriptor, FetchedManifest, ImageDestination, ImageSource } from './types.js';
 
@@ -77,7 +77,7 @@ export async function copyImage(source: ImageSource, dest: ImageDestination, opt
 
     const allDescs = [...p.blobs, ...p.manifests.map((m) => m.descriptor), p.root.descriptor];
     const present = await withSpan('transfer.check', { 'transship.digests': allDescs.length }, () => dest.present(allDescs, { signal }));
-    (dest as { notePresent?: (root: string, present: Map<string, unknown>) => void }).notePresent?.(p.root.descriptor.digest, present);
+    dest.notePresent?.(p.root.descriptor.digest, present);
     const skipped: Record<string, number> = {};
     let skippedBytes = 0;
     const missing: Descriptor[] = [];
@@ -87,7 +87,6 @@ export async function copyImage(source: ImageSource, dest: ImageDestination, opt
         skipped[why] = (skipped[why] ?? 0) + 1;
         skippedBytes += b.size;
         s3PutSkippedDueToDedup.inc({ reason: why });
-        blobSkippedBytesTotal.inc({ store: dest.description }, b.size);
       } else missing.push(b);
     }
     emit({ type: 'present', blobs: p.blobs.length - missing.length, bytes: skippedBytes });

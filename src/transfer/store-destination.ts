@@ -1,6 +1,6 @@
 // Writing an image into a BlobStore, in the order the invariants demand: blobs → manifests → manifest link → tag.
 // The presence check runs before any byte moves: cache hits first, then one batch check for the misses.
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import type { BlobStore, Signalled } from '../store/contract.js';
 import { tagMatches } from '../store/keys.js';
 import type { PresenceCache } from '../index/presence-cache.js';
@@ -36,11 +36,15 @@ export class StoreDestination implements ImageDestination {
       for (const d of found.keys()) out.set(d, 'exists');
       this.cache?.markPresent(this.store.name, found.keys());
     }
+    const sizes = new Map(descs.map((d) => [d.digest, d.size] as const));
+    let skipped = 0;
+    for (const d of out.keys()) skipped += sizes.get(d) ?? 0;
+    blobSkippedBytesTotal.inc({ store: this.store.name }, skipped);
     return out;
   }
 
   /** Tells the destination the root manifest was already present, so commit() checks before writing links/tags. */
-  notePresent(rootDigest: string, present: Map<string, unknown>): void {
+  notePresent(rootDigest: string, present: ReadonlyMap<string, unknown>): void {
     this.rootWasPresent = present.has(rootDigest);
   }
 
@@ -55,7 +59,6 @@ export class StoreDestination implements ImageDestination {
   }
 
   async putManifest(m: FetchedManifest, opts: Signalled = {}): Promise<DestinationPutResult> {
-    const { Readable } = await import('node:stream');
     return this.putBlob(m.descriptor, async () => Readable.from([m.bytes]), opts);
   }
 

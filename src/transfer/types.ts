@@ -63,6 +63,8 @@ export interface ImageDestination {
   putBlob(desc: Descriptor, open: () => Promise<Readable>, opts?: Signalled & { onProgress?: (bytes: number) => void }): Promise<DestinationPutResult>;
   /** Manifests are blobs too; written after every blob they reference. */
   putManifest(m: FetchedManifest, opts?: Signalled): Promise<DestinationPutResult>;
+  /** Optional: told which digests were already present (lets commit() skip writes that are already true). */
+  notePresent?(rootDigest: string, present: ReadonlyMap<string, unknown>): void;
   /** Makes the root visible under the destination's tag: the last write. */
   commit(root: FetchedManifest, opts?: Signalled): Promise<void>;
   close(): Promise<void>;

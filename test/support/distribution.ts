@@ -219,7 +219,8 @@ function tail(file: string, bytes = 3000): string {
   }
 }
 
-async function freePort(): Promise<number> {
+/** A free loopback port (listen(0), then close). */
+export async function freePort(): Promise<number> {
   const server = createServer();
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -231,7 +232,8 @@ async function freePort(): Promise<number> {
   return addr.port;
 }
 
-function httpStatus(url: string): Promise<number | undefined> {
+/** The status of a GET, or undefined when nothing answers within 2 s. */
+export function httpStatus(url: string): Promise<number | undefined> {
   return new Promise((resolve) => {
     const req = request(url, { method: 'GET', timeout: 2000, agent: false }, (res) => {
       res.resume();

@@ -333,7 +333,7 @@ function escapeXml(s: string): string {
 }
 
 /** Small, fast, seedable PRNG (mulberry32): enough for picking faults reproducibly. */
-function mulberry32(seed: number): () => number {
+export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

@@ -6,7 +6,6 @@ import { mkdtemp, readFile, rm, writeFile, stat } from 'node:fs/promises';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import { digestOf } from '../../src/core/digest.js';
@@ -15,6 +14,7 @@ import { DockerArchiveSource } from '../../src/transfer/sources/docker-archive.j
 import { openOciLayoutSource } from '../../src/transfer/sources/oci-layout.js';
 import { TarIndex } from '../../src/transfer/sources/tar-index.js';
 import type { Descriptor } from '../../src/transfer/types.js';
+import { buffer as drain } from 'node:stream/consumers';
 import { copyImageForTest, ensureSkopeo, makeDockerArchive, makeOciArchive, makeOciLayout, runSkopeo, writeTar } from '../support/images.js';
 
 let work: string;
@@ -25,11 +25,6 @@ after(async () => {
   await rm(work, { recursive: true, force: true });
 });
 
-async function drain(s: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of s) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
-}
 
 const skopeo = ensureSkopeo();
 

@@ -12,6 +12,7 @@ import { openOciLayoutSource, OciLayoutDestination } from '../../src/transfer/so
 import { openDestination, openSource } from '../../src/transfer/sources/index.js';
 import { digestOf } from '../../src/core/digest.js';
 import type { Descriptor } from '../../src/transfer/types.js';
+import { buffer as drain } from 'node:stream/consumers';
 import { copyImageForTest, ensureSkopeo, makeOciLayout, runSkopeo } from '../support/images.js';
 
 let work: string;
@@ -22,11 +23,6 @@ after(async () => {
   await rm(work, { recursive: true, force: true });
 });
 
-async function drain(s: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of s) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
-}
 
 function blobFile(dir: string, d: Descriptor): string {
   return join(dir, 'blobs', 'sha256', d.digest.slice(7));
