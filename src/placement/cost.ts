@@ -22,6 +22,26 @@ export function prices(config: Config): Prices {
 }
 
 const GB = 1e9;
+const MONTH_MS = 30 * 24 * 3600_000;
+
+/**
+ * The default promotion threshold: how many remote reads of a blob within the demand window justify keeping a copy
+ * in the reading region. Expected cost, per byte: if the observed rate (k reads per window) goes on, not promoting
+ * costs k × crossRegionPerGb per window, promoting costs storageGbMonth × window/month for as long as the copy is
+ * kept. So promote once k ≥ storage-per-window ÷ transfer. With AWS list prices that is ≈ 0.0016 reads for a 1 h
+ * window and ≈ 1.15 for a 30-day one: any repeated read pays for the copy.
+ *
+ * It never goes below 2: one read is no rate. Most (image, region) pairs of a skewed workload are read exactly once
+ * (a CI job, one node pulling an old tag; 59 of 94 in bench/placement.ts), and promoting those on first read would
+ * store a copy per region forever (promoted copies are not evicted) to save nothing. The second read within the
+ * window is the first evidence of repeated demand, and each read waited for after that is one more crossing that
+ * buys no information the price table has not already settled — which is why 3 was too many.
+ */
+export function promotionThreshold(p: Prices, windowMs: number): number {
+  const storagePerWindow = p.storageGbMonth * (windowMs / MONTH_MS);
+  const breakEven = p.crossRegionPerGb > 0 ? storagePerWindow / p.crossRegionPerGb : Number.POSITIVE_INFINITY;
+  return Number.isFinite(breakEven) ? Math.max(2, Math.ceil(breakEven)) : Number.MAX_SAFE_INTEGER;
+}
 
 export function estimateCost(input: CostInput, p: Prices) {
   let put = 0;

@@ -2,7 +2,9 @@
 // store holds). It keeps no queue and no state of its own: every pass re-derives the work from the stores, so a
 // crash (even kill -9) loses nothing, and a restart finishes the job without re-copying what is already there —
 // the copy engine's presence check skips every blob that made it across, and writes go blobs → manifests → tag,
-// so a target tag only ever points at a complete image.
+// so a target tag only ever points at a complete image. The registry's per-repository links (blob links for auth,
+// referrer links) are copied between the blobs and the tag too (links.ts), so a replicated repository is readable
+// with auth on in the target region as soon as its tag is.
 import { Transform, pipeline, type Readable } from 'node:stream';
 import { errorSummary, isTransshipError, throwIfAborted } from '../core/errors.js';
 import { forEachLimit } from '../core/limit.js';
@@ -10,13 +12,14 @@ import { Throttle } from '../core/throttle.js';
 import { copyImage } from '../transfer/copy.js';
 import { StoreDestination } from '../transfer/store-destination.js';
 import { StoreSource } from '../transfer/store-source.js';
-import type { Descriptor, ImageSource } from '../transfer/types.js';
+import type { Descriptor, FetchedManifest, ImageDestination, ImageSource } from '../transfer/types.js';
 import type { Signalled } from '../store/contract.js';
 import { crossRegionUploadBytesTotal } from '../telemetry/metrics.js';
 import { withSpan } from '../telemetry/tracing.js';
 import { log } from '../telemetry/log.js';
 import type { Regions } from './regions.js';
 import type { Rules } from './rules.js';
+import { copyRepoLinks } from './links.js';
 
 export interface PlacementTask {
   repo: string;
@@ -28,7 +31,7 @@ export interface PlacementTask {
 
 export interface ReconcileReport {
   /** Tags copied in this pass. */
-  copied: Array<PlacementTask & { bytes: number; blobsUploaded: number; blobsSkipped: number }>;
+  copied: Array<PlacementTask & { bytes: number; blobsUploaded: number; blobsSkipped: number; linksCopied: number }>;
   /** Tags already where the rules want them. */
   upToDate: number;
   failed: Array<PlacementTask & { error: string }>;
@@ -93,8 +96,8 @@ export class Replicator {
       const report: ReconcileReport = { copied: [], upToDate, failed: [], bytes: 0 };
       await forEachLimit(tasks, this.opts.concurrency ?? 2, async (task, signal) => {
         try {
-          const s = await this.copyTask(task, signal);
-          report.copied.push({ ...task, bytes: s.bytes.uploaded, blobsUploaded: s.blobs.uploaded, blobsSkipped: s.blobs.total - s.blobs.uploaded });
+          const { summary: s, links } = await this.copyTask(task, signal);
+          report.copied.push({ ...task, bytes: s.bytes.uploaded, blobsUploaded: s.blobs.uploaded, blobsSkipped: s.blobs.total - s.blobs.uploaded, linksCopied: links });
           report.bytes += s.bytes.uploaded;
         } catch (err) {
           if (isTransshipError(err, 'TS_CANCELLED')) throw err;
@@ -110,7 +113,25 @@ export class Replicator {
     return withSpan('placement.replicate', { 'transship.repo': task.repo, 'transship.tag': task.tag, 'transship.from': task.from, 'transship.to': task.to }, async () => {
       const source = this.metered(new StoreSource(this.regions.store(task.from), task.repo, task.digest), task);
       const dest = new StoreDestination(this.regions.store(task.to), task.repo, task.tag);
-      return copyImage(source, dest, { signal, concurrency: 4 });
+      let links = 0;
+      // commit() is the tag write, the last step: every blob and manifest is in place by then, so the links go in
+      // right before it — a link never names a blob the target lacks, and the tag never precedes the links.
+      const linking: ImageDestination = {
+        description: dest.description,
+        present: (d, o) => dest.present(d, o),
+        putBlob: (d, open, o) => dest.putBlob(d, open, o),
+        putManifest: (m, o) => dest.putManifest(m, o),
+        notePresent: (root, present) => dest.notePresent(root, present),
+        close: () => dest.close(),
+        commit: async (root: FetchedManifest, o?: Signalled) => {
+          const r = await copyRepoLinks(this.regions.store(task.from), this.regions.store(task.to), task.repo, { signal: o?.signal ?? signal });
+          if (r.bytes) crossRegionUploadBytesTotal.inc({ from: task.from, to: task.to }, r.bytes);
+          links = r.copied;
+          await dest.commit(root, o);
+        },
+      };
+      const summary = await copyImage(source, linking, { signal, concurrency: 4 });
+      return { summary, links };
     });
   }
 

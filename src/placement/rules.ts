@@ -1,6 +1,7 @@
 // Placement rules: which repositories go where, and why. First matching rule wins; with no match a repository is
 // `demand` (lazy fetch, promotion after measured remote reads), which is the cheap default.
 import type { Config } from '../core/config.js';
+import { DEFAULT_PRICES, prices, promotionThreshold, type Prices } from './cost.js';
 
 export type Reason = 'dr' | 'demand' | 'never';
 
@@ -35,18 +36,24 @@ export class Rules {
   private readonly compiled: Array<{ rule: Rule; res: RegExp[] }>;
   readonly promote: PromotePolicy;
 
-  constructor(rules: readonly Rule[], promote: Partial<PromotePolicy> = {}) {
+  /** Without an explicit `reads`, the threshold comes from the price table and the window (see promotionThreshold). */
+  constructor(rules: readonly Rule[], promote: Partial<PromotePolicy> = {}, priceTable: Prices = DEFAULT_PRICES) {
     this.compiled = rules.map((rule) => ({ rule, res: rule.repos.map(globToRegExp) }));
-    this.promote = { policy: promote.policy ?? 'demand', reads: promote.reads ?? 3, windowMs: promote.windowMs ?? 3600_000 };
+    const windowMs = promote.windowMs ?? 3600_000;
+    this.promote = { policy: promote.policy ?? 'demand', reads: promote.reads ?? promotionThreshold(priceTable, windowMs), windowMs };
   }
 
   static fromConfig(config: Config): Rules {
     const p = config.placement;
-    return new Rules(p?.rules ?? [], {
-      ...(p?.promote?.policy ? { policy: p.promote.policy } : {}),
-      ...(p?.promote?.reads ? { reads: p.promote.reads } : {}),
-      ...(p?.promote?.windowSeconds ? { windowMs: p.promote.windowSeconds * 1000 } : {}),
-    });
+    return new Rules(
+      p?.rules ?? [],
+      {
+        ...(p?.promote?.policy ? { policy: p.promote.policy } : {}),
+        ...(p?.promote?.reads ? { reads: p.promote.reads } : {}),
+        ...(p?.promote?.windowSeconds ? { windowMs: p.promote.windowSeconds * 1000 } : {}),
+      },
+      prices(config),
+    );
   }
 
   ruleFor(repo: string): Rule {

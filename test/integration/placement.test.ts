@@ -21,6 +21,9 @@ import { StoreDestination } from '../../src/transfer/store-destination.js';
 import { openOciLayoutSource } from '../../src/transfer/sources/oci-layout.js';
 import { isTransshipError } from '../../src/core/errors.js';
 import { registry } from '../../src/telemetry/metrics.js';
+import { RepoLinks } from '../../src/registry/links.js';
+import { metaStoreFor } from '../../src/registry/meta.js';
+import { copyRepoLinks } from '../../src/placement/links.js';
 import { makeOciLayout, type BuiltImage } from '../support/images.js';
 import { createTestBucket, s3TestConfig } from '../support/rgw.js';
 import { startS3Proxy } from '../support/s3-proxy.js';
@@ -114,6 +117,46 @@ test('a DR rule replicates eagerly to the other regions; a second pass copies no
   // (repo, tag, target) pairs now in place: a→b, a→c, and b→a (a target too: the rule names no regions).
   assert.equal(second.upToDate, 3);
   for (const s of [a, b, c]) await s.close();
+});
+
+test('auth + regions: the replicator carries blob links and referrer links over, after the blobs and before the tag', async () => {
+  const { buckets, eps } = await threeRegions('links');
+  const a = store(buckets.a, 'a', eps.a);
+  const img = await makeOciLayout(join(tmp, 'links'), { tag: 'v1', layers: 2, layerSize: 20_000, seed: 'links' });
+  await pushTo(img, a, 'prod/app', 'v1');
+  // What the registry writes with auth on: a link per uploaded blob (one blob uploaded but in no manifest, which
+  // only its link makes readable) and a referrer link for a signature of the image.
+  const linksA = new RepoLinks(a, metaStoreFor(a), { blobLinks: true });
+  const orphan = `sha256:${'ab'.repeat(32)}`;
+  for (const d of [...img.blobs.map((b) => b.digest), orphan]) await linksA.linkBlob('prod/app', d);
+  const signature = { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: `sha256:${'cd'.repeat(32)}`, size: 321, artifactType: 'application/vnd.example.sig' };
+  await linksA.addReferrer('prod/app', img.manifestDigest, signature);
+  // Region b behind a proxy: its request log shows the order of the writes.
+  const proxy = await startS3Proxy({ target: eps.b });
+  const bViaProxy = store(buckets.b, 'b', proxy.url);
+  const rep = new Replicator(Regions.of('a', { a, b: bViaProxy }), new Rules([{ repos: ['prod/**'], reason: 'dr', regions: ['b'] }]));
+  const report = await rep.reconcile();
+  assert.equal(report.failed.length, 0, JSON.stringify(report.failed));
+  assert.equal(report.copied[0]?.linksCopied, img.blobs.length + 2);
+  const b = store(buckets.b, 'b', eps.b);
+  const linksB = new RepoLinks(b, metaStoreFor(b), { blobLinks: true });
+  for (const d of [...img.blobs.map((x) => x.digest), orphan]) {
+    assert.equal(await b.hasMeta(`repos/prod/app/blobs/sha256/${d.slice(7)}`), true, `link of ${d} in b`);
+  }
+  assert.equal(await linksB.isBlobLinked('prod/app', orphan), true, 'an unreferenced blob is readable in b only through its copied link');
+  assert.deepEqual(await linksB.listReferrers('prod/app', img.manifestDigest), [signature]);
+  const puts = proxy.log.filter((e) => e.method === 'PUT' && e.status === 200).map((e) => decodeURIComponent(e.path).slice(buckets.b.length + 2));
+  const lastBlob = Math.max(...puts.flatMap((k, i) => (k.startsWith('blobs/') ? [i] : [])));
+  const links = puts.flatMap((k, i) => (/^repos\/prod\/app\/(blobs|referrers)\//.test(k) ? [i] : []));
+  const tag = puts.indexOf('repos/prod/app/tags/v1');
+  assert.equal(links.length, img.blobs.length + 2, puts.join('\n'));
+  assert.ok(lastBlob < Math.min(...links) && Math.max(...links) < tag, `blobs → links → tag:\n${puts.join('\n')}`);
+  // Idempotent: a second copy lists, finds everything there and writes nothing.
+  proxy.log.length = 0;
+  assert.deepEqual(await copyRepoLinks(a, bViaProxy, 'prod/app'), { copied: 0, bytes: 0 });
+  assert.deepEqual(proxy.log.filter((e) => e.method === 'PUT'), []);
+  for (const s of [a, b, bViaProxy]) await s.close();
+  await proxy.close();
 });
 
 test('kill -9 of the replicator midway: the restart finishes without re-copying what was done', async () => {

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rules, globToRegExp } from '../../src/placement/rules.js';
 import { DemandTracker } from '../../src/placement/demand.js';
-import { costInputFromMetrics, estimateCost, DEFAULT_PRICES } from '../../src/placement/cost.js';
+import { costInputFromMetrics, estimateCost, promotionThreshold, DEFAULT_PRICES } from '../../src/placement/cost.js';
 import { loadConfig } from '../../src/core/config.js';
 import { isTransshipError } from '../../src/core/errors.js';
 
@@ -23,6 +23,21 @@ test('rules: first match wins; dr targets; promotion by policy and demand', () =
   assert.equal(r.shouldPromote('dev/api', 3), true);
   assert.equal(r.shouldPromote('scratch/x', 100), false, 'never means never');
   assert.equal(new Rules([], { policy: 'always' }).shouldPromote('x', 1), true);
+});
+
+test('promotion threshold from the price table: the 2nd remote read by default, later only when storage is dear', () => {
+  const hour = 3600_000;
+  const day = 24 * hour;
+  assert.equal(promotionThreshold(DEFAULT_PRICES, hour), 2, 'one read is no rate; any repeated read within an hour pays for a copy');
+  assert.equal(promotionThreshold(DEFAULT_PRICES, 30 * day), 2, '1.15 break-even reads per 30 days');
+  assert.equal(promotionThreshold(DEFAULT_PRICES, 90 * day), 4, '3.45 break-even reads per 90 days');
+  assert.equal(promotionThreshold({ ...DEFAULT_PRICES, crossRegionPerGb: 0 }, hour), Number.MAX_SAFE_INTEGER, 'free transfer: never worth a copy');
+  assert.equal(promotionThreshold({ ...DEFAULT_PRICES, storageGbMonth: 0.023 * 1000 }, day), 39, 'storage 1000× dearer');
+  assert.equal(new Rules([]).promote.reads, 2, 'the default comes from the price table');
+  assert.equal(new Rules([], { windowMs: 90 * day }).promote.reads, 4);
+  assert.equal(new Rules([], { reads: 5 }).promote.reads, 5, 'an explicit threshold wins');
+  const cfg = loadConfig({ env: {}, flags: { region: 'eu', regions: { eu: { store: 'dir:/x' } }, prices: { storageGbMonth: 0.023 * 1000 }, placement: { promote: { windowSeconds: 86400 } } } });
+  assert.equal(Rules.fromConfig(cfg).promote.reads, 39, 'the configured price table is used');
 });
 
 test('demand: counts only reads inside the window, bounded memory', () => {
