@@ -4,13 +4,15 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Readable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import type { BlobInfo, BlobStore } from '../store/contract.js';
+import { log } from '../telemetry/log.js';
 import { blobSkippedBytesTotal, s3PutSkippedDueToDedup } from '../telemetry/metrics.js';
 import { Authenticator, type AuthConfig, type Identity } from './auth.js';
 import { TtlCache } from './cache.js';
 import { RepoLinks } from './links.js';
 import { metaStoreFor, type MetaStore } from './meta.js';
 import type { Target } from './paths.js';
-import { UploadSessions } from './uploads.js';
+import { UploadSessions, type UploadSessionsOptions } from './uploads.js';
+import type { SpoolStreamer } from './spool-streamer.js';
 import type { PlacedReader } from '../placement/read-path.js';
 
 export interface RegistryOptions {
@@ -29,10 +31,17 @@ export interface RegistryOptions {
   auth?: AuthConfig | undefined;
   /** With regions configured: reads that miss the home store are lazy fetches from other regions. */
   placed?: PlacedReader | undefined;
+  /**
+   * Upload sessions larger than this are streamed to the store while they arrive (stores that can stage blobs,
+   * i.e. S3). Default 32 MiB (the S3 store's multipart threshold); 0 turns streaming off.
+   */
+  streamUploadsAfterBytes?: number | undefined;
   /** How long "blob present" answers are reused (ms, default 30 s; 0 = never). Must stay below any GC grace. */
   presenceTtlMs?: number | undefined;
 }
 
+/** Staged uploads older than this are leftovers of a crashed instance. */
+const STAGED_ORPHAN_AGE_MS = 24 * 3600 * 1000;
 /** A listing answers "absent" for this long (a push's HEADs come within seconds of each other). */
 const LISTING_FRESH_MS = 10_000;
 /** Stores with more blobs than this (10 ListObjectsV2 pages) are not listed: HEAD per blob instead. */
@@ -57,6 +66,7 @@ export class RegistryContext {
       dir: opts.uploadDir ?? tmpdir(),
       idleMs: (opts.uploadIdleSeconds ?? 15 * 60) * 1000,
       maxBytes: opts.maxBodyBytes ?? 16 * 1024 ** 3,
+      stream: streamingFor(opts.store, opts.streamUploadsAfterBytes ?? 32 * 1024 ** 2),
     });
     this.allowDelete = opts.allowDelete ?? false;
     this.placed = opts.placed;
@@ -136,13 +146,15 @@ export class RegistryContext {
    * `Expect: 100-continue` lets the backend refuse before any byte moves. Clients HEAD before they upload, so a
    * known blob rarely gets here at all.
    */
-  async storeBlob(digest: string, size: number, open: () => Readable, signal?: AbortSignal): Promise<'written' | 'exists'> {
+  async storeBlob(digest: string, size: number, open: () => Readable, signal?: AbortSignal, streamed?: SpoolStreamer): Promise<'written' | 'exists'> {
     if (this.presence.get(digest)) {
+      await streamed?.abandon();
       s3PutSkippedDueToDedup.inc({ reason: 'exists' });
       blobSkippedBytesTotal.inc({ store: this.store.name }, size);
       return 'exists';
     }
-    const out = await this.store.putBlob(digest, open, { size, signal });
+    // A session streamed while it arrived only needs its tail sent; otherwise (or if streaming gave up) one upload.
+    const out = (await streamed?.commit(digest, size, signal)) ?? (await this.store.putBlob(digest, open, { size, signal }));
     if (out.status === 'exists') {
       s3PutSkippedDueToDedup.inc({ reason: 'conditional_412' });
       blobSkippedBytesTotal.inc({ store: this.store.name }, size);
@@ -151,10 +163,37 @@ export class RegistryContext {
     return out.status;
   }
 
+  private readonly closing = new AbortController();
+  private sweeping: Promise<void> | undefined;
+
+  /**
+   * In the background: removes staged uploads that crashed instances left behind. Only those older than a day are
+   * touched — longer than any live upload of another instance — so every instance can run it at start.
+   */
+  sweepStaged(): void {
+    if (!this.store.sweepStaged) return;
+    this.sweeping = this.store
+      .sweepStaged(STAGED_ORPHAN_AGE_MS, { signal: this.closing.signal })
+      .then((r) => {
+        if (r.multipart || r.objects) log.info({ store: this.store.name, ...r }, 'removed staged uploads left by a crashed instance');
+      })
+      .catch((err: unknown) => {
+        if (!this.closing.signal.aborted) log.warn({ err, store: this.store.name }, 'could not sweep old staged uploads; a bucket lifecycle rule (AbortIncompleteMultipartUpload) covers them too');
+      });
+  }
+
   async close(): Promise<void> {
+    this.closing.abort(new Error('registry closing'));
+    await this.sweeping;
     await this.sessions.close();
     await this.links.meta.close();
   }
+}
+
+function streamingFor(store: BlobStore, afterBytes: number): UploadSessionsOptions['stream'] {
+  if (afterBytes <= 0 || !store.stageBlob) return undefined;
+  const stageBlob = store.stageBlob.bind(store);
+  return { store: { stageBlob }, afterBytes };
 }
 
 /** One registry request, parsed and authenticated, as handlers see it. */

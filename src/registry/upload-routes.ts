@@ -54,7 +54,7 @@ async function commit(call: Call, s: UploadSession, digest: string): Promise<voi
     if (actual !== d.value) {
       throw new RegistryError('DIGEST_INVALID', `uploaded content has digest ${actual}, not ${d.value}; nothing was stored`, { expected: d.value, actual });
     }
-    await ctx.storeBlob(d.value, s.size, () => ctx.sessions.openSpool(s), signal);
+    await ctx.storeBlob(d.value, s.size, () => ctx.sessions.openSpool(s), signal, s.streamer);
     await ctx.links.linkBlob(s.repo, d.value, signal);
   } finally {
     s.busy = false;

@@ -5,6 +5,8 @@
 // The sha256 state lives in memory per session (a crypto.Hash), so PATCHes never re-read the spool. A chunk that
 // fails halfway (client gone, body too large) is rolled back: the hash is restored from a copy taken before the
 // chunk and the spool is truncated to its previous length, so the session stays consistent for a retry.
+// Large sessions are also streamed to the store while they arrive (spool-streamer.ts), when the store can stage
+// blobs (S3): the spool stays the source of truth, the staged copy only saves time at commit.
 // Sessions are local to this process (a client uploads through one instance), expire after an idle timeout, and
 // are all cancelled and removed on shutdown.
 import { createHash, randomUUID, type Hash } from 'node:crypto';
@@ -15,7 +17,9 @@ import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { isAbortError } from '../core/errors.js';
 import type { Algorithm } from '../core/digest.js';
+import type { BlobStore } from '../store/contract.js';
 import { RegistryError } from './errors.js';
+import { SpoolStreamer } from './spool-streamer.js';
 import { log } from '../telemetry/log.js';
 import { registryUploadBytesTotal, registryUploadSessions } from '../telemetry/metrics.js';
 
@@ -26,6 +30,8 @@ export interface UploadSessionsOptions {
   idleMs: number;
   /** Largest blob accepted (bytes); more → 413 SIZE_INVALID. */
   maxBytes: number;
+  /** Stream sessions to this store once they pass `afterBytes` (stores with stageBlob only). */
+  stream?: { store: Required<Pick<BlobStore, 'stageBlob'>>; afterBytes: number } | undefined;
 }
 
 export class UploadSession {
@@ -36,6 +42,8 @@ export class UploadSession {
   /** Aborted when the session is removed (expiry, DELETE, shutdown): stops an in-flight chunk at once. */
   readonly controller = new AbortController();
   readonly startedAt = new Date();
+  /** Set when the store can stage blobs: sends whole parts of the spool while the client is still sending. */
+  streamer: SpoolStreamer | undefined;
 
   constructor(
     readonly id: string,
@@ -76,6 +84,8 @@ export class UploadSessions {
     const path = join(await this.dir(), `${id}.spool`);
     await writeFile(path, '', { flag: 'wx' });
     const s = new UploadSession(id, repo, path);
+    const stream = this.opts.stream;
+    if (stream) s.streamer = new SpoolStreamer(stream.store, path, stream.afterBytes, s.controller.signal);
     this.sessions.set(id, s);
     registryUploadSessions.set(this.sessions.size);
     return s;
@@ -104,6 +114,8 @@ export class UploadSessions {
     const max = this.opts.maxBytes;
     const signal = opts.signal ? AbortSignal.any([opts.signal, s.controller.signal]) : s.controller.signal;
     let bytes = 0;
+    const spool = createWriteStream(s.path, { flags: 'a' });
+    const streamer = s.streamer;
     const tap = new Transform({
       transform(chunk: Buffer, _enc, cb: TransformCallback) {
         bytes += chunk.length;
@@ -112,21 +124,24 @@ export class UploadSessions {
           return;
         }
         s.hash.update(chunk);
+        streamer?.notify(before + spool.bytesWritten);
         cb(null, chunk);
       },
     });
     try {
-      await pipeline(body, tap, createWriteStream(s.path, { flags: 'a' }), { signal });
+      await pipeline(body, tap, spool, { signal });
       if (opts.expectedLength !== undefined && bytes !== opts.expectedLength) {
         throw new RegistryError('SIZE_INVALID', `chunk has ${bytes} bytes but its headers announced ${opts.expectedLength}`, { received: bytes, announced: opts.expectedLength });
       }
       s.size = before + bytes;
+      streamer?.notify(s.size);
       registryUploadBytesTotal.inc(bytes);
     } catch (err) {
       // Roll back to the state before this chunk so the client can retry it from `before`.
       s.hash = hashBefore;
       s.size = before;
       await truncate(s.path, before).catch(() => undefined);
+      await streamer?.rollback(before);
       if (err instanceof RegistryError) throw err;
       if (isAbortError(err) || signal.aborted) throw new RegistryError('BLOB_UPLOAD_INVALID', 'upload chunk interrupted', { id: s.id });
       throw err;
@@ -154,6 +169,7 @@ export class UploadSessions {
     if (this.sessions.get(s.id) === s) this.sessions.delete(s.id);
     s.controller.abort(new Error('upload session closed'));
     registryUploadSessions.set(this.sessions.size);
+    await s.streamer?.abandon();
     await rm(s.path, { force: true }).catch((err: unknown) => log.warn({ err, path: s.path }, 'could not remove upload spool'));
   }
 

@@ -32,6 +32,26 @@ export interface PutBlobOptions extends Signalled {
   onProgress?: ((bytes: number) => void) | undefined;
 }
 
+/**
+ * A blob uploaded in parts while its bytes still arrive, before anyone knows its digest (a registry upload
+ * session). Nothing staged is visible as a blob until commit(); abort() leaves nothing behind.
+ */
+export interface StagedBlob {
+  /** Every part but the last must be exactly this many bytes. */
+  readonly partSize: number;
+  /** The largest blob this stage can commit; past it, the caller must fall back to putBlob. */
+  readonly maxBytes: number;
+  /** Queues the next part; resolves once the store has room for another (a few parts in flight at most). */
+  addPart(body: Buffer): Promise<void>;
+  /**
+   * The caller verified that the staged bytes hash to `digest` and number `size`: make them that blob, unless the
+   * store already has it (then nothing is written and the outcome is 'exists').
+   */
+  commit(digest: string, size: number, opts?: Signalled): Promise<PutOutcome>;
+  /** Discards everything staged. Idempotent; a no-op after a successful commit. */
+  abort(): Promise<void>;
+}
+
 export interface BlobStore {
   /** Display name, e.g. `s3://bucket/prefix` or `dir:/var/lib/transship`. */
   readonly name: string;
@@ -49,6 +69,10 @@ export interface BlobStore {
    * `source` may be called more than once (retries) and must return a fresh stream each time.
    */
   putBlob(digest: string, source: () => Readable | Promise<Readable>, opts?: PutBlobOptions): Promise<PutOutcome>;
+  /** Optional (S3): starts a staged blob, see StagedBlob. Stores without it are written with putBlob only. */
+  stageBlob?(opts?: Signalled): Promise<StagedBlob>;
+  /** Optional, with stageBlob: removes staged uploads older than `olderThanMs` that a crashed process left. */
+  sweepStaged?(olderThanMs: number, opts?: Signalled): Promise<{ multipart: number; objects: number }>;
   deleteBlob(digest: string, opts?: Signalled): Promise<void>;
   listBlobs(opts?: Signalled): AsyncIterable<BlobInfo>;
 

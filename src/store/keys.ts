@@ -2,6 +2,7 @@
 //   blobs/sha256/<hex>                    the blob (manifests and indexes are blobs too)
 //   repos/<name>/tags/<tag>               body = manifest digest; written last
 //   repos/<name>/manifests/sha256/<hex>   the manifest belongs to the repository
+//   uploads/<uuid>                        S3 only: a registry upload staged while it arrives (removed on commit)
 // Every component is validated here, so no caller can build a key from an unchecked string.
 import { createHash } from 'node:crypto';
 import { parseDigest } from '../core/digest.js';
@@ -11,6 +12,14 @@ import { validateRepoName, validateTag } from '../core/names.js';
 export function blobKey(digest: string): string {
   const d = parseDigest(digest);
   return `blobs/${d.algorithm}/${d.hex}`;
+}
+
+/** Where staged (not yet verified) uploads live; never read as blobs. */
+export const STAGING_PREFIX = 'uploads/';
+
+export function stagingKey(id: string): string {
+  if (!/^[0-9a-f-]{36}$/.test(id)) throw new TransshipError('TS_INTERNAL', `invalid staging id "${id.slice(0, 40)}"`);
+  return `${STAGING_PREFIX}${id}`;
 }
 
 export function tagKey(repo: string, tag: string): string {

@@ -1,0 +1,77 @@
+// Parallel UploadPart with a bound on parts in flight. Shared by the one-shot multipart path (putBlob of a large
+// blob) and staged uploads (a registry session streaming parts while its bytes still arrive), so both have the same
+// memory bound (concurrency × part size), the same Content-MD5 on every part, and the same "one failed part cancels
+// the others" rule.
+import { createHash } from 'node:crypto';
+
+export interface CompletedPart {
+  ETag: string;
+  PartNumber: number;
+}
+
+/** Sends one part (with its retries) and returns its ETag. `signal` fires when another part failed. */
+export type SendPart = (partNumber: number, body: Buffer, md5: string, signal: AbortSignal) => Promise<string>;
+
+export class PartUploader {
+  /** Bytes handed to add() so far. */
+  bytes = 0;
+  private readonly done: CompletedPart[] = [];
+  private readonly inflight = new Set<Promise<void>>();
+  private readonly controller = new AbortController();
+  private readonly signal: AbortSignal;
+  private numbered = 0;
+  private failure: Error | undefined;
+
+  constructor(
+    private readonly send: SendPart,
+    private readonly concurrency: number,
+    outer?: AbortSignal,
+  ) {
+    this.signal = outer ? AbortSignal.any([outer, this.controller.signal]) : this.controller.signal;
+  }
+
+  get parts(): number {
+    return this.numbered;
+  }
+
+  get aborted(): boolean {
+    return this.signal.aborted;
+  }
+
+  /** Throws the first part failure, if any. */
+  check(): void {
+    if (this.failure) throw this.failure;
+  }
+
+  /** Waits until fewer than `concurrency` parts are in flight (backpressure), then starts `body` as the next part. */
+  async add(body: Buffer): Promise<void> {
+    while (this.inflight.size >= this.concurrency) await Promise.race(this.inflight);
+    this.check();
+    const n = ++this.numbered;
+    this.bytes += body.length;
+    const md5 = createHash('md5').update(body).digest('base64');
+    const p: Promise<void> = this.send(n, body, md5, this.signal)
+      .then((etag) => {
+        this.done.push({ ETag: etag, PartNumber: n });
+      })
+      .catch((err: unknown) => {
+        this.failure ??= err instanceof Error ? err : new Error(String(err));
+        this.controller.abort(err);
+      })
+      .finally(() => this.inflight.delete(p));
+    this.inflight.add(p);
+  }
+
+  /** Waits for every part; returns them in order, ready for CompleteMultipartUpload. */
+  async finish(): Promise<CompletedPart[]> {
+    await Promise.all([...this.inflight]);
+    this.check();
+    return [...this.done].sort((a, b) => a.PartNumber - b.PartNumber);
+  }
+
+  /** Cancels the parts in flight and waits until they settled (before aborting the multipart upload). */
+  async cancel(reason?: unknown): Promise<void> {
+    this.controller.abort(reason);
+    await Promise.allSettled([...this.inflight]);
+  }
+}
