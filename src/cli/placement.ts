@@ -14,8 +14,7 @@ import { printJson, writeMetricsFile } from './output.js';
 import { runCommand, loadCliConfig, type GlobalOptions } from './context.js';
 
 function replicatorFor(config: Config, regions: Regions): Replicator {
-  const r = config.placement?.replicator;
-  return new Replicator(regions, Rules.fromConfig(config), { concurrency: r?.concurrency, bandwidthBytesPerSecond: r?.bandwidthBytesPerSecond });
+  return Replicator.fromConfig(config, regions);
 }
 
 export function registerPlacement(program: Command): void {

@@ -9,6 +9,8 @@ import { metaStoreFor } from '../registry/meta.js';
 import { Regions } from '../placement/regions.js';
 import { Rules } from '../placement/rules.js';
 import { PlacedReader } from '../placement/read-path.js';
+import { Replicator } from '../placement/replicator.js';
+import { ReplicationKicker, replicateAfterPushes } from '../placement/kicker.js';
 import { hashPassword } from '../registry/auth.js';
 import { buildServer } from '../server/server.js';
 import { runCommand, loadCliConfig, type GlobalOptions } from './context.js';
@@ -82,6 +84,9 @@ export function registerServe(program: Command): void {
         const store = regions ? regions.homeStore : openStore(location, { config, region });
         const placed = regions ? new PlacedReader(regions, Rules.fromConfig(config)) : undefined;
         const meta = metaStoreFor(store);
+        // `dr` rules are eager: a push is replicated right after it is answered, one bounded pass at a time; a kick
+        // lost to a crash is picked up by the next push or `transship replicate` (the replicator is idempotent).
+        const kicker = regions ? new ReplicationKicker(Replicator.fromConfig(config, regions)) : undefined;
         let app;
         try {
           app = await buildServer({
@@ -97,9 +102,11 @@ export function registerServe(program: Command): void {
             blobLinks: serve.blobLinks,
             auth: serve.auth,
           });
+          if (kicker) replicateAfterPushes(app, kicker);
           await app.listen({ host: listen.host, port: listen.port });
         } catch (err) {
           await app?.close();
+          await kicker?.close();
           await (regions ? regions.close() : store.close());
           throw err;
         }
@@ -111,6 +118,8 @@ export function registerServe(program: Command): void {
         await new Promise<void>((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve(), { once: true })));
         // Closing the app cancels in-flight uploads and removes their spools (registry onClose), then the store.
         await app.close();
+        // A replication pass in flight is cancelled; the next start (or `transship replicate`) finishes it.
+        await kicker?.close();
         await (regions ? regions.close() : store.close());
       }),
     );

@@ -18,7 +18,8 @@ import { crossRegionUploadBytesTotal } from '../telemetry/metrics.js';
 import { withSpan } from '../telemetry/tracing.js';
 import { log } from '../telemetry/log.js';
 import type { Regions } from './regions.js';
-import type { Rules } from './rules.js';
+import { Rules } from './rules.js';
+import type { Config } from '../core/config.js';
 import { copyRepoLinks } from './links.js';
 
 export interface PlacementTask {
@@ -52,6 +53,12 @@ export class Replicator {
     private readonly opts: ReplicatorOptions = {},
   ) {
     this.throttle = opts.bandwidthBytesPerSecond ? new Throttle(opts.bandwidthBytesPerSecond) : undefined;
+  }
+
+  /** The replicator `placement.rules` and `placement.replicator` describe (CLI `replicate`, `serve` after pushes). */
+  static fromConfig(config: Config, regions: Regions): Replicator {
+    const r = config.placement?.replicator;
+    return new Replicator(regions, Rules.fromConfig(config), { concurrency: r?.concurrency, bandwidthBytesPerSecond: r?.bandwidthBytesPerSecond });
   }
 
   /** Desired vs actual: every (repo, tag) whose dr targets do not hold the same digest. */
