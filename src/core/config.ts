@@ -71,7 +71,11 @@ const serveSchema = z
 const REGION_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
 const placementSchema = z
   .object({
-    /** Replication-on-demand: promote a remotely-read blob into the home region after `reads` remote reads within `windowSeconds`. */
+    /**
+     * Replication-on-demand: promote a remotely-read blob into the home region after `reads` remote reads within
+     * `windowSeconds` (default 3600). Default `reads`: derived from `prices` (src/placement/cost.ts promotionThreshold;
+     * 2 at AWS list prices).
+     */
     promote: z
       .object({
         policy: z.enum(['demand', 'always', 'never']).optional(),

@@ -38,9 +38,10 @@ const MONTH_MS = 30 * 24 * 3600_000;
  * buys no information the price table has not already settled — which is why 3 was too many.
  */
 export function promotionThreshold(p: Prices, windowMs: number): number {
+  // Free transfer: a copy never pays for itself (Infinity: Rules turns that into `policy: never`).
+  if (p.crossRegionPerGb <= 0) return Number.POSITIVE_INFINITY;
   const storagePerWindow = p.storageGbMonth * (windowMs / MONTH_MS);
-  const breakEven = p.crossRegionPerGb > 0 ? storagePerWindow / p.crossRegionPerGb : Number.POSITIVE_INFINITY;
-  return Number.isFinite(breakEven) ? Math.max(2, Math.ceil(breakEven)) : Number.MAX_SAFE_INTEGER;
+  return Math.max(2, Math.ceil(storagePerWindow / p.crossRegionPerGb));
 }
 
 export function estimateCost(input: CostInput, p: Prices) {

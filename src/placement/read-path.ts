@@ -34,7 +34,8 @@ export class PlacedReader {
     readonly regions: Regions,
     readonly rules: Rules,
   ) {
-    this.demand = new DemandTracker(rules.promote.windowMs, rules.promote.reads);
+    // The tracker keeps one timestamp per read up to the threshold; an infinite threshold needs none.
+    this.demand = new DemandTracker(rules.promote.windowMs, Number.isFinite(rules.promote.reads) ? rules.promote.reads : 1);
   }
 
   /** Where a blob is: home first, then the other regions in fetch order. Unreachable regions are skipped (logged). */

@@ -40,7 +40,8 @@ export class Rules {
   constructor(rules: readonly Rule[], promote: Partial<PromotePolicy> = {}, priceTable: Prices = DEFAULT_PRICES) {
     this.compiled = rules.map((rule) => ({ rule, res: rule.repos.map(globToRegExp) }));
     const windowMs = promote.windowMs ?? 3600_000;
-    this.promote = { policy: promote.policy ?? 'demand', reads: promote.reads ?? promotionThreshold(priceTable, windowMs), windowMs };
+    const reads = promote.reads ?? promotionThreshold(priceTable, windowMs);
+    this.promote = { policy: promote.policy ?? (Number.isFinite(reads) ? 'demand' : 'never'), reads, windowMs };
   }
 
   static fromConfig(config: Config): Rules {

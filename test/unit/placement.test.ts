@@ -31,7 +31,8 @@ test('promotion threshold from the price table: the 2nd remote read by default, 
   assert.equal(promotionThreshold(DEFAULT_PRICES, hour), 2, 'one read is no rate; any repeated read within an hour pays for a copy');
   assert.equal(promotionThreshold(DEFAULT_PRICES, 30 * day), 2, '1.15 break-even reads per 30 days');
   assert.equal(promotionThreshold(DEFAULT_PRICES, 90 * day), 4, '3.45 break-even reads per 90 days');
-  assert.equal(promotionThreshold({ ...DEFAULT_PRICES, crossRegionPerGb: 0 }, hour), Number.MAX_SAFE_INTEGER, 'free transfer: never worth a copy');
+  assert.equal(promotionThreshold({ ...DEFAULT_PRICES, crossRegionPerGb: 0 }, hour), Number.POSITIVE_INFINITY, 'free transfer: never worth a copy');
+  assert.equal(new Rules([], {}, { ...DEFAULT_PRICES, crossRegionPerGb: 0 }).shouldPromote('x', 1000), false);
   assert.equal(promotionThreshold({ ...DEFAULT_PRICES, storageGbMonth: 0.023 * 1000 }, day), 39, 'storage 1000× dearer');
   assert.equal(new Rules([]).promote.reads, 2, 'the default comes from the price table');
   assert.equal(new Rules([], { windowMs: 90 * day }).promote.reads, 4);
