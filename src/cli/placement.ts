@@ -32,6 +32,8 @@ export function registerPlacement(program: Command): void {
           if (flags.json) printJson(st);
           else {
             process.stdout.write(`home region: ${st.home}\n`);
+            const pr = st.promote;
+            process.stdout.write(`promotion: ${pr.policy === 'demand' && pr.reads !== null ? `when a blob was read remotely ${pr.reads} times within ${pr.windowSeconds} s` : pr.policy === 'always' ? 'on the first remote read' : 'never'}\n`);
             for (const r of st.regions) process.stdout.write(`  ${r.name.padEnd(12)} ${r.store}  ${r.blobs} blobs, ${formatBytes(r.bytes)}${r.error ? `  UNREACHABLE: ${r.error}` : ''}\n`);
             for (const repo of st.repositories) {
               process.stdout.write(`${repo.repository}  (rule: ${repo.rule.reason}${repo.rule.regions ? ' → ' + repo.rule.regions.join(',') : ''})\n`);

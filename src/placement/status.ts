@@ -13,13 +13,18 @@ export interface RepoPlacement {
 
 export interface PlacementStatus {
   home: string;
+  /** When a remote read is promoted into the home region (`reads` derived from prices unless configured). */
+  promote: { policy: string; reads: number | null; windowSeconds: number };
   regions: Array<{ name: string; store: string; blobs: number; bytes: number; error?: string }>;
   repositories: RepoPlacement[];
   pending: Array<{ repo: string; tag: string; from: string; to: string; digest: string }>;
 }
 
 export async function placementStatus(regions: Regions, rules: Rules, replicator: Replicator, opts: Signalled = {}): Promise<PlacementStatus> {
-  const out: PlacementStatus = { home: regions.home, regions: [], repositories: [], pending: [] };
+  const p = rules.promote;
+  // JSON has no Infinity: null = never reached (promotion is off).
+  const promote = { policy: p.policy, reads: Number.isFinite(p.reads) ? p.reads : null, windowSeconds: p.windowMs / 1000 };
+  const out: PlacementStatus = { home: regions.home, promote, regions: [], repositories: [], pending: [] };
   const repos = new Map<string, RepoPlacement>();
   for (const name of regions.names) {
     const store = regions.store(name);

@@ -266,6 +266,7 @@ test('cli: `placement status` shows where tags live and what is pending; `replic
   assert.equal(before.status, 0, before.stderr);
   const st = JSON.parse(before.stdout);
   assert.equal(st.home, 'a');
+  assert.deepEqual(st.promote, { policy: 'demand', reads: 2, windowSeconds: 3600 }, 'the threshold derived from the default prices');
   assert.deepEqual(st.repositories.map((r: { repository: string }) => r.repository), ['prod/web']);
   assert.deepEqual(st.pending.map((p: { to: string }) => p.to), ['b']);
   const metrics = join(tmp, 'replicate.prom');
