@@ -24,6 +24,7 @@ const COMMANDS: Record<string, () => Promise<(p: CommandType) => void>> = {
   cost: async () => (await import('./placement.js')).registerPlacement,
   serve: async () => (await import('./serve.js')).registerServe,
   doctor: async () => (await import('./doctor.js')).registerDoctor,
+  watch: async () => (await import('./watch.js')).registerWatch,
 };
 
 export async function buildProgram(argv: readonly string[] = process.argv): Promise<Command> {

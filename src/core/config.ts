@@ -67,6 +67,29 @@ const serveSchema = z
   })
   .strict();
 
+/** `transship watch` (src/containerd/watch): durations as `30s`, `5m`, `1h`, `500ms`. */
+const DURATION = /^\d+(?:\.\d+)?(?:ms|s|m|h)?$/;
+const durationString = z.string().regex(DURATION, 'expected a duration like 500ms, 30s, 5m or 1h');
+const watchSchema = z
+  .object({
+    /** containerd's gRPC socket. */
+    address: z.string().min(1).optional(),
+    /** containerd's state dir (task bundles live under it). */
+    state: z.string().min(1).optional(),
+    /** HOST:PORT for /metrics, /healthz and /findings. */
+    listen: z.string().min(1).optional(),
+    namespaces: z.array(z.string().min(1)).optional(),
+    socketDir: z.string().min(1).optional(),
+    createdThreshold: durationString.optional(),
+    exitGrace: durationString.optional(),
+    leakCheckDelay: durationString.optional(),
+    leakCheckTimeout: durationString.optional(),
+    reconcileInterval: durationString.optional(),
+    checkInterval: durationString.optional(),
+    queueSize: positiveInt.max(10_000_000).optional(),
+  })
+  .strict();
+
 /** Placement across regions (src/placement): rules, on-demand promotion, the replicator. */
 const REGION_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
 const placementSchema = z
@@ -141,6 +164,7 @@ export const configSchema = z
     serve: serveSchema.optional(),
     placement: placementSchema.optional(),
     prices: pricesSchema.optional(),
+    watch: watchSchema.optional(),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -195,6 +219,9 @@ function envLayer(env: NodeJS.ProcessEnv): Record<string, unknown> {
     otlpEndpoint: env.OTEL_EXPORTER_OTLP_ENDPOINT || undefined,
     log: env.TRANSSHIP_LOG_LEVEL ? { level: env.TRANSSHIP_LOG_LEVEL } : undefined,
     s3: Object.values(s3).some((v) => v !== undefined) ? s3 : undefined,
+    watch: env.TRANSSHIP_CONTAINERD_ADDRESS || env.TRANSSHIP_CONTAINERD_STATE || env.TRANSSHIP_WATCH_LISTEN
+      ? { address: env.TRANSSHIP_CONTAINERD_ADDRESS || undefined, state: env.TRANSSHIP_CONTAINERD_STATE || undefined, listen: env.TRANSSHIP_WATCH_LISTEN || undefined }
+      : undefined,
   };
 }
 

@@ -1,0 +1,251 @@
+// What the host shows about one task, read at the moments the watcher needs it: when a task is created (which shim
+// serves it, on which socket, is the socket listening, where its cgroup is) and after it is deleted (is each of
+// those really gone). Reads are targeted — a handful of files per task, never a walk of /proc — so following a node
+// that starts containers at full speed stays cheap. The doctor's readers and parsers are reused; nothing here
+// trusts the state dir more than the doctor does (no symlink is followed, files are size-capped).
+import { lstatSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { TASK_DIR, readSmallFile } from '../bundles.js';
+import type { GatherOptions } from '../gather.js';
+import { parseCmdline, parseMountinfo, parseNetUnix, parseStat } from '../procfs.js';
+import { DEFAULT_RUNC_ROOT } from '../runc-state.js';
+import { SHIM_SOCKET_DIR, parseShimAddress, parseShimArgv, shimGroupId, shimSocketPath } from '../shim-socket.js';
+
+export type HostOptions = Pick<GatherOptions, 'address' | 'stateDir' | 'socketDir' | 'procRoot' | 'cgroupRoot' | 'runcRoot'>;
+
+export interface ShimRef {
+  pid: number;
+  /** Clock ticks since boot, from /proc/<pid>/stat: with the pid it survives pid reuse. */
+  startTime: number;
+}
+
+/** What the host said about a task right after containerd reported it created. */
+export interface TaskHostInfo {
+  bundle: string;
+  /** When containerd wrote the bundle's config.json: the start of the task create (before the shim was launched). */
+  bundleWrittenAt?: number | undefined;
+  /** The id the shim is keyed by (the pod sandbox for Kubernetes containers). */
+  groupId: string;
+  socket: string;
+  socketListening: boolean;
+  shim?: ShimRef | undefined;
+  /** Absolute cgroup directories of the container (one per v1 controller, one on v2). */
+  cgroupDirs: string[];
+  runcStateDir: string;
+}
+
+export type Liveness = 'alive' | 'zombie' | 'gone';
+
+/** What a post-delete check found; `true` = released. */
+export interface ReleaseReport {
+  shimExited: boolean | undefined;
+  socketRemoved: boolean | undefined;
+  socketListening: boolean;
+  bundleRemoved: boolean;
+  rootfsMounts: string[];
+  cgroupsRemoved: boolean;
+  cgroupLeft: string[];
+  cgroupPids: number[];
+  runcStateRemoved: boolean;
+}
+
+export interface ReleaseTarget {
+  namespace: string;
+  id: string;
+  info: TaskHostInfo;
+  /** Other tasks of the same shim group still exist: the shim and its socket are supposed to live on. */
+  groupStillServing: boolean;
+}
+
+export interface HostProbe {
+  taskCreated(namespace: string, id: string, initPid: number, bundle: string): Promise<TaskHostInfo>;
+  liveness(pid: number, startTime?: number): Liveness;
+  released(target: ReleaseTarget): ReleaseReport;
+  /** Where a task's resources would be when its create was never inspected (adopted after the fact). */
+  fallbackInfo(namespace: string, id: string): TaskHostInfo;
+}
+
+const CGROUP_V1 = ['memory', 'pids', 'cpu', 'cpuacct', 'cpuset', 'blkio', 'devices', 'freezer', 'systemd', 'hugetlb'];
+
+/** systemd's slice naming: `a-b-c.slice` lives at `a.slice/a-b.slice/a-b-c.slice`. */
+export function expandSlice(slice: string): string {
+  if (slice === '-.slice' || slice === '') return '';
+  const name = slice.replace(/\.slice$/, '');
+  const parts = name.split('-');
+  const out: string[] = [];
+  for (let i = 1; i <= parts.length; i++) out.push(`${parts.slice(0, i).join('-')}.slice`);
+  return out.join('/');
+}
+
+/** A runtime spec's `linux.cgroupsPath` as a path relative to a cgroup hierarchy root. */
+export function cgroupRelPath(cgroupsPath: string, id: string): string {
+  // runc puts a container whose spec has no cgroupsPath at /<id>; ctr and CRI always set one.
+  if (cgroupsPath === '') return join('/', id);
+  const systemd = /^([^:/]*):([^:]*):([^:]+)$/.exec(cgroupsPath);
+  if (systemd) {
+    const [, slice = '', prefix = '', name = ''] = systemd;
+    return join('/', expandSlice(slice || 'system.slice'), name.endsWith('.slice') ? name : `${prefix}-${name}.scope`);
+  }
+  return join('/', cgroupsPath);
+}
+
+function exists(path: string): boolean {
+  try {
+    lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export class LinuxHost implements HostProbe {
+  readonly address: string;
+  private readonly socketDir: string;
+  private readonly procRoot: string;
+  private readonly cgroupRoot: string;
+  private readonly runcRoot: string;
+  private readonly cgroupV2: boolean;
+  private readonly stateDir: string;
+
+  constructor(opts: HostOptions) {
+    this.address = opts.address.replace(/^unix:\/\//, '');
+    this.stateDir = opts.stateDir;
+    this.socketDir = opts.socketDir ?? SHIM_SOCKET_DIR;
+    this.procRoot = opts.procRoot ?? '/proc';
+    this.cgroupRoot = opts.cgroupRoot ?? '/sys/fs/cgroup';
+    this.runcRoot = opts.runcRoot ?? DEFAULT_RUNC_ROOT;
+    this.cgroupV2 = exists(join(this.cgroupRoot, 'cgroup.controllers'));
+  }
+
+  private stat(pid: number): { state: string; ppid: number; startTime: number } | undefined {
+    try {
+      return parseStat(readFileSync(join(this.procRoot, String(pid), 'stat'), 'utf8'));
+    } catch {
+      return undefined;
+    }
+  }
+
+  liveness(pid: number, startTime?: number): Liveness {
+    const s = this.stat(pid);
+    if (!s || (startTime !== undefined && s.startTime !== startTime)) return 'gone';
+    return s.state === 'Z' || s.state === 'X' ? 'zombie' : 'alive';
+  }
+
+  /** The shim serving (ns, group): the parent of the task's init, if its command line says it is ours. */
+  private shimOf(initPid: number, namespace: string, groupId: string): ShimRef | undefined {
+    const init = this.stat(initPid);
+    if (!init) return undefined;
+    try {
+      const argv = parseCmdline(readFileSync(join(this.procRoot, String(init.ppid), 'cmdline')));
+      const a = parseShimArgv(argv);
+      if (!a || a.namespace !== namespace || a.id !== groupId || a.address?.replace(/^unix:\/\//, '') !== this.address) return undefined;
+      const shim = this.stat(init.ppid);
+      return shim ? { pid: init.ppid, startTime: shim.startTime } : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private listening(path: string): boolean {
+    try {
+      return parseNetUnix(readFileSync(join(this.procRoot, 'self', 'net', 'unix'), 'utf8')).some((r) => r.listening && r.path === path);
+    } catch {
+      return false;
+    }
+  }
+
+  async taskCreated(namespace: string, id: string, initPid: number, bundle: string): Promise<TaskHostInfo> {
+    // config.json is written first, before the shim starts: its mtime is when the task create began.
+    let bundleWrittenAt: number | undefined;
+    try {
+      bundleWrittenAt = statSync(join(bundle, 'config.json')).mtimeMs;
+    } catch {
+      bundleWrittenAt = undefined; // already deleted (a fast lifecycle, or the watcher lagging): no start time
+    }
+    const spec = await readSmallFile(join(bundle, 'config.json'), 4 * 1024 * 1024);
+    let annotations: Record<string, unknown> | undefined;
+    let cgroupsPath = '';
+    if (spec.text !== undefined) {
+      try {
+        const s = JSON.parse(spec.text) as { annotations?: Record<string, unknown>; linux?: { cgroupsPath?: unknown } };
+        annotations = s.annotations;
+        cgroupsPath = typeof s.linux?.cgroupsPath === 'string' ? s.linux.cgroupsPath : '';
+      } catch {
+        // garbage in the bundle: the doctor reports it; here we fall back to the defaults
+      }
+    }
+    const groupId = shimGroupId(id, annotations);
+    // The shim writes its address into the bundle (1.x); trust it only when it parses as a path in the socket dir.
+    const addr = await readSmallFile(join(bundle, 'address'));
+    const parsed = addr.text !== undefined ? parseShimAddress(addr.text) : undefined;
+    const socket = parsed?.kind === 'path' && parsed.path.startsWith(this.socketDir + '/') ? parsed.path : shimSocketPath(this.address, namespace, groupId, this.socketDir);
+    // Without a readable spec, guess ctr's `/<ns>/<id>`: a wrong guess only misses a leak, it never invents one.
+    const cgroupDirs = this.cgroupDirs(spec.text === undefined ? join('/', namespace, id) : cgroupRelPath(cgroupsPath, id));
+    return {
+      bundle,
+      bundleWrittenAt,
+      groupId,
+      socket,
+      socketListening: this.listening(socket),
+      shim: initPid > 0 ? this.shimOf(initPid, namespace, groupId) : undefined,
+      cgroupDirs,
+      runcStateDir: join(this.runcRoot, namespace, id),
+    };
+  }
+
+  private cgroupDirs(rel: string): string[] {
+    return this.cgroupV2 ? [join(this.cgroupRoot, rel)] : CGROUP_V1.map((c) => join(this.cgroupRoot, c, rel));
+  }
+
+  fallbackInfo(namespace: string, id: string): TaskHostInfo {
+    return {
+      bundle: join(this.stateDir, TASK_DIR, namespace, id),
+      groupId: id,
+      socket: shimSocketPath(this.address, namespace, id, this.socketDir),
+      socketListening: false,
+      cgroupDirs: this.cgroupDirs(join('/', namespace, id)),
+      runcStateDir: join(this.runcRoot, namespace, id),
+    };
+  }
+
+  released(t: ReleaseTarget): ReleaseReport {
+    const info = t.info;
+    const checkShim = !t.groupStillServing;
+    const shimExited = checkShim && info.shim ? this.liveness(info.shim.pid, info.shim.startTime) !== 'alive' : undefined;
+    const socketPresent = checkShim ? exists(info.socket) : undefined;
+    const socketListening = socketPresent === true && this.listening(info.socket);
+    const bundleRemoved = !exists(info.bundle);
+    // A mount point keeps its directory alive (rmdir fails with EBUSY), so mountinfo is read only when the bundle is
+    // still there: the common, clean case costs no mountinfo read.
+    let rootfsMounts: string[] = [];
+    if (!bundleRemoved) {
+      try {
+        rootfsMounts = parseMountinfo(readFileSync(join(this.procRoot, 'self', 'mountinfo'), 'utf8'))
+          .map((m) => m.mountPoint)
+          .filter((p) => p === info.bundle || p.startsWith(info.bundle + '/'));
+      } catch {
+        rootfsMounts = [];
+      }
+    }
+    const cgroupLeft = info.cgroupDirs.filter(exists);
+    const cgroupPids = new Set<number>();
+    for (const dir of cgroupLeft) {
+      try {
+        for (const l of readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n')) if (/^\d+$/.test(l)) cgroupPids.add(Number(l));
+      } catch {
+        // removed between the two reads: released after all
+      }
+    }
+    return {
+      shimExited,
+      socketRemoved: socketPresent === undefined ? undefined : !socketPresent,
+      socketListening,
+      bundleRemoved,
+      rootfsMounts,
+      cgroupsRemoved: cgroupLeft.length === 0,
+      cgroupLeft,
+      cgroupPids: [...cgroupPids],
+      runcStateRemoved: !exists(info.runcStateDir),
+    };
+  }
+}

@@ -1,0 +1,288 @@
+// `transship watch` against a real containerd 1.6 + runc (private instance, test/support/containerd.ts). Each test
+// drives containers through ctr the way a node does and checks what the watcher made of containerd's events: the
+// trace of each container (span names, parents, attributes), the metrics, and the findings of the post-delete leak
+// check and of the stuck/dead detection. Spans go to an in-memory exporter; metrics are read from the one registry.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan, type SpanExporter } from '@opentelemetry/sdk-trace-base';
+import type { Counter, Gauge, Histogram } from 'prom-client';
+import { startContainerd, IMAGE, type TestContainerd } from '../support/containerd.js';
+import { Watcher } from '../../src/containerd/watch/watcher.js';
+import { BoundedSpanProcessor } from '../../src/containerd/watch/span-export.js';
+import type { WatchFinding } from '../../src/containerd/watch/stuck.js';
+import {
+  containerdWatchEventsDroppedTotal,
+  containerdWatchLeaksTotal,
+  containerdWatchOomKillsTotal,
+  containerdWatchPhaseDurationSeconds,
+  containerdWatchReconciledTotal,
+  containerdWatchResubscriptionsTotal,
+  containerdWatchTasksStuckCreated,
+  containerdWatchUnexpectedShimExitsTotal,
+  containerdWatchExitEventsMissingTotal,
+} from '../../src/telemetry/metrics.js';
+
+let c: TestContainerd;
+let watcher: Watcher;
+let exporter: InMemorySpanExporter;
+const stop = new AbortController();
+let running: Promise<void>;
+// Reconnects wait ~6 s (jitter pinned), so the restart test can act on containerd while the watcher is away.
+const RECONNECT_MS = 6000;
+
+async function until<T>(what: string, fn: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; watcher: ${JSON.stringify(watcher.status())}`);
+    await sleep(50);
+  }
+}
+
+function spansOf(id: string): ReadableSpan[] {
+  return exporter.getFinishedSpans().filter((s) => s.attributes['container.id'] === id);
+}
+
+function span(id: string, name: string): ReadableSpan | undefined {
+  return spansOf(id).find((s) => s.name === name);
+}
+
+function findingsOf(id: string): WatchFinding[] {
+  return watcher.findings.filter((f) => f.containerId === id);
+}
+
+async function value(metric: Counter<string> | Gauge<string>, labels: Record<string, string> = {}): Promise<number> {
+  const snap = await metric.get();
+  return snap.values.filter((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x)).reduce((a, v) => a + v.value, 0);
+}
+
+async function histogramCount(h: Histogram<string>, phase: string): Promise<number> {
+  const snap = await h.get();
+  return snap.values.find((v) => v.labels.phase === phase && (v as { metricName?: string }).metricName?.endsWith('_count'))?.value ?? 0;
+}
+
+async function ctrOk(args: string[]): Promise<void> {
+  const r = await c.ctr(args);
+  assert.equal(r.code, 0, `ctr ${args.join(' ')}: ${r.stderr}`);
+}
+
+/** Ends a container the way an operator does: SIGKILL the task, delete it, delete the container. */
+async function removeContainer(id: string): Promise<void> {
+  await c.ctr(['task', 'kill', '-s', 'SIGKILL', id]);
+  await until(`${id} stopped`, async () => (await c.taskStatus(id)) !== 'RUNNING');
+  await c.ctr(['task', 'delete', id]);
+  await ctrOk(['container', 'delete', id]);
+}
+
+before(async () => {
+  c = await startContainerd();
+  exporter = new InMemorySpanExporter();
+  const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+  watcher = new Watcher({
+    address: c.address,
+    stateDir: c.state,
+    namespaces: [c.namespace],
+    tracer: provider.getTracer('test'),
+    leakCheck: { delayMs: 200, timeoutMs: 3000 },
+    checkIntervalMs: 200,
+    reconcileIntervalMs: 3_600_000,
+    stuck: { createdThresholdMs: 1500, exitGraceMs: 1000 },
+    retry: { baseDelayMs: RECONNECT_MS, maxDelayMs: RECONNECT_MS, random: () => 0.999 },
+  });
+  running = watcher.run(stop.signal);
+  await watcher.ready(AbortSignal.timeout(20_000));
+});
+
+after(async () => {
+  stop.abort();
+  await running;
+  await c?.stop();
+});
+
+describe('containerd watch on a real containerd', () => {
+  test('full lifecycle with an exec → one trace: create, task create (shim socket, pid, listening), start, exec, exit, task delete, leak check, container delete', async () => {
+    const before = await histogramCount(containerdWatchPhaseDurationSeconds, 'task_create');
+    await c.runContainer('life1');
+    const shimPid = await c.shimPid('life1');
+    assert.ok(shimPid);
+    assert.equal((await c.ctr(['task', 'exec', '--exec-id', 'probe', 'life1', 'sh', '-c', 'exit 4'])).code, 4, 'ctr passes the exec status through');
+    await removeContainer('life1');
+    const root = await until('life1 trace to end', () => span('life1', 'containerd.container'));
+
+    const children = spansOf('life1').filter((s) => s !== root);
+    const names = children.map((s) => s.name);
+    for (const n of ['containerd.container.create', 'containerd.task.create', 'containerd.task.start', 'containerd.task.exec', 'containerd.task.exit', 'containerd.task.delete', 'containerd.leak_check', 'containerd.container.delete']) {
+      assert.ok(names.includes(n), `${n} in ${names.join(', ')}`);
+    }
+    for (const s of children) {
+      assert.equal(s.spanContext().traceId, root.spanContext().traceId, `${s.name} is in the container's trace`);
+      assert.equal(s.parentSpanContext?.spanId, root.spanContext().spanId, `${s.name} is a child of containerd.container`);
+    }
+    const create = span('life1', 'containerd.task.create');
+    assert.equal(create?.attributes['containerd.shim.socket'], c.shimSocket('life1'));
+    assert.equal(create?.attributes['containerd.shim.pid'], shimPid);
+    assert.equal(create?.attributes['containerd.shim.socket_listening'], true);
+    assert.equal(span('life1', 'containerd.task.exec')?.attributes['process.exit.code'], 4);
+    assert.equal(span('life1', 'containerd.task.exit')?.attributes['process.exit.code'], 137);
+    const leak = span('life1', 'containerd.leak_check');
+    for (const k of ['shim', 'socket', 'bundle', 'rootfs', 'cgroup', 'runc_state']) assert.equal(leak?.attributes[`containerd.released.${k}`], true, `released.${k}`);
+    assert.deepEqual(findingsOf('life1'), []);
+    // The timeline is containerd's: each phase starts where the previous one ended.
+    const start = span('life1', 'containerd.task.start');
+    assert.ok(start && create && start.startTime[0] * 1e9 + start.startTime[1] >= create.startTime[0] * 1e9 + create.startTime[1]);
+    assert.ok((await histogramCount(containerdWatchPhaseDurationSeconds, 'task_create')) > before);
+  });
+
+  test('a container that exits on its own with `ctr run --rm` → exit status on the exit span', async () => {
+    assert.equal((await c.ctr(['run', '--rm', '--null-io', IMAGE, 'life2', 'sh', '-c', 'exit 3'])).code, 3, 'ctr passes the exit status through');
+    await until('life2 trace to end', () => span('life2', 'containerd.container'));
+    assert.equal(span('life2', 'containerd.task.exit')?.attributes['process.exit.code'], 3);
+    assert.equal(span('life2', 'containerd.container')?.attributes['process.exit.code'], 3);
+  });
+
+  test('shim SIGKILLed → shim death reported and the leak check finds the socket it left behind', async () => {
+    const shimsBefore = await value(containerdWatchUnexpectedShimExitsTotal, { namespace: c.namespace });
+    const staleBefore = await value(containerdWatchLeaksTotal, { kind: 'stale-socket' });
+    await c.runContainer('kill1');
+    const shim = await c.shimPid('kill1');
+    assert.ok(shim);
+    await until('kill1 task create seen', () => span('kill1', 'containerd.task.create'));
+    process.kill(shim, 'SIGKILL');
+    const stale = await until('stale-socket finding', () => findingsOf('kill1').find((f) => f.code === 'stale-socket'));
+    assert.equal(stale.evidence.path, c.shimSocket('kill1'));
+    assert.ok(existsSync(c.shimSocket('kill1')), 'containerd 1.6 really left the socket');
+    assert.ok(findingsOf('kill1').some((f) => f.code === 'task-shim-dead'), JSON.stringify(findingsOf('kill1')));
+    assert.equal(await value(containerdWatchUnexpectedShimExitsTotal, { namespace: c.namespace }), shimsBefore + 1);
+    assert.equal(await value(containerdWatchLeaksTotal, { kind: 'stale-socket' }), staleBefore + 1);
+    const exit = span('kill1', 'containerd.task.exit');
+    assert.equal(exit?.attributes['containerd.shim.died'], true);
+    assert.equal(span('kill1', 'containerd.leak_check')?.attributes['containerd.released.socket'], false);
+    await ctrOk(['container', 'delete', 'kill1']);
+    await until('kill1 trace to end', () => span('kill1', 'containerd.container'));
+  });
+
+  test('real OOM kill under a 16 MiB memory limit → oom span, oom metric, exit 137 marked oom', async () => {
+    const before = await value(containerdWatchOomKillsTotal, { namespace: c.namespace });
+    await ctrOk(['run', '-d', '--null-io', '--memory-limit', String(16 * 1024 * 1024), IMAGE, 'oom1', '/bin/busybox', 'tail', '/dev/zero']);
+    await until('oom1 exit span', () => span('oom1', 'containerd.task.exit'), 30_000);
+    assert.ok(span('oom1', 'containerd.task.oom'), 'an OOM span');
+    assert.equal(await value(containerdWatchOomKillsTotal, { namespace: c.namespace }), before + 1);
+    const exit = span('oom1', 'containerd.task.exit');
+    assert.equal(exit?.attributes['process.exit.code'], 137);
+    assert.equal(exit?.attributes['containerd.oom'], true);
+    await ctrOk(['task', 'delete', 'oom1']);
+    await ctrOk(['container', 'delete', 'oom1']);
+    await until('oom1 trace to end', () => span('oom1', 'containerd.container'));
+    assert.deepEqual(findingsOf('oom1'), [], 'an OOM kill of the container (not the shim) leaks nothing');
+  });
+
+  test('task stuck in CREATED (client frozen between create and start) → finding and gauge; cleared once deleted', async () => {
+    await ctrOk(['container', 'create', IMAGE, 'stuck1', 'sleep', '100000']);
+    // `ctr task start` creates the task, then starts it. Freeze ctr as soon as the bundle appears (the create takes
+    // the shim launch and runc create, ~100 ms+), so containerd finishes the create and nobody ever starts it.
+    const client = spawn('ctr', ['--address', c.address, '-n', c.namespace, 'task', 'start', '-d', '--null-io', 'stuck1'], { stdio: 'ignore' });
+    await until('stuck1 bundle', () => existsSync(c.bundleDir('stuck1')), 10_000);
+    client.kill('SIGSTOP');
+    try {
+      await until('stuck1 CREATED', async () => (await c.taskStatus('stuck1')) === 'CREATED');
+      const f = await until('task-stuck-created finding', () => findingsOf('stuck1').find((x) => x.code === 'task-stuck-created'));
+      assert.equal(f.severity, 'warning');
+      assert.ok((await value(containerdWatchTasksStuckCreated, { namespace: c.namespace })) >= 1);
+    } finally {
+      client.kill('SIGKILL');
+    }
+    await ctrOk(['task', 'delete', '--force', 'stuck1']);
+    await ctrOk(['container', 'delete', 'stuck1']);
+    await until('stuck gauge back to 0', async () => (await value(containerdWatchTasksStuckCreated, { namespace: c.namespace })) === 0);
+  });
+
+  test('hung shim (SIGSTOP) and its init SIGKILLed → exit-missing, then the late exit still closes the trace', async () => {
+    const before = await value(containerdWatchExitEventsMissingTotal, { namespace: c.namespace });
+    const pid = await c.runContainer('hung1');
+    const shim = await c.shimPid('hung1');
+    assert.ok(shim);
+    await until('hung1 started', () => span('hung1', 'containerd.task.start'));
+    process.kill(shim, 'SIGSTOP');
+    try {
+      process.kill(pid, 'SIGKILL'); // a zombie now: its parent, the shim, is stopped and cannot reap it or report it
+      const f = await until('exit-missing finding', () => findingsOf('hung1').find((x) => x.code === 'exit-missing'));
+      assert.equal(f.evidence.pid, pid);
+      assert.equal(f.evidence.shimAlive, true);
+      assert.equal(await value(containerdWatchExitEventsMissingTotal, { namespace: c.namespace }), before + 1);
+      assert.equal(span('hung1', 'containerd.task.exit'), undefined, 'no exit was invented while the shim is hung');
+    } finally {
+      process.kill(shim, 'SIGCONT');
+    }
+    const exit = await until('late exit', () => span('hung1', 'containerd.task.exit'));
+    assert.equal(exit.attributes['process.exit.code'], 137);
+    await removeContainer('hung1');
+    await until('hung1 trace to end', () => span('hung1', 'containerd.container'));
+  });
+
+  test('containerd restarted while watching → resubscribes; what happened while disconnected is reconciled', async () => {
+    await c.runContainer('gone1');
+    await until('gone1 started', () => span('gone1', 'containerd.task.start'));
+    const resubs = await value(containerdWatchResubscriptionsTotal);
+    const recDeletes = await value(containerdWatchReconciledTotal, { transition: 'container_delete' });
+    const recCreates = await value(containerdWatchReconciledTotal, { transition: 'container_create' });
+    await c.kill9();
+    await until('watcher notices', () => !watcher.status().subscribed);
+    await c.restart();
+    // The watcher waits ~RECONNECT_MS before its next attempt: meanwhile a container ends and another one starts.
+    await removeContainer('gone1');
+    await c.runContainer('new1');
+    assert.equal(watcher.status().subscribed, false, 'these happened while the watcher was disconnected');
+    await until('resubscribed', async () => (await value(containerdWatchResubscriptionsTotal)) === resubs + 1, RECONNECT_MS * 3);
+    const root = await until('gone1 trace to end', () => span('gone1', 'containerd.container'));
+    assert.equal(span('gone1', 'containerd.container.delete')?.attributes['containerd.reconciled'], true);
+    assert.ok(span('gone1', 'containerd.task.exit'), 'the missed exit has its span');
+    assert.ok(span('gone1', 'containerd.leak_check'), 'and the post-delete check ran');
+    assert.ok(root);
+    assert.equal(await value(containerdWatchReconciledTotal, { transition: 'container_delete' }), recDeletes + 1);
+    assert.ok((await value(containerdWatchReconciledTotal, { transition: 'container_create' })) >= recCreates + 1);
+    const adopted = watcher.lifecycles.get(c.namespace, 'new1');
+    assert.equal(adopted?.task?.state, 'running', 'a container started while disconnected is followed');
+    // And the stream works again: a new lifecycle is traced from its events.
+    await ctrOk(['run', '--rm', '--null-io', IMAGE, 'after1', 'true']);
+    await until('after1 trace', () => span('after1', 'containerd.container'));
+    assert.equal(span('after1', 'containerd.task.start')?.attributes['containerd.reconciled'], undefined);
+    await removeContainer('new1');
+  });
+
+  test('event flood faster than a slow exporter drains → bounded queues, drops counted, no crash, state repaired', async () => {
+    // A second watcher with a tiny queue behind an exporter that takes 300 ms per batch of 4 spans.
+    const slow: SpanExporter = {
+      export: (spans, done) => void sleep(300).then(() => done({ code: 0 })),
+      shutdown: async () => undefined,
+    };
+    const spans = new BoundedSpanProcessor(slow, { capacity: 16, batchSize: 4, flushDelayMs: 10 });
+    const provider = new BasicTracerProvider({ spanProcessors: [spans] });
+    const small = new Watcher({ address: c.address, stateDir: c.state, namespaces: [c.namespace], tracer: provider.getTracer('flood'), spans, queueCapacity: 8, checkIntervalMs: 1000, reconcileIntervalMs: 3_600_000, leakCheck: { delayMs: 100, timeoutMs: 2000 } });
+    const ac = new AbortController();
+    const run = small.run(ac.signal);
+    try {
+      await small.ready(AbortSignal.timeout(20_000));
+      const droppedBefore = await value(containerdWatchEventsDroppedTotal, { reason: 'queue_full' });
+      const ids = Array.from({ length: 24 }, (_, i) => `flood${i}`);
+      for (let i = 0; i < ids.length; i += 6) await Promise.all(ids.slice(i, i + 6).map((id) => ctrOk(['run', '--rm', '--null-io', IMAGE, id, 'true'])));
+      const s = small.status();
+      assert.ok(s.eventsDropped > 0, `events were dropped: ${JSON.stringify(s)}`);
+      assert.equal(await value(containerdWatchEventsDroppedTotal, { reason: 'queue_full' }), droppedBefore + s.eventsDropped);
+      assert.ok(s.queueHighWater <= 8, 'the event queue never held more than its capacity');
+      assert.ok(spans.backlog <= 16, 'the span queue never holds more than its capacity');
+      // Every flood container is gone; the reconcile after the drops closes whatever the lost events left open.
+      await until('flood containers all closed', () => ids.every((id) => small.lifecycles.get(c.namespace, id) === undefined), 60_000);
+      assert.ok(small.status().reconciles >= 2, 'a reconcile ran after the drops');
+      // Still alive and following: the main watcher traced every one of them.
+      for (const id of ids) await until(`${id} in the main watcher`, () => span(id, 'containerd.container'));
+    } finally {
+      ac.abort();
+      await run;
+      await provider.shutdown();
+    }
+  });
+});
