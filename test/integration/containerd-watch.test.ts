@@ -4,7 +4,9 @@
 // check and of the stuck/dead detection. Spans go to an in-memory exporter; metrics are read from the one registry.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan, type SpanExporter } from '@opentelemetry/sdk-trace-base';
@@ -24,6 +26,8 @@ import {
   containerdWatchUnexpectedShimExitsTotal,
   containerdWatchExitEventsMissingTotal,
 } from '../../src/telemetry/metrics.js';
+
+const BIN = fileURLToPath(new URL('../../bin/transship.js', import.meta.url));
 
 let c: TestContainerd;
 let watcher: Watcher;
@@ -68,6 +72,25 @@ async function histogramCount(h: Histogram<string>, phase: string): Promise<numb
 async function ctrOk(args: string[]): Promise<void> {
   const r = await c.ctr(args);
   assert.equal(r.code, 0, `ctr ${args.join(' ')}: ${r.stderr}`);
+}
+
+/**
+ * A task stuck in CREATED, the real way: `ctr task start` creates the task, then starts it. ctr is frozen as soon as
+ * the bundle appears (the create still takes the shim launch and runc create, ~100 ms+), so containerd finishes the
+ * create and nobody ever starts it. The caller SIGKILLs the returned client.
+ */
+async function freezeInCreated(id: string): Promise<ChildProcess> {
+  await ctrOk(['container', 'create', IMAGE, id, 'sleep', '100000']);
+  const client = spawn('ctr', ['--address', c.address, '-n', c.namespace, 'task', 'start', '-d', '--null-io', id], { stdio: 'ignore' });
+  try {
+    await until(`${id} bundle`, () => existsSync(c.bundleDir(id)), 10_000);
+    client.kill('SIGSTOP');
+    await until(`${id} CREATED`, async () => (await c.taskStatus(id)) === 'CREATED');
+    return client;
+  } catch (err) {
+    client.kill('SIGKILL');
+    throw err;
+  }
 }
 
 /** Ends a container the way an operator does: SIGKILL the task, delete it, delete the container. */
@@ -181,14 +204,8 @@ describe('containerd watch on a real containerd', () => {
   });
 
   test('task stuck in CREATED (client frozen between create and start) → finding and gauge; cleared once deleted', async () => {
-    await ctrOk(['container', 'create', IMAGE, 'stuck1', 'sleep', '100000']);
-    // `ctr task start` creates the task, then starts it. Freeze ctr as soon as the bundle appears (the create takes
-    // the shim launch and runc create, ~100 ms+), so containerd finishes the create and nobody ever starts it.
-    const client = spawn('ctr', ['--address', c.address, '-n', c.namespace, 'task', 'start', '-d', '--null-io', 'stuck1'], { stdio: 'ignore' });
-    await until('stuck1 bundle', () => existsSync(c.bundleDir('stuck1')), 10_000);
-    client.kill('SIGSTOP');
+    const client = await freezeInCreated('stuck1');
     try {
-      await until('stuck1 CREATED', async () => (await c.taskStatus('stuck1')) === 'CREATED');
       const f = await until('task-stuck-created finding', () => findingsOf('stuck1').find((x) => x.code === 'task-stuck-created'));
       assert.equal(f.severity, 'warning');
       assert.ok((await value(containerdWatchTasksStuckCreated, { namespace: c.namespace })) >= 1);
@@ -285,4 +302,76 @@ describe('containerd watch on a real containerd', () => {
       await provider.shutdown();
     }
   });
+
+  test('CLI: `watch --once --json` reconciles, checks and reports; exit 0 on a healthy node', async () => {
+    await c.runContainer('cli1');
+    const r = await cli(['watch', '--address', c.address, '--state', c.state, '--namespace', c.namespace, '--once', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const doc = JSON.parse(r.stdout) as { healthy: boolean; status: { containersTracked: number; subscribed: boolean }; findings: unknown[] };
+    assert.equal(doc.healthy, true);
+    assert.ok(doc.status.containersTracked >= 1);
+    assert.deepEqual(doc.findings, []);
+  });
+
+  test('CLI: `watch --once` with a stuck CREATED task (threshold 0s would be refused; 1ms counts) → exit 3 naming it', async () => {
+    const client = await freezeInCreated('stuck2');
+    try {
+      const r = await cli(['watch', '--address', c.address, '--state', c.state, '--namespace', c.namespace, '--once', '--json', '--created-threshold', '1ms']);
+      assert.equal(r.code, 3, r.stderr);
+      const doc = JSON.parse(r.stdout) as { findings: Array<{ code: string; containerId: string }> };
+      assert.ok(doc.findings.some((f) => f.code === 'task-stuck-created' && f.containerId === 'stuck2'), r.stdout);
+      const zero = await cli(['watch', '--address', c.address, '--state', c.state, '--once', '--created-threshold', '0s']);
+      assert.equal(zero.code, 2);
+      assert.match(zero.stderr, /--created-threshold: must be greater than zero/);
+    } finally {
+      client.kill('SIGKILL');
+    }
+    await ctrOk(['task', 'delete', '--force', 'stuck2']);
+    await ctrOk(['container', 'delete', 'stuck2']);
+  });
+
+  test('CLI: long-running `watch --listen` serves /metrics and /healthz, follows containers, exits 0 on SIGTERM', async () => {
+    const child = spawn(process.execPath, [BIN, 'watch', '--address', c.address, '--state', c.state, '--namespace', c.namespace, '--listen', '127.0.0.1:0'], {
+      env: { ...process.env, TRANSSHIP_CONFIG: '', TRANSSHIP_LOG_LEVEL: 'warn' },
+    });
+    let stderr = '';
+    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    try {
+      const port = await until('listening line', () => /metrics on http:\/\/127\.0\.0\.1:(\d+)\/metrics/.exec(stderr)?.[1], 30_000);
+      const base = `http://127.0.0.1:${port}`;
+      await until('healthy', async () => (await fetch(`${base}/healthz`).catch(() => undefined))?.status === 200, 20_000);
+      await ctrOk(['run', '--rm', '--null-io', IMAGE, 'cli3', 'true']);
+      const text = await until('metrics with the lifecycle', async () => {
+        const t = await (await fetch(`${base}/metrics`)).text();
+        return /containerd_watch_phase_duration_seconds_count\{phase="lifetime"\} [1-9]/.test(t) ? t : undefined;
+      });
+      assert.match(text, /^containerd_watch_subscription_up 1$/m);
+      assert.match(text, /containerd_watch_events_total\{topic="task-exit"\} [1-9]/);
+      assert.equal((await fetch(`${base}/nope`)).status, 404);
+      const findings = (await (await fetch(`${base}/findings`)).json()) as { findings: unknown[] };
+      assert.ok(Array.isArray(findings.findings));
+    } finally {
+      child.kill('SIGTERM');
+    }
+    assert.equal(await exited, 0, stderr);
+  });
+
+  test('CLI: containerd not there → `watch --once` exits 1 after its timeout; a bad --listen is a usage error', async () => {
+    const gone = await cli(['watch', '--address', join(c.dir, 'nope.sock'), '--state', c.state, '--once', '--timeout', '500ms']);
+    assert.equal(gone.code, 1, gone.stderr);
+    const bad = await cli(['watch', '--address', c.address, '--state', c.state, '--listen', 'nowhere']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /invalid --listen "nowhere": expected HOST:PORT/);
+  });
 });
+
+async function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, TRANSSHIP_CONFIG: '' } });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+  child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+  const code = await new Promise<number | null>((resolve) => child.on('exit', (x) => resolve(x)));
+  return { code, stdout, stderr };
+}

@@ -1,0 +1,273 @@
+// The watcher's pure parts on plain data: the bounded queues, the lifecycle state machine (span tree from event
+// sequences, including the out-of-order and missing events a real stream produces), the post-delete leak rules, the
+// stuck/dead/missing-exit rules, the reconcile plan, cgroup path resolution and the config section. What containerd
+// really does is checked in test/integration/containerd-watch.test.ts.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import { BoundedQueue } from '../../src/containerd/watch/queue.js';
+import { BoundedSpanProcessor } from '../../src/containerd/watch/span-export.js';
+import { Lifecycles, type ContainerTrack } from '../../src/containerd/watch/lifecycle.js';
+import type { WatchEvent } from '../../src/containerd/watch/events.js';
+import { LeakChecker, allReleased, leakFindings } from '../../src/containerd/watch/leak-check.js';
+import { cgroupRelPath, expandSlice, type HostProbe, type ReleaseReport, type ReleaseTarget, type TaskHostInfo } from '../../src/containerd/watch/host.js';
+import { checkTracks } from '../../src/containerd/watch/stuck.js';
+import { planReconcile, type ApiView } from '../../src/containerd/watch/reconcile.js';
+import { loadConfig } from '../../src/core/config.js';
+import { parseHostPort } from '../../src/cli/listen.js';
+import { TransshipError } from '../../src/core/errors.js';
+
+const NS = 'ns1';
+
+function info(id: string, over: Partial<TaskHostInfo> = {}): TaskHostInfo {
+  return { bundle: `/state/io.containerd.runtime.v2.task/${NS}/${id}`, bundleWrittenAt: 900, groupId: id, socket: `/run/containerd/s/${id}`, socketListening: true, shim: { pid: 100, startTime: 5 }, cgroupDirs: [`/sys/fs/cgroup/memory/${NS}/${id}`], runcStateDir: `/run/containerd/runc/${NS}/${id}`, ...over };
+}
+
+const released: ReleaseReport = { shimExited: true, socketRemoved: true, socketListening: false, bundleRemoved: true, rootfsMounts: [], cgroupsRemoved: true, cgroupLeft: [], cgroupPids: [], runcStateRemoved: true };
+
+function harness() {
+  const exporter = new InMemorySpanExporter();
+  const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+  const deleted: string[] = [];
+  const lc = new Lifecycles(provider.getTracer('unit'), { taskDeleted: (c) => deleted.push(c.id) });
+  const spans = (id: string): ReadableSpan[] => exporter.getFinishedSpans().filter((s) => s.attributes['container.id'] === id);
+  const names = (id: string): string[] => spans(id).map((s) => s.name);
+  return { lc, spans, names, deleted };
+}
+
+function ev<K extends WatchEvent['kind']>(kind: K, at: number, extra: Record<string, unknown> = {}): WatchEvent {
+  return { kind, namespace: NS, id: 'c1', at, ...extra } as unknown as WatchEvent;
+}
+
+test('bounded queue: FIFO across the ring wrap, drops counted when full, never grows', () => {
+  const dropped: number[] = [];
+  const q = new BoundedQueue<number>(3, (x) => dropped.push(x));
+  for (let i = 0; i < 5; i++) q.push(i);
+  assert.deepEqual(dropped, [3, 4]);
+  assert.equal(q.size, 3);
+  assert.equal(q.shift(), 0);
+  q.push(5);
+  assert.deepEqual([q.shift(), q.shift(), q.shift(), q.shift()], [1, 2, 5, undefined]);
+  assert.equal(q.highWater, 3);
+  assert.equal(q.dropped, 2);
+  assert.throws(() => new BoundedQueue(0), RangeError);
+});
+
+test('bounded queue: wait() resolves on push and on wake(), rejects with TS_CANCELLED on abort', async () => {
+  const q = new BoundedQueue<string>(2);
+  const ac = new AbortController();
+  const w1 = q.wait(ac.signal);
+  q.push('a');
+  await w1;
+  q.shift();
+  const w2 = q.wait(ac.signal);
+  q.wake();
+  await w2;
+  const w3 = q.wait(ac.signal);
+  ac.abort();
+  await assert.rejects(w3, (e: unknown) => e instanceof TransshipError && e.code === 'TS_CANCELLED');
+});
+
+test('lifecycle: full event sequence → one trace with every step as a child of containerd.container', () => {
+  const h = harness();
+  h.lc.apply(ev('container-create', 800, { image: 'img', runtime: 'io.containerd.runc.v2' }));
+  h.lc.apply(ev('task-create', 1000, { pid: 42, bundle: '/b' }), info('c1'));
+  h.lc.apply(ev('task-start', 1100, { pid: 42 }));
+  h.lc.apply(ev('exec-added', 1200, { execId: 'e1' }));
+  h.lc.apply(ev('exec-started', 1210, { execId: 'e1', pid: 43 }));
+  h.lc.apply(ev('task-exit', 1300, { execId: 'e1', pid: 43, exitStatus: 2, exitedAt: 1300 }));
+  h.lc.apply(ev('task-oom', 1400));
+  h.lc.apply(ev('task-exit', 1410, { execId: 'c1', pid: 42, exitStatus: 137, exitedAt: 1410 }));
+  h.lc.apply(ev('task-delete', 1500, { pid: 42, exitStatus: 137 }));
+  assert.deepEqual(h.deleted, ['c1'], 'the delete asks for a leak check');
+  h.lc.apply(ev('container-delete', 1600));
+  assert.equal(h.names('c1').includes('containerd.container'), false, 'the trace stays open while the leak check is pending');
+  h.lc.leakChecked({ target: { namespace: NS, id: 'c1', info: info('c1'), groupStillServing: false }, report: released, findings: [], shimGoneAfterMs: 200, checkedAfterMs: 200 });
+  const all = h.spans('c1');
+  const root = all.find((s) => s.name === 'containerd.container');
+  assert.ok(root);
+  assert.deepEqual(h.names('c1').sort(), ['containerd.container', 'containerd.container.create', 'containerd.container.delete', 'containerd.leak_check', 'containerd.task.create', 'containerd.task.delete', 'containerd.task.exec', 'containerd.task.exit', 'containerd.task.oom', 'containerd.task.start'].sort());
+  for (const s of all) if (s !== root) assert.equal(s.parentSpanContext?.spanId, root.spanContext().spanId, s.name);
+  const create = all.find((s) => s.name === 'containerd.task.create');
+  const ms = (t: [number, number] | undefined): number => (t ? t[0] * 1000 + t[1] / 1e6 : NaN);
+  assert.equal(Math.round(ms(create?.endTime) - ms(create?.startTime)), 100, 'task create runs from the bundle write (900) to the event (1000)');
+  assert.equal(create?.attributes['containerd.shim.pid'], 100);
+  const exit = all.find((s) => s.name === 'containerd.task.exit');
+  assert.equal(exit?.attributes['containerd.oom'], true);
+  assert.equal(exit?.status.code, 2, 'an OOM-killed exit is an error');
+  assert.equal(all.find((s) => s.name === 'containerd.task.exec')?.attributes['process.exit.code'], 2);
+  assert.equal(h.lc.size, 0);
+});
+
+test('lifecycle: events of a container never seen created, duplicates, and a delete without exit', () => {
+  const h = harness();
+  h.lc.apply(ev('task-start', 1100, { pid: 7 })); // no task yet: ignored, but the container is now followed
+  assert.equal(h.lc.get(NS, 'c1')?.createObserved, false);
+  h.lc.apply(ev('task-create', 1000, { pid: 7, bundle: '/b' }), info('c1'));
+  h.lc.apply(ev('task-create', 1001, { pid: 7, bundle: '/b' }), info('c1'));
+  h.lc.apply(ev('task-start', 1100, { pid: 7 }));
+  h.lc.apply(ev('task-delete', 1500, { pid: 7, exitStatus: 1 }));
+  const exit = h.spans('c1').find((s) => s.name === 'containerd.task.exit');
+  assert.equal(exit?.attributes['containerd.exit_event_missing'], true);
+  assert.equal(h.names('c1').filter((n) => n === 'containerd.task.create').length, 1, 'a duplicate create is ignored');
+  h.lc.apply(ev('task-exit', 1600, { execId: 'c1', pid: 7, exitStatus: 0, exitedAt: 1600 }));
+  assert.equal(h.names('c1').filter((n) => n === 'containerd.task.exit').length, 1, 'a late exit after the delete is ignored');
+});
+
+test('lifecycle: a container delete with its task still open closes the task first (lost delete event)', () => {
+  const h = harness();
+  h.lc.apply(ev('container-create', 800, { image: 'i', runtime: 'r' }));
+  h.lc.apply(ev('task-create', 1000, { pid: 9, bundle: '/b' }), info('c1'));
+  h.lc.apply(ev('container-delete', 2000, { reconciled: true }));
+  assert.deepEqual(h.deleted, ['c1']);
+  assert.ok(h.names('c1').includes('containerd.task.delete'));
+  assert.equal(h.spans('c1').find((s) => s.name === 'containerd.container.delete')?.attributes['containerd.reconciled'], true);
+});
+
+test('leak rules: released → nothing; each leftover → its doctor code; a serving group keeps shim and socket', () => {
+  const t: ReleaseTarget = { namespace: NS, id: 'c1', info: info('c1'), groupStillServing: false };
+  assert.deepEqual(leakFindings(t, released), []);
+  assert.equal(allReleased(released), true);
+  const stale = leakFindings(t, { ...released, socketRemoved: false });
+  assert.deepEqual(stale.map((f) => f.code), ['stale-socket']);
+  assert.equal(stale[0]?.evidence.path, '/run/containerd/s/c1');
+  const shimLives = leakFindings(t, { ...released, shimExited: false, socketRemoved: false, socketListening: true });
+  assert.deepEqual(shimLives.map((f) => f.code), ['orphaned-shim'], 'a socket its live shim listens on is not stale');
+  const many = leakFindings(t, { ...released, bundleRemoved: false, rootfsMounts: ['/b/rootfs'], cgroupsRemoved: false, cgroupLeft: ['/cg'], cgroupPids: [], runcStateRemoved: false });
+  assert.deepEqual(many.map((f) => f.code), ['leaked-bundle', 'leftover-rootfs-mount', 'leftover-cgroup', 'leftover-runc-state']);
+  assert.deepEqual(leakFindings(t, { ...released, cgroupsRemoved: false, cgroupLeft: ['/cg'], cgroupPids: [12] }).map((f) => f.code), ['stray-container-processes']);
+  assert.deepEqual(leakFindings({ ...t, groupStillServing: true }, { ...released, shimExited: undefined, socketRemoved: undefined }), []);
+});
+
+test('leak checker: re-checks with growing intervals and reports only what is still there at the timeout', () => {
+  let now = 0;
+  let calls = 0;
+  let socketGoneAt = Number.POSITIVE_INFINITY;
+  const host: HostProbe = {
+    taskCreated: () => Promise.reject(new Error('unused')),
+    liveness: () => 'gone',
+    fallbackInfo: (ns, id) => info(id),
+    released: () => {
+      calls++;
+      return { ...released, socketRemoved: now >= socketGoneAt };
+    },
+  };
+  const results: string[][] = [];
+  const lc = new LeakChecker(host, { delayMs: 100, timeoutMs: 1000 }, (r) => results.push(r.findings.map((f) => f.code)), () => now);
+  lc.schedule({ namespace: NS, id: 'a', info: info('a'), groupStillServing: false }, 0);
+  for (now = 0; now <= 1000; now += 10) lc.tick();
+  assert.deepEqual(results, [['stale-socket']]);
+  assert.ok(calls >= 3 && calls <= 6, `checked ${calls} times, not every tick`);
+  lc.close();
+  // The same, but the shim removes its socket late: no finding.
+  socketGoneAt = 450;
+  const lc2 = new LeakChecker(host, { delayMs: 100, timeoutMs: 1000 }, (r) => results.push(r.findings.map((f) => f.code)), () => now);
+  lc2.schedule({ namespace: NS, id: 'b', info: info('b'), groupStillServing: false }, 0);
+  for (now = 0; now <= 1000; now += 10) lc2.tick();
+  assert.deepEqual(results[1], []);
+  assert.equal(lc2.size, 0);
+  lc2.close();
+});
+
+function tracked(h: ReturnType<typeof harness>, id: string, state: 'created' | 'running', at: number): ContainerTrack {
+  h.lc.apply({ kind: 'task-create', namespace: NS, id, at, pid: 42, bundle: '/b' }, info(id));
+  if (state === 'running') h.lc.apply({ kind: 'task-start', namespace: NS, id, at: at + 1, pid: 42 });
+  const c = h.lc.get(NS, id);
+  assert.ok(c);
+  return c;
+}
+
+test('stuck rules: CREATED past the threshold (once), dead shim (once), init gone past the grace without exit', () => {
+  const h = harness();
+  tracked(h, 'made', 'created', 0);
+  tracked(h, 'run', 'running', 0);
+  const live = new Map<number, 'alive' | 'zombie' | 'gone'>([
+    [100, 'alive'],
+    [42, 'alive'],
+  ]);
+  const probe = (pid: number): 'alive' | 'zombie' | 'gone' => live.get(pid) ?? 'gone';
+  const opts = { createdThresholdMs: 1000, exitGraceMs: 500 };
+  let r = checkTracks(h.lc.all(), probe, 999, opts);
+  assert.equal(r.stuckByNamespace.get(NS), 0);
+  assert.deepEqual(r.detections, []);
+  r = checkTracks(h.lc.all(), probe, 1000, opts);
+  assert.equal(r.stuckByNamespace.get(NS), 1);
+  assert.deepEqual(r.detections.map((d) => [d.finding.code, d.track.id]), [['task-stuck-created', 'made']]);
+  r = checkTracks(h.lc.all(), probe, 2000, opts);
+  assert.equal(r.stuckByNamespace.get(NS), 1, 'still stuck: the gauge keeps counting it');
+  assert.deepEqual(r.detections, [], 'but the finding is reported once');
+  live.set(42, 'zombie');
+  r = checkTracks(h.lc.all(), probe, 3000, opts);
+  assert.deepEqual(r.detections, [], 'the grace starts now');
+  r = checkTracks(h.lc.all(), probe, 3500, opts);
+  assert.deepEqual(r.detections.map((d) => [d.finding.code, d.track.id]), [['exit-missing', 'run']]);
+  live.delete(100);
+  r = checkTracks(h.lc.all(), probe, 4000, opts);
+  assert.deepEqual(r.shimDeaths.map((d) => d.track.id).sort(), ['made', 'run']);
+  r = checkTracks(h.lc.all(), probe, 5000, opts);
+  assert.deepEqual(r.shimDeaths, [], 'a dead shim is counted once');
+});
+
+test('reconcile plan: adopts the unknown, closes what vanished, supplies missed starts and exits', () => {
+  const h = harness();
+  tracked(h, 'vanished', 'running', 0);
+  tracked(h, 'taskgone', 'running', 0);
+  tracked(h, 'started', 'created', 0);
+  tracked(h, 'stopped', 'running', 0);
+  const view: ApiView = {
+    takenAt: 5000,
+    namespaces: [NS],
+    containers: ['taskgone', 'started', 'stopped', 'fresh'].map((id) => ({ namespace: NS, id, image: 'i', runtime: 'r', createdAt: 10 })),
+    tasks: [
+      { namespace: NS, id: 'started', pid: 42, status: 'RUNNING', exitStatus: 0, exitedAt: undefined },
+      { namespace: NS, id: 'stopped', pid: 42, status: 'STOPPED', exitStatus: 3, exitedAt: 4000 },
+      { namespace: NS, id: 'fresh', pid: 50, status: 'CREATED', exitStatus: 0, exitedAt: undefined },
+    ],
+  };
+  const plan = planReconcile(view, h.lc.all());
+  assert.deepEqual(plan.adopt.map((a) => [a.container.id, a.task?.status]), [['fresh', 'CREATED']]);
+  const got = plan.events.map((e) => `${e.kind}:${'id' in e ? e.id : ''}`);
+  assert.deepEqual(got, ['task-exit:vanished', 'container-delete:vanished', 'task-exit:taskgone', 'task-delete:taskgone', 'task-start:started', 'task-exit:stopped']);
+  assert.ok(plan.events.every((e) => e.reconciled === true));
+  const stoppedExit = plan.events.find((e) => e.kind === 'task-exit' && e.id === 'stopped');
+  assert.equal(stoppedExit?.kind === 'task-exit' ? stoppedExit.exitStatus : undefined, 3);
+  // Applying the plan twice is harmless: the second plan is empty but for the still-unknown container.
+  for (const e of plan.events) h.lc.apply(e);
+  assert.deepEqual(planReconcile(view, h.lc.all()).events, []);
+});
+
+test('span export: a slow exporter fills the bounded span queue, drops are counted, waitBelow() pushes back', async () => {
+  let exporting = 0;
+  const spans = new BoundedSpanProcessor({ export: (b, done) => void sleep(30).then(() => { exporting += b.length; done({ code: 0 }); }), shutdown: async () => undefined }, { capacity: 4, batchSize: 2, flushDelayMs: 1 });
+  const provider = new BasicTracerProvider({ spanProcessors: [spans] });
+  const tracer = provider.getTracer('unit');
+  for (let i = 0; i < 20; i++) tracer.startSpan(`s${i}`).end();
+  assert.ok(spans.backlog <= 4);
+  assert.ok(spans.dropped > 0, 'spans beyond the capacity were dropped and counted');
+  await spans.waitBelow(0, AbortSignal.timeout(5000));
+  await provider.shutdown();
+  assert.equal(exporting + spans.dropped, 20);
+});
+
+test('cgroup paths: cgroupfs and systemd forms of linux.cgroupsPath', () => {
+  assert.equal(expandSlice('kubepods-besteffort-pod12.slice'), 'kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod12.slice');
+  assert.equal(expandSlice('-.slice'), '');
+  assert.equal(cgroupRelPath('/k8s.io/abc', 'abc'), '/k8s.io/abc');
+  assert.equal(cgroupRelPath('kubepods-pod1.slice:cri-containerd:abc', 'abc'), '/kubepods.slice/kubepods-pod1.slice/cri-containerd-abc.scope');
+  assert.equal(cgroupRelPath('', 'abc'), '/abc');
+});
+
+test('config: watch section from file and environment, with precise messages', () => {
+  const c = loadConfig({ env: { TRANSSHIP_CONTAINERD_ADDRESS: '/x.sock', TRANSSHIP_WATCH_LISTEN: '0.0.0.0:9469' }, flags: { watch: { createdThreshold: '2m' } } });
+  assert.equal(c.watch?.address, '/x.sock');
+  assert.equal(c.watch?.listen, '0.0.0.0:9469');
+  assert.equal(c.watch?.createdThreshold, '2m');
+  assert.throws(
+    () => loadConfig({ env: {}, flags: { watch: { exitGrace: 'soon' } } }),
+    (e: unknown) => e instanceof TransshipError && e.code === 'TS_CONFIG_INVALID' && /watch\.exitGrace: expected a duration/.test(e.message),
+  );
+  assert.throws(() => loadConfig({ env: {}, flags: { watch: { queueSize: 0 } } }), (e: unknown) => e instanceof TransshipError && /watch\.queueSize/.test(e.message));
+  assert.deepEqual(parseHostPort('[::1]:9469'), { host: '::1', port: 9469 });
+  assert.throws(() => parseHostPort('9469'), (e: unknown) => e instanceof TransshipError && e.code === 'TS_USAGE');
+});
