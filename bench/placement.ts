@@ -16,6 +16,7 @@ import { S3Store } from '../src/store/s3-store.js';
 import { Regions } from '../src/placement/regions.js';
 import { Rules, type PromotePolicy } from '../src/placement/rules.js';
 import { PlacedReader } from '../src/placement/read-path.js';
+import { DEFAULT_PRICES } from '../src/placement/cost.js';
 import { Replicator } from '../src/placement/replicator.js';
 import { copyImage } from '../src/transfer/copy.js';
 import { StoreDestination } from '../src/transfer/store-destination.js';
@@ -219,6 +220,14 @@ export async function runPlacement(ctx: BenchContext): Promise<Section> {
         `Pulls that moved bytes across regions: ${STRATEGIES.map((s) => `${s.id} ${(results.get(s.id) as Outcome).crossingPulls}`).join(', ')}. ` +
         `A threshold of k makes each pair cross min(pulls, k) times, so the bytes above the lower bound (${mb(bound.bytes)}) are the 2nd…k-th pulls of pairs read more than once.`,
     );
+    // The storage side priced: promoting on the first read saves transfer once, then pays storage every month the
+    // extra copies are kept; this is how long they may be kept before the default is the cheaper of the two.
+    const first = results.get('first-read') as Outcome;
+    const savedTransfer = (rules.crossRegionBytes - first.crossRegionBytes) * DEFAULT_PRICES.crossRegionPerGb;
+    const extraStorage = (first.storedOutsideHome - rules.storedOutsideHome) * DEFAULT_PRICES.storageGbMonth;
+    if (savedTransfer > 0 && extraStorage > 0) {
+      details.push(`- ${catalog} images: promoting on the first read instead of the 2nd saves ${mb(rules.crossRegionBytes - first.crossRegionBytes)} of transfer once and stores ${mb(first.storedOutsideHome - rules.storedOutsideHome)} more outside home; at AWS list prices it is the cheaper choice only if promoted copies are evicted within ${((savedTransfer / extraStorage) * 30).toFixed(0)} days (transship does not evict them).`);
+    }
     for (const s of STRATEGIES) details.push(`- ${catalog} images, ${s.id}: ${JSON.stringify(results.get(s.id))}`);
   }
   return {
