@@ -98,6 +98,7 @@ export function registerServe(program: Command): void {
             maxBodyBytes: maxBody,
             maxManifestBytes: serve.maxManifestBytes,
             uploadIdleSeconds: serve.uploadIdleSeconds,
+            streamUploadsAfterBytes: serve.streamUploadsAfterBytes,
             allowDelete: flags.allowDelete ?? serve.allowDelete,
             blobLinks: serve.blobLinks,
             auth: serve.auth,

@@ -44,6 +44,8 @@ const serveSchema = z
     maxManifestBytes: positiveInt.optional(),
     /** Upload sessions idle this long are removed. */
     uploadIdleSeconds: positiveInt.optional(),
+    /** S3 stores: sessions past this many bytes stream to S3 while they arrive (default 32 MiB; 0 = off). */
+    streamUploadsAfterBytes: z.number().int().min(0).optional(),
     /** Allow DELETE of manifests, tags and blob links (405 UNSUPPORTED otherwise). */
     allowDelete: z.boolean().optional(),
     /** Record blob→repository links (default: on when auth is configured). */

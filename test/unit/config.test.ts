@@ -33,6 +33,9 @@ test('config: errors name the field and the file', async () => {
   assert.throws(() => loadConfig({ file: p, env: {} }), (e) => isTransshipError(e, 'TS_CONFIG_INVALID') && e.message.includes(p) && e.message.includes('concurrency'));
   const q = await file('s3:\n  partSize: 1024\n');
   assert.throws(() => loadConfig({ file: q, env: {} }), (e) => isTransshipError(e, 'TS_CONFIG_INVALID') && /s3\.partSize: partSize must be at least 5 MiB/.test(e.message));
+  const st = await file('serve:\n  streamUploadsAfterBytes: -1\n');
+  assert.throws(() => loadConfig({ file: st, env: {} }), (e) => isTransshipError(e, 'TS_CONFIG_INVALID') && /serve\.streamUploadsAfterBytes/.test(e.message));
+  assert.equal(loadConfig({ file: await file('serve:\n  streamUploadsAfterBytes: 0\n'), env: {} }).serve?.streamUploadsAfterBytes, 0, '0 turns streaming off');
   const r = await file('stroe: dir:/x\n');
   assert.throws(() => loadConfig({ file: r, env: {} }), (e) => isTransshipError(e, 'TS_CONFIG_INVALID') && /stroe/.test(e.message), 'unknown keys are typos, not ignored');
   const y = await file('store: [unclosed\n');
