@@ -121,8 +121,10 @@ export class Replicator {
       const source = this.metered(new StoreSource(this.regions.store(task.from), task.repo, task.digest), task);
       const dest = new StoreDestination(this.regions.store(task.to), task.repo, task.tag);
       let links = 0;
-      // commit() is the tag write, the last step: every blob and manifest is in place by then, so the links go in
-      // right before it — a link never names a blob the target lacks, and the tag never precedes the links.
+      // commit() is the tag write, the last step: this image's blobs and manifests are in place by then, so the
+      // links go in right before it and the tag never precedes them. Links are the repository's (every tag's), so
+      // one may name a blob another tag's copy has not brought yet: that only lets a read through to a lazy fetch.
+      // Cost: one LIST per link prefix in the source per tag copied (2 requests when auth is off).
       const linking: ImageDestination = {
         description: dest.description,
         present: (d, o) => dest.present(d, o),
