@@ -54,6 +54,8 @@ export interface S3StoreOptions {
   retry?: Pick<RetryOptions, 'maxAttempts' | 'baseDelayMs' | 'maxDelayMs' | 'maxElapsedMs'> | undefined;
   /** Max sockets per host; bounds concurrent requests. */
   maxSockets?: number | undefined;
+  /** A request whose socket moves no byte for this long fails and is retried (default 60 s). */
+  idleTimeoutMs?: number | undefined;
   /** Lease length for large-blob claims, ms (plus time proportional to size). */
   claimLeaseMs?: number | undefined;
 }
@@ -105,7 +107,10 @@ export class S3Store implements BlobStore {
         httpAgent: new HttpAgent({ keepAlive: true, maxSockets }),
         httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets }),
         connectionTimeout: 5_000,
-        requestTimeout: 120_000,
+        // An idle socket (no byte either way) fails the attempt, which observedRetry then retries. It must be a
+        // *socket* timeout: the handler's requestTimeout only logs a warning, and a backend that stops reading
+        // (RGW with a full OSD does) would otherwise hang a transfer forever.
+        socketTimeout: opts.idleTimeoutMs ?? 60_000,
       }),
     });
     // Count every request actually sent (one per attempt, since the SDK does not retry on its own).
@@ -284,7 +289,7 @@ export class S3Store implements BlobStore {
   private async multipart(d: Digest, source: () => Readable | Promise<Readable>, opts: PutBlobOptions, started?: { verify: VerifyingStream; chunks: Buffer[]; buffered: number }): Promise<PutOutcome> {
     const key = this.key(blobKey(d.value));
     const uploadId = await this.createMultipart(key, opts.signal, d.value);
-    const parts = new PartUploader(this.partSender(key, uploadId, d.value), this.partConcurrency, opts.signal);
+    const parts = new PartUploader(this.partSender(key, uploadId, d.value), this.partConcurrency, this.partSize, opts.signal);
     let verify = started?.verify;
     let input: Readable | undefined;
     try {
@@ -295,9 +300,9 @@ export class S3Store implements BlobStore {
         input.on('error', (e) => v.destroy(e));
         input.pipe(v);
       }
-      // Each part is filled by copying chunks into one preallocated buffer: one copy per byte, and a finished part's
-      // memory is released as soon as its UploadPart completes.
-      let part = Buffer.allocUnsafe(this.partSize);
+      // Each part is filled by copying chunks into one part-sized buffer: one copy per byte, and a finished part's
+      // buffer is reused for a later part.
+      let part = parts.buffer();
       let filled = 0;
       let total = 0;
       const add = async (chunk: Buffer): Promise<void> => {
@@ -309,7 +314,7 @@ export class S3Store implements BlobStore {
           offset += n;
           if (filled === this.partSize) {
             await parts.add(part); // waits while partConcurrency parts are in flight: memory stays bounded
-            part = Buffer.allocUnsafe(this.partSize);
+            part = parts.buffer();
             filled = 0;
           }
         }
@@ -424,7 +429,7 @@ export class S3Store implements BlobStore {
   async stageBlob(opts: Signalled = {}): Promise<StagedBlob> {
     const key = this.key(stagingKey(randomUUID()));
     const uploadId = await this.createMultipart(key, opts.signal);
-    const parts = new PartUploader(this.partSender(key, uploadId), this.partConcurrency, opts.signal);
+    const parts = new PartUploader(this.partSender(key, uploadId), this.partConcurrency, this.partSize, opts.signal);
     let state: 'open' | 'completing' | 'done' = 'open';
     const abort = async (): Promise<void> => {
       if (state !== 'open') return;

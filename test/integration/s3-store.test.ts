@@ -147,3 +147,29 @@ test('s3: wrong credentials are fatal at once (no retries), missing bucket and u
 test.after(async () => {
   for (const s of stores) await s.close();
 });
+
+test('a backend that stops answering: the idle socket times out and the request is retried; for good, TS_RETRY_EXHAUSTED naming the timeout', async () => {
+  const { startS3Proxy } = await import('../support/s3-proxy.js');
+  const bucket = await createTestBucket('idle');
+  const data = randomBytes(64 * 1024);
+  // The first PutObject gets no answer for 5 s; the store gives up on it after 300 ms of silence and retries.
+  const once = await startS3Proxy({ target: cfg.endpoint, faults: { rate: 1, kinds: ['delay'], delayMs: 5000, operations: ['PutObject'], limit: 1 } });
+  try {
+    const store = storeOn(bucket, { endpoint: once.url, idleTimeoutMs: 300 });
+    const out = await store.putBlob(digestOf(data), () => Readable.from([data]));
+    assert.equal(out.status, 'written');
+    assert.equal(store.retries, 1, 'one timed-out attempt, then success');
+    const back = Buffer.concat(await (await store.getBlob(digestOf(data))).toArray());
+    assert.ok(back.equals(data));
+  } finally {
+    await once.close();
+  }
+  const never = await startS3Proxy({ target: cfg.endpoint, faults: { rate: 1, kinds: ['delay'], delayMs: 60_000, operations: ['HeadObject'] } });
+  try {
+    const store = storeOn(bucket, { endpoint: never.url, idleTimeoutMs: 200, retry: { maxAttempts: 2, baseDelayMs: 1, maxDelayMs: 5 } });
+    await assert.rejects(store.statBlob(digestOf(data)), (e) => isTransshipError(e, 'TS_RETRY_EXHAUSTED') && /timed out/.test(e.message));
+    assert.equal(store.requestCounts().HeadObject, 2);
+  } finally {
+    await never.close();
+  }
+});
