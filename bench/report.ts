@@ -107,7 +107,17 @@ export async function writeResults(file: string, info: RunInfo, sections: Sectio
       if (old) blocks.push(old);
     }
   }
+  // Sections written by standalone benchmarks (bench/watch.ts) are not in `order`: keep them as they are.
+  for (const m of previous.matchAll(/<!-- section:([a-z-]+) -->[\s\S]*?<!-- \/section:\1 -->/g)) if (!(order as string[]).includes(m[1] ?? '')) blocks.push(m[0]);
   await writeFile(file, `${renderHeader(info, sections.map((s) => s.id))}\n${blocks.join('\n\n')}\n`);
+}
+
+/** Replaces (or appends) one marked section of RESULTS.md, leaving every other byte of the file alone. */
+export async function replaceSection(file: string, id: string, block: string): Promise<void> {
+  const previous = await readFile(file, 'utf8').catch(() => '');
+  const re = new RegExp(`<!-- section:${id} -->[\\s\\S]*?<!-- /section:${id} -->`);
+  const next = re.test(previous) ? previous.replace(re, () => block) : `${previous.replace(/\n*$/, '\n\n')}${block}\n`;
+  await writeFile(file, next);
 }
 
 // ---- formatting helpers shared by the groups ----

@@ -5,8 +5,8 @@
 // The state dir is ours to read, not to trust: an entry may be a symlink pointing anywhere, a file may be a FIFO
 // that would block a read, or hold megabytes of junk. So every directory is lstat'ed and a symlink is reported,
 // never followed; files are opened with O_NOFOLLOW|O_NONBLOCK and read up to a small cap.
-import { constants } from 'node:fs';
-import { lstat, open, readdir, readlink } from 'node:fs/promises';
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
+import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { throwIfAborted } from '../core/errors.js';
 import type { BlindSpot } from './procfs.js';
@@ -44,11 +44,16 @@ function errCode(err: unknown): string {
   return typeof code === 'string' ? code : 'EUNKNOWN';
 }
 
-/** Reads a small regular file without following a symlink or blocking on a FIFO; undefined when absent. */
-export async function readSmallFile(path: string, max = MAX_FILE): Promise<{ text?: string; problem?: string }> {
-  let fh;
+/**
+ * Reads a small regular file without following a symlink or blocking on a FIFO; undefined when absent.
+ * Synchronous on purpose: state-dir files live on tmpfs (/run), so a read is a memory copy, and the thread-pool
+ * round trips of fs/promises (open, fstat, read, close) cost more CPU than the reads (`transship watch` reads bundle
+ * files for every task it sees created).
+ */
+export function readSmallFileSync(path: string, max = MAX_FILE): { text?: string; problem?: string } {
+  let fd: number;
   try {
-    fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (err) {
     const c = errCode(err);
     if (c === 'ENOENT') return {};
@@ -56,17 +61,22 @@ export async function readSmallFile(path: string, max = MAX_FILE): Promise<{ tex
     return { problem: `unreadable (${c})` };
   }
   try {
-    const st = await fh.stat();
+    const st = fstatSync(fd);
     if (!st.isFile()) return { problem: 'not a regular file' };
     const buf = Buffer.alloc(Math.min(st.size, max) + 1);
-    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    const bytesRead = readSync(fd, buf, 0, buf.length, 0);
     if (bytesRead > max) return { problem: `larger than ${max} bytes` };
     return { text: buf.subarray(0, bytesRead).toString('utf8') };
   } catch (err) {
     return { problem: `unreadable (${errCode(err)})` };
   } finally {
-    await fh.close();
+    closeSync(fd);
   }
+}
+
+/** The same, for async callers. */
+export async function readSmallFile(path: string, max = MAX_FILE): Promise<{ text?: string; problem?: string }> {
+  return readSmallFileSync(path, max);
 }
 
 export function parseInitPid(text: string): number | undefined {

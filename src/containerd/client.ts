@@ -224,6 +224,16 @@ export class ContainerdClient {
   }
 
   /**
+   * The raw event stream, for a consumer on the hot path (`transship watch`): envelopes arrive as 'data' events with
+   * no async-iterator hops per message (each costs CPU at thousands of events). The caller cancels it; errors are
+   * grpc ServiceErrors (map them with fromGrpcError).
+   */
+  openEventStream(filters: string[]): grpc.ClientReadableStream<EnvelopeMessage> {
+    const m = method('containerd.services.events.v1.Events', 'Subscribe');
+    return this.client.makeServerStreamRequest<object, EnvelopeMessage>(m.path, m.requestSerialize, m.responseDeserialize as (b: Buffer) => EnvelopeMessage, { filters }, new grpc.Metadata(), {});
+  }
+
+  /**
    * containerd's event stream (all namespaces unless a filter says otherwise). Ends when the signal fires; the
    * stream is cancelled on the way out so no call outlives its consumer.
    */

@@ -271,12 +271,14 @@ describe('containerd watch on a real containerd', () => {
   });
 
   test('event flood faster than a slow exporter drains → bounded queues, drops counted, no crash, state repaired', async () => {
-    // A second watcher with a tiny queue behind an exporter that takes 300 ms per batch of 4 spans.
+    // A second watcher with a tiny queue behind an exporter that takes 1 s per batch of 2 spans during the flood
+    // (a lifecycle makes ~8 spans), and is instant afterwards so the repair can be watched.
+    let slowMs = 1000;
     const slow: SpanExporter = {
-      export: (spans, done) => void sleep(300).then(() => done({ code: 0 })),
+      export: (spans, done) => void sleep(slowMs).then(() => done({ code: 0 })),
       shutdown: async () => undefined,
     };
-    const spans = new BoundedSpanProcessor(slow, { capacity: 16, batchSize: 4, flushDelayMs: 10 });
+    const spans = new BoundedSpanProcessor(slow, { capacity: 16, batchSize: 2, flushDelayMs: 10 });
     const provider = new BasicTracerProvider({ spanProcessors: [spans] });
     const small = new Watcher({ address: c.address, stateDir: c.state, namespaces: [c.namespace], tracer: provider.getTracer('flood'), spans, queueCapacity: 8, checkIntervalMs: 1000, reconcileIntervalMs: 3_600_000, leakCheck: { delayMs: 100, timeoutMs: 2000 } });
     const ac = new AbortController();
@@ -291,6 +293,7 @@ describe('containerd watch on a real containerd', () => {
       assert.equal(await value(containerdWatchEventsDroppedTotal, { reason: 'queue_full' }), droppedBefore + s.eventsDropped);
       assert.ok(s.queueHighWater <= 8, 'the event queue never held more than its capacity');
       assert.ok(spans.backlog <= 16, 'the span queue never holds more than its capacity');
+      slowMs = 0;
       // Every flood container is gone; the reconcile after the drops closes whatever the lost events left open.
       await until('flood containers all closed', () => ids.every((id) => small.lifecycles.get(c.namespace, id) === undefined), 60_000);
       assert.ok(small.status().reconciles >= 2, 'a reconcile ran after the drops');

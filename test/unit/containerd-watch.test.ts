@@ -237,6 +237,34 @@ test('reconcile plan: adopts the unknown, closes what vanished, supplies missed 
   assert.deepEqual(planReconcile(view, h.lc.all()).events, []);
 });
 
+test('reconcile plan, periodic: a difference is acted on only when the next periodic reconcile sees it again', () => {
+  const h = harness();
+  tracked(h, 'old', 'running', 0);
+  const view: ApiView = { takenAt: 10_000, namespaces: [NS], containers: [{ namespace: NS, id: 'young', image: 'i', runtime: 'r', createdAt: 9_500 }], tasks: [] };
+  const first = planReconcile(view, h.lc.all(), { confirmed: new Set(), settleMs: 2000 });
+  assert.deepEqual(first.events, [], 'the delete events of "old" may still be in flight');
+  assert.deepEqual(first.adopt, [], 'the create events of "young" may still be in flight');
+  assert.deepEqual([...first.suspects].sort(), [`${NS}\u0000old`, `${NS}\u0000young`].sort());
+  const second = planReconcile({ ...view, takenAt: 40_000 }, h.lc.all(), { confirmed: first.suspects, settleMs: 2000 });
+  assert.deepEqual(second.events.map((e) => e.kind), ['task-exit', 'container-delete']);
+  assert.deepEqual(second.adopt.map((a) => a.container.id), ['young']);
+});
+
+test('lifecycle: late events of a container a reconcile already closed do not open a second trace', () => {
+  const h = harness();
+  tracked(h, 'c1', 'running', Date.now() - 100);
+  const t = Date.now() - 50;
+  h.lc.apply({ kind: 'container-delete', namespace: NS, id: 'c1', at: t, reconciled: true });
+  h.lc.leakChecked({ target: { namespace: NS, id: 'c1', info: info('c1'), groupStillServing: false }, report: released, findings: [], shimGoneAfterMs: 1, checkedAfterMs: 1 });
+  assert.equal(h.lc.size, 0);
+  h.lc.apply(ev('task-exit', t - 10, { execId: 'c1', pid: 42, exitStatus: 0, exitedAt: t - 10 }));
+  h.lc.apply(ev('task-delete', t - 5, { pid: 42, exitStatus: 0 }));
+  assert.equal(h.lc.size, 0, 'late events were ignored');
+  assert.equal(h.names('c1').filter((n) => n === 'containerd.container').length, 1);
+  h.lc.apply(ev('container-create', Date.now(), { image: 'i', runtime: 'r' }));
+  assert.equal(h.lc.size, 1, 'a new container of the same id is a new life');
+});
+
 test('span export: a slow exporter fills the bounded span queue, drops are counted, waitBelow() pushes back', async () => {
   let exporting = 0;
   const spans = new BoundedSpanProcessor({ export: (b, done) => void sleep(30).then(() => { exporting += b.length; done({ code: 0 }); }), shutdown: async () => undefined }, { capacity: 4, batchSize: 2, flushDelayMs: 1 });

@@ -3,9 +3,9 @@
 // those really gone). Reads are targeted — a handful of files per task, never a walk of /proc — so following a node
 // that starts containers at full speed stays cheap. The doctor's readers and parsers are reused; nothing here
 // trusts the state dir more than the doctor does (no symlink is followed, files are size-capped).
-import { lstatSync, readFileSync, statSync } from 'node:fs';
+import { lstatSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { TASK_DIR, readSmallFile } from '../bundles.js';
+import { TASK_DIR, readSmallFileSync } from '../bundles.js';
 import type { GatherOptions } from '../gather.js';
 import { parseCmdline, parseMountinfo, parseNetUnix, parseStat } from '../procfs.js';
 import { DEFAULT_RUNC_ROOT } from '../runc-state.js';
@@ -65,7 +65,7 @@ export interface HostProbe {
   fallbackInfo(namespace: string, id: string): TaskHostInfo;
 }
 
-const CGROUP_V1 = ['memory', 'pids', 'cpu', 'cpuacct', 'cpuset', 'blkio', 'devices', 'freezer', 'systemd', 'hugetlb'];
+const CGROUP_V1 = ['memory', 'pids', 'cpu', 'cpuacct', 'cpuset', 'blkio', 'devices', 'freezer', 'systemd', 'hugetlb', 'net_cls', 'perf_event', 'unified'];
 
 /** systemd's slice naming: `a-b-c.slice` lives at `a.slice/a-b.slice/a-b-c.slice`. */
 export function expandSlice(slice: string): string {
@@ -106,6 +106,7 @@ export class LinuxHost implements HostProbe {
   private readonly runcRoot: string;
   private readonly cgroupV2: boolean;
   private readonly stateDir: string;
+  private readonly v1Roots: string[];
 
   constructor(opts: HostOptions) {
     this.address = opts.address.replace(/^unix:\/\//, '');
@@ -115,6 +116,21 @@ export class LinuxHost implements HostProbe {
     this.cgroupRoot = opts.cgroupRoot ?? '/sys/fs/cgroup';
     this.runcRoot = opts.runcRoot ?? DEFAULT_RUNC_ROOT;
     this.cgroupV2 = exists(join(this.cgroupRoot, 'cgroup.controllers'));
+    // v1: only the hierarchies mounted here, each once (cpu and cpuacct are usually one hierarchy behind two names),
+    // so a post-delete check costs one lstat per real hierarchy.
+    const seen = new Set<string>();
+    this.v1Roots = this.cgroupV2
+      ? []
+      : CGROUP_V1.map((c) => join(this.cgroupRoot, c)).filter((dir) => {
+          try {
+            const real = realpathSync(dir);
+            if (seen.has(real)) return false;
+            seen.add(real);
+            return statSync(real).isDirectory();
+          } catch {
+            return false;
+          }
+        });
   }
 
   private stat(pid: number): { state: string; ppid: number; startTime: number } | undefined {
@@ -162,7 +178,7 @@ export class LinuxHost implements HostProbe {
     } catch {
       bundleWrittenAt = undefined; // already deleted (a fast lifecycle, or the watcher lagging): no start time
     }
-    const spec = await readSmallFile(join(bundle, 'config.json'), 4 * 1024 * 1024);
+    const spec = readSmallFileSync(join(bundle, 'config.json'), 4 * 1024 * 1024);
     let annotations: Record<string, unknown> | undefined;
     let cgroupsPath = '';
     if (spec.text !== undefined) {
@@ -176,7 +192,7 @@ export class LinuxHost implements HostProbe {
     }
     const groupId = shimGroupId(id, annotations);
     // The shim writes its address into the bundle (1.x); trust it only when it parses as a path in the socket dir.
-    const addr = await readSmallFile(join(bundle, 'address'));
+    const addr = readSmallFileSync(join(bundle, 'address'));
     const parsed = addr.text !== undefined ? parseShimAddress(addr.text) : undefined;
     const socket = parsed?.kind === 'path' && parsed.path.startsWith(this.socketDir + '/') ? parsed.path : shimSocketPath(this.address, namespace, groupId, this.socketDir);
     // Without a readable spec, guess ctr's `/<ns>/<id>`: a wrong guess only misses a leak, it never invents one.
@@ -194,7 +210,7 @@ export class LinuxHost implements HostProbe {
   }
 
   private cgroupDirs(rel: string): string[] {
-    return this.cgroupV2 ? [join(this.cgroupRoot, rel)] : CGROUP_V1.map((c) => join(this.cgroupRoot, c, rel));
+    return this.cgroupV2 ? [join(this.cgroupRoot, rel)] : this.v1Roots.map((root) => join(root, rel));
   }
 
   fallbackInfo(namespace: string, id: string): TaskHostInfo {

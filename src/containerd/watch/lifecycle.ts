@@ -77,8 +77,13 @@ function observe(phase: string, fromMs: number | undefined, toMs: number): void 
   containerdWatchPhaseDurationSeconds.observe({ phase }, (toMs - fromMs) / 1000);
 }
 
+/** How long late events of a closed container are ignored (instead of opening a second trace for it). */
+const CLOSED_MEMORY_MS = 60_000;
+
 export class Lifecycles {
   private readonly tracks = new Map<string, ContainerTrack>();
+  /** Recently closed containers → when (insertion-ordered, so pruning stops at the first young entry). */
+  private readonly closed = new Map<string, number>();
 
   constructor(
     private readonly tracer: Tracer,
@@ -168,8 +173,11 @@ export class Lifecycles {
       this.step(c, 'containerd.container.create', ev.at, ev.at, { 'container.image.name': ev.image, 'containerd.runtime': ev.runtime, ...r });
       return c;
     }
-    // Every other event names a container we may not have seen created (watcher started later, or a dropped event).
-    const c = this.get(ev.namespace, ev.id) ?? (ev.kind === 'container-delete' ? undefined : this.open(ev.namespace, ev.id, ev.at, { observed: false }));
+    // Every other event names a container we may not have seen created (watcher started later, or a dropped event) —
+    // or one a reconcile just closed, whose own events were still in flight: those are late, not new.
+    const existing = this.get(ev.namespace, ev.id);
+    if (!existing && (ev.kind === 'container-delete' || this.recentlyClosed(trackKey(ev.namespace, ev.id), ev.at))) return undefined;
+    const c = existing ?? this.open(ev.namespace, ev.id, ev.at, { observed: false });
     if (!c) return undefined;
     c.lastEventAt = Math.max(c.lastEventAt, ev.at);
     const t = c.task;
@@ -309,9 +317,22 @@ export class Lifecycles {
     if (c.deletedAt === undefined || c.leakCheckPending) return;
     if (c.task?.shimDied) c.root.setStatus({ code: SpanStatusCode.ERROR, message: 'shim died' });
     c.root.end(Math.max(c.deletedAt, c.lastStepAt));
-    this.tracks.delete(trackKey(c.namespace, c.id));
+    const key = trackKey(c.namespace, c.id);
+    this.tracks.delete(key);
+    this.closed.delete(key);
+    this.closed.set(key, Date.now());
+    for (const [k, at] of this.closed) {
+      if (Date.now() - at < CLOSED_MEMORY_MS) break;
+      this.closed.delete(k);
+    }
     containerdWatchContainersTracked.set(this.tracks.size);
     this.hooks.ended?.(c);
+  }
+
+  private recentlyClosed(key: string, eventAt: number): boolean {
+    const at = this.closed.get(key);
+    // An event published before the close (containerd's clock) is late; one published well after is a new life.
+    return at !== undefined && eventAt <= at + 1000 && Date.now() - at < CLOSED_MEMORY_MS;
   }
 
   /** Ends every open trace (shutdown), marking them unfinished, so an exporter flush still sends them. */

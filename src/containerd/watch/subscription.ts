@@ -6,7 +6,7 @@
 // (who reconciles what it missed), then read until the stream breaks. A session that failed before it was
 // established is retried with growing delays; a session that was established and then lost starts a fresh retry,
 // so a containerd restart after a week of uptime is retried from the base delay, not from the cap.
-import type { ContainerdClient, EnvelopeMessage } from '../client.js';
+import { fromGrpcError, type ContainerdClient, type EnvelopeMessage } from '../client.js';
 import { TransshipError, errorSummary } from '../../core/errors.js';
 import { classify, retry, type Verdict } from '../../core/retry.js';
 import { log } from '../../telemetry/log.js';
@@ -45,22 +45,25 @@ export async function runSubscription(o: SubscriptionOptions): Promise<void> {
     try {
       await retry(
         async ({ signal }) => {
-          const session = new AbortController();
-          const onAbort = (): void => session.abort(signal.reason);
+          const stream = o.client.openEventStream(o.filters);
+          const onAbort = (): void => stream.cancel();
           signal.addEventListener('abort', onAbort, { once: true });
           try {
-            const iter = o.client.subscribe(o.filters, { signal: session.signal })[Symbol.asyncIterator]();
-            // Starts the stream now; its first result is awaited after the Version call proved the channel.
-            const first = iter.next();
-            first.catch(() => undefined); // observed below; this only keeps an early failure from being "unhandled"
-            await o.client.version({ signal: session.signal });
+            // Envelopes go to the caller straight from the stream's 'data' events: no per-message promise hops.
+            const ended = new Promise<never>((_, reject) => {
+              stream.on('data', (env: EnvelopeMessage) => o.onEvent(env));
+              stream.on('error', (err: unknown) => reject(fromGrpcError(err, 'containerd Events/Subscribe')));
+              stream.on('end', () => reject(new TransshipError('TS_CONTAINERD_UNREACHABLE', 'containerd ended the event stream')));
+            });
+            ended.catch(() => undefined); // observed below; this only keeps an early failure from being "unhandled"
+            // containerd sends no stream headers until the first event: a Version call on the same channel proves it.
+            await Promise.race([o.client.version({ signal }), ended]);
             established = true;
             o.onSubscribed({ resumed });
-            for (let r = await first; !r.done; r = await iter.next()) o.onEvent(r.value);
-            throw new TransshipError('TS_CONTAINERD_UNREACHABLE', 'containerd ended the event stream');
+            await ended;
           } finally {
             signal.removeEventListener('abort', onAbort);
-            session.abort(); // cancels the stream whatever happened
+            stream.cancel(); // whatever happened, no stream outlives the session
           }
         },
         {

@@ -99,6 +99,8 @@ export class Watcher {
   private reconciles = 0;
   private lastReconcileAt: number | undefined;
   private dropsSinceReconcile = 0;
+  /** Differences the last periodic reconcile saw, acted on if the next one sees them again. */
+  private suspects = new Set<string>();
   private findingCount = 0;
 
   constructor(private readonly opts: WatchOptions) {
@@ -175,7 +177,7 @@ export class Watcher {
     try {
       await runSubscription({
         client: this.client,
-        filters: this.namespaces ? [...this.namespaces].map((ns) => `namespace==${ns}`) : [],
+        filters: eventFilters(this.namespaces),
         signal: stop.signal,
         baseDelayMs: this.opts.retry?.baseDelayMs,
         maxDelayMs: this.opts.retry?.maxDelayMs,
@@ -286,10 +288,14 @@ export class Watcher {
       if (c?.task && !c.task.shimDied) this.shimDied(c, c.task, 'the shim was already gone when containerd reported the exit');
     }
     const c = this.lifecycles.apply(ev, info);
-    if (c && ev.kind !== 'other') {
+    // Level checks first: building the fields object for every event costs more than the rest of the intake.
+    if (c && ev.kind !== 'other' && log.isLevelEnabled('debug')) {
       const t = c.task;
       log.debug({ containerId: c.id, namespace: c.namespace, event: ev.kind, shimPid: t?.host?.shim?.pid, socket: t?.host?.socket, reconciled: ev.reconciled === true }, `containerd ${ev.kind}`);
-      if (ev.kind === 'task-oom') log.warn({ containerId: c.id, namespace: c.namespace, shimPid: t?.host?.shim?.pid, socket: t?.host?.socket, pid: t?.pid }, 'container OOM kill');
+    }
+    if (c && ev.kind === 'task-oom') {
+      const t = c.task;
+      log.warn({ containerId: c.id, namespace: c.namespace, shimPid: t?.host?.shim?.pid, socket: t?.host?.socket, pid: t?.pid }, 'container OOM kill');
     }
   }
 
@@ -383,7 +389,8 @@ export class Watcher {
       if (ev !== undefined) await this.apply(ev);
     }
     const reconciled = why !== 'initial';
-    const plan = planReconcile(view, this.lifecycles.all());
+    const plan = planReconcile(view, this.lifecycles.all(), { confirmed: why === 'periodic' ? this.suspects : undefined });
+    this.suspects = plan.suspects;
     for (const a of plan.adopt) {
       const c = this.lifecycles.adopt(a.container.namespace, a.container.id, a.container.createdAt ?? view.takenAt, { image: a.container.image, runtime: a.container.runtime, reconciled });
       if (a.task) await this.adoptTask(c, a.task, view.takenAt);
@@ -407,6 +414,17 @@ export class Watcher {
     // The bundle's config.json dates the create, so a task adopted while stuck in CREATED is judged by its real age.
     this.lifecycles.adoptTask(c, { pid: task.pid, status: state, at: info?.bundleWrittenAt ?? at, ...(state === 'exited' ? { exitStatus: task.exitStatus, exitedAt: task.exitedAt } : {}) }, info);
   }
+}
+
+/**
+ * containerd-side filters: only the task and container topics (snapshot, image, content and namespace events are a
+ * quarter of a lifecycle's events and every event costs the watcher a wakeup), and only the followed namespaces.
+ * containerd ORs the list and ANDs the comma-separated parts of one filter.
+ */
+export function eventFilters(namespaces: Set<string> | undefined): string[] {
+  const topics = ['topic~="^/tasks/"', 'topic~="^/containers/"'];
+  if (!namespaces) return topics;
+  return [...namespaces].flatMap((ns) => topics.map((t) => `namespace==${JSON.stringify(ns)},${t}`));
 }
 
 function definedOnly<T extends object>(o: T): Partial<T> {
