@@ -177,7 +177,7 @@ export const containerdWatchSpansDroppedTotal = new Counter({
 });
 export const containerdWatchPhaseDurationSeconds = new Histogram({
   name: 'containerd_watch_phase_duration_seconds',
-  help: 'Duration of container lifecycle phases (prepare, task_create, created, running, exited, shim_shutdown, container_delete, lifetime).',
+  help: 'Duration of container lifecycle phases (prepare, task_create, created, running, exited, container_delete, lifetime), from containerd event timestamps.',
   labelNames: ['phase'] as const,
   buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 86400],
   ...reg,
