@@ -23,6 +23,7 @@ interface ServeFlags extends GlobalOptions {
   allowDelete?: boolean;
   uploadDir?: string;
   maxBody?: string;
+  redirect?: boolean;
   hashPassword?: boolean;
 }
 
@@ -58,6 +59,7 @@ export function registerServe(program: Command): void {
     .option('--allow-delete', 'allow DELETE of manifests, tags and blob links')
     .option('--upload-dir <dir>', 'where upload sessions are spooled (default: the OS temp dir)')
     .option('--max-body <bytes>', 'largest blob a client may upload (413 above)')
+    .option('--redirect', 'S3 stores: answer blob GETs with a redirect to a presigned URL (clients must reach the S3 endpoint)')
     .option('--hash-password', 'read a password on stdin, print its {SSHA256} hash for serve.auth.users / htpasswd, exit')
     .action(async (flags: ServeFlags, cmd: Command) =>
       runCommand(cmd, flags, async ({ signal }) => {
@@ -83,6 +85,8 @@ export function registerServe(program: Command): void {
         const regions = !flags.store && config.regions ? Regions.fromConfig(config) : undefined;
         const store = regions ? regions.homeStore : openStore(location, { config, region });
         const placed = regions ? new PlacedReader(regions, Rules.fromConfig(config)) : undefined;
+        const redirect = flags.redirect || serve.redirect ? { expiresInSeconds: serve.redirect?.expiresInSeconds ?? 1200 } : undefined;
+        if (redirect && !store.blobUrl) throw new TransshipError('TS_USAGE', `--redirect (serve.redirect) needs an S3 store; ${store.name} cannot hand out URLs`);
         const meta = metaStoreFor(store);
         // `dr` rules are eager: a push is replicated right after it is answered, one bounded pass at a time; a kick
         // lost to a crash is picked up by the next push or `transship replicate` (the replicator is idempotent).
@@ -99,6 +103,7 @@ export function registerServe(program: Command): void {
             maxManifestBytes: serve.maxManifestBytes,
             uploadIdleSeconds: serve.uploadIdleSeconds,
             streamUploadsAfterBytes: serve.streamUploadsAfterBytes,
+            redirect,
             allowDelete: flags.allowDelete ?? serve.allowDelete,
             blobLinks: serve.blobLinks,
             auth: serve.auth,

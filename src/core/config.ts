@@ -46,6 +46,11 @@ const serveSchema = z
     uploadIdleSeconds: positiveInt.optional(),
     /** S3 stores: sessions past this many bytes stream to S3 while they arrive (default 32 MiB; 0 = off). */
     streamUploadsAfterBytes: z.number().int().min(0).optional(),
+    /**
+     * S3 stores: answer blob GETs with a redirect to a presigned URL (clients must reach the S3 endpoint); the
+     * URL stays valid for expiresInSeconds (default 1200).
+     */
+    redirect: z.object({ expiresInSeconds: z.number().int().min(1).max(604800).optional() }).strict().optional(),
     /** Allow DELETE of manifests, tags and blob links (405 UNSUPPORTED otherwise). */
     allowDelete: z.boolean().optional(),
     /** Record blob→repository links (default: on when auth is configured). */

@@ -2,7 +2,7 @@
 // linked to (uploaded or mounted there, or referenced by one of its manifests): knowing a digest from another
 // repository is not enough to read it.
 import type { ByteRange } from '../store/contract.js';
-import { registryServedBytesTotal } from '../telemetry/metrics.js';
+import { blobReadsTotal, registryBlobRedirectsTotal, registryServedBytesTotal } from '../telemetry/metrics.js';
 import { RegistryError } from './errors.js';
 import type { Call } from './context.js';
 
@@ -39,8 +39,19 @@ export async function getBlob(call: Call): Promise<void> {
   const { name, digest } = call.target;
   if (ctx.auth && !(await ctx.links.isBlobLinked(name, digest, signal))) throw blobUnknown(digest);
   // Home region first; with regions configured, a miss is a lazy fetch from the region that holds the blob.
-  const info = (await ctx.stat(digest, signal)) ?? (await ctx.placed?.locate(digest, { signal, skipHome: true }))?.info;
+  const local = await ctx.stat(digest, signal);
+  const info = local ?? (await ctx.placed?.locate(digest, { signal, skipHome: true }))?.info;
   if (!info) throw blobUnknown(digest);
+  // Redirect mode: a blob in the home store is fetched by the client from the store itself (presigned URL), so
+  // its bytes never pass through this instance. Checks above (auth, presence) still decide what the client sees;
+  // blobs elsewhere take the lazy-fetch path below.
+  if (call.method === 'GET' && local && ctx.redirect && ctx.store.blobUrl) {
+    const url = await ctx.store.blobUrl(digest, { expiresInSeconds: ctx.redirect.expiresInSeconds });
+    registryBlobRedirectsTotal.inc();
+    if (ctx.placed) blobReadsTotal.inc({ location: 'local' });
+    reply.code(307).header('location', url).header('docker-content-digest', digest).header('content-length', '0').send();
+    return;
+  }
   reply.header('docker-content-digest', digest).header('accept-ranges', 'bytes').header('etag', `"${digest}"`).type('application/octet-stream');
   const range = parseRange(call.request.headers.range, info.size);
   if (call.method === 'HEAD') {

@@ -36,6 +36,11 @@ export interface RegistryOptions {
    * i.e. S3). Default 32 MiB (the S3 store's multipart threshold); 0 turns streaming off.
    */
   streamUploadsAfterBytes?: number | undefined;
+  /**
+   * Answer blob GETs with a 307 to a presigned store URL (stores with blobUrl, i.e. S3), as Distribution does by
+   * default: clients must reach the store's endpoint. Off by default.
+   */
+  redirect?: { expiresInSeconds: number } | undefined;
   /** How long "blob present" answers are reused (ms, default 30 s; 0 = never). Must stay below any GC grace. */
   presenceTtlMs?: number | undefined;
 }
@@ -55,6 +60,7 @@ export class RegistryContext {
   readonly allowDelete: boolean;
   readonly placed: PlacedReader | undefined;
   readonly maxManifestBytes: number;
+  readonly redirect: { expiresInSeconds: number } | undefined;
   private readonly presence: TtlCache<BlobInfo>;
   private readonly presenceTtl: number;
 
@@ -71,6 +77,7 @@ export class RegistryContext {
     this.allowDelete = opts.allowDelete ?? false;
     this.placed = opts.placed;
     this.maxManifestBytes = opts.maxManifestBytes ?? 4 * 1024 * 1024;
+    this.redirect = opts.redirect;
     this.presenceTtl = opts.presenceTtlMs ?? 30_000;
     this.presence = new TtlCache(this.presenceTtl);
   }

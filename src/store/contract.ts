@@ -69,6 +69,8 @@ export interface BlobStore {
    * `source` may be called more than once (retries) and must return a fresh stream each time.
    */
   putBlob(digest: string, source: () => Readable | Promise<Readable>, opts?: PutBlobOptions): Promise<PutOutcome>;
+  /** Optional (S3): a URL a client can GET the blob from directly for `expiresInSeconds` (presigned). */
+  blobUrl?(digest: string, opts: { expiresInSeconds: number }): Promise<string>;
   /** Optional (S3): starts a staged blob, see StagedBlob. Stores without it are written with putBlob only. */
   stageBlob?(opts?: Signalled): Promise<StagedBlob>;
   /** Optional, with stageBlob: removes staged uploads older than `olderThanMs` that a crashed process left. */

@@ -25,6 +25,7 @@ import {
   type ListObjectsV2CommandOutput,
 } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { TransshipError, cancelledError, throwIfAborted } from '../core/errors.js';
 import { VerifyingStream, parseDigest, type Digest } from '../core/digest.js';
 import { RetryBudget, type RetryOptions } from '../core/retry.js';
@@ -117,12 +118,15 @@ export class S3Store implements BlobStore {
     this.client.middlewareStack.add(
       (next, context) => async (args) => {
         const op = (context.commandName ?? 'Unknown').replace(/Command$/, '');
-        this.counts[op] = (this.counts[op] ?? 0) + 1;
         try {
           const out = await next(args);
+          // Presigning (blobUrl) runs the same stack but sends nothing: not a request.
+          if ((out.output as { presigned?: unknown }).presigned !== undefined) return out;
+          this.counts[op] = (this.counts[op] ?? 0) + 1;
           s3RequestsTotal.inc({ store: this.name, operation: op, outcome: 'ok' });
           return out;
         } catch (err) {
+          this.counts[op] = (this.counts[op] ?? 0) + 1;
           s3RequestsTotal.inc({ store: this.name, operation: op, outcome: 'error' });
           throw err;
         }
@@ -219,6 +223,15 @@ export class S3Store implements BlobStore {
         throw err;
       }
     }, d.value);
+  }
+
+  /**
+   * A presigned GET URL for the blob (for registries that redirect pulls to S3, as Distribution does by default).
+   * Signing is local: no request is sent, and nothing checks that the blob exists.
+   */
+  async blobUrl(digest: string, opts: { expiresInSeconds: number }): Promise<string> {
+    const key = this.key(blobKey(digest));
+    return getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.bucket, Key: key }), { expiresIn: opts.expiresInSeconds });
   }
 
   async putBlob(digest: string, source: () => Readable | Promise<Readable>, opts: PutBlobOptions = {}): Promise<PutOutcome> {

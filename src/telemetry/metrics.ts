@@ -151,6 +151,11 @@ export const registryServedBytesTotal = new Counter({
   help: 'Blob bytes sent to registry clients.',
   ...reg,
 });
+export const registryBlobRedirectsTotal = new Counter({
+  name: 'registry_blob_redirects_total',
+  help: 'Blob GETs answered with a redirect to a presigned store URL (serve.redirect), so the bytes bypassed this instance.',
+  ...reg,
+});
 
 // --- containerd watch (`transship watch`, src/containerd/watch) ---
 export const containerdWatchEventsTotal = new Counter({
