@@ -185,7 +185,7 @@ export async function runPlacement(ctx: BenchContext): Promise<Section> {
 
   const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
   const pct = (a: number, b: number) => (b === 0 ? '—' : `${((a / b) * 100).toFixed(1)}%`);
-  const fewer = (a: number, b: number) => `${((1 - a / b) * 100).toFixed(0)}% fewer`;
+  const fewer = (a: number, b: number) => (a <= b ? `${((1 - a / b) * 100).toFixed(0)}% fewer` : `${((a / b - 1) * 100).toFixed(0)}% more`);
   const rows: Row[] = [];
   const table: string[] = [
     '| catalog | strategy | cross-region bytes | vs replicate-everything | S3 requests | popular reads local | all reads local | stored outside home |',
