@@ -97,10 +97,14 @@ const c = await startContainerd();
 const ctrd = containerdPid(c.dir);
 // WATCH_BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof' profiles the watcher (SIGTERM lets it write the profile).
 const nodeArgs = (process.env.WATCH_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+const nodeArgsNote = nodeArgs.length > 0 ? ` with node ${nodeArgs.join(' ')}` : ' with node defaults';
 const watcher = spawn(process.execPath, [...nodeArgs, entry, 'watch', '--address', c.address, '--state', c.state, '--namespace', c.namespace, '--listen', '127.0.0.1:0', ...(otlp ? ['--otlp-endpoint', `http://127.0.0.1:${sinkPort}`] : [])], {
   env: { ...process.env, TRANSSHIP_CONFIG: '', TRANSSHIP_LOG_LEVEL: 'warn' },
   stdio: ['ignore', 'ignore', 'pipe'],
 });
+// Peer, same run, same events: containerd's own Go client (`ctr events`, output to /dev/null) subscribed beside the
+// watcher. It only receives and prints; what it costs is the floor for any subscriber on this machine.
+const peer = spawn('ctr', ['--address', c.address, 'events'], { stdio: ['ignore', 'ignore', 'ignore'] });
 let stderr = '';
 watcher.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
 
@@ -124,6 +128,7 @@ try {
 
   const load0 = loadavg()[0] ?? 0;
   const w0 = cpuMs(watcher.pid!);
+  const p0 = cpuMs(peer.pid!);
   const threads0 = threadCpuMs(watcher.pid!);
   const c0 = cpuMs(ctrd);
   const t0 = performance.now();
@@ -147,6 +152,7 @@ try {
   }, 120_000);
   const lagMs = performance.now() - t0 - workloadMs;
   const w1 = cpuMs(watcher.pid!);
+  const p1 = cpuMs(peer.pid!);
   const threads1 = threadCpuMs(watcher.pid!);
   const byThread = [...threads1].map(([k, v]) => [k, v - (threads0.get(k) ?? 0)] as const).filter(([, v]) => v > 0).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${(v / 1000).toFixed(2)} s`).join(', ');
   const c1 = cpuMs(ctrd);
@@ -155,6 +161,8 @@ try {
   const lifetimes = Number(/containerd_watch_phase_duration_seconds_count\{phase="lifetime"\} (\d+)/.exec(metrics)?.[1] ?? NaN);
   const leakClean = Number(/containerd_watch_leak_checks_total\{result="clean"\} (\d+)/.exec(metrics)?.[1] ?? 0);
   const peakKb = statusKb(watcher.pid!, 'VmHWM');
+  const found = ((await (await fetch(`${base}/findings`)).json()) as { findings: Array<{ code: string; containerId?: string }> }).findings;
+  const findingCodes = [...new Set(found.map((f) => f.code))].map((code) => `${code} ×${found.filter((f) => f.code === code).length}`).join(', ') || 'none';
   watcher.kill('SIGTERM');
   await new Promise((r) => watcher.on('exit', r));
   const roots = spanCounts.get('containerd.container') ?? 0;
@@ -163,13 +171,15 @@ try {
   const watcherCpu = w1 - w0;
   const ctrdCpu = c1 - c0;
   const pct = (100 * watcherCpu) / ctrdCpu;
+  const peerPct = (100 * (p1 - p0)) / ctrdCpu;
   const keepsUp = caughtUp.eventsDropped === 0 && lifetimes === N - failed;
   const rows = [
     ['lifecycles run (`ctr run --rm … true`, concurrency ' + CONCURRENCY + ')', `${N - failed} ok, ${failed} failed, in ${(workloadMs / 1000).toFixed(1)} s (${((N - failed) / (workloadMs / 1000)).toFixed(1)}/s)`, '—', '—'],
     ['watcher keeps up: events dropped / deepest queue seen / traces closed', `${caughtUp.eventsDropped} / ${caughtUp.queueHighWater} of ${caughtUp.queueCapacity} / ${lifetimes}`, `0 dropped, all ${N - failed} closed`, keepsUp ? '✅ yes' : '❌ **no**'],
     ['catch-up after the last lifecycle finished (last leak check included)', `${(lagMs / 1000).toFixed(2)} s`, '—', '—'],
     ['watcher CPU ÷ containerd daemon CPU over the workload', `${(watcherCpu / 1000).toFixed(1)} s ÷ ${(ctrdCpu / 1000).toFixed(1)} s = ${pct.toFixed(1)} %`, '< 5 %', pct < 5 ? '✅ yes' : '❌ **no**'],
-    ['watcher peak RSS (VmHWM, compiled dist/, OTLP export on)', `${(peakKb / 1024).toFixed(1)} MiB (idle after start: ${(rssIdleKb / 1024).toFixed(1)} MiB)`, '< 100 MB', peakKb * 1024 < 100e6 ? '✅ yes' : '❌ **no**'],
+    ['peer: `ctr events` (Go, receives and prints the same events) CPU ÷ containerd daemon CPU', `${((p1 - p0) / 1000).toFixed(1)} s ÷ ${(ctrdCpu / 1000).toFixed(1)} s = ${peerPct.toFixed(1)} % (watcher ÷ peer: ${((w1 - w0) / (p1 - p0)).toFixed(1)}×)`, 'report', '—'],
+    [`watcher peak RSS (VmHWM, compiled dist/, OTLP export ${otlp ? 'on' : 'off'}${nodeArgsNote})`, `${(peakKb / 1024).toFixed(1)} MiB (idle after start: ${(rssIdleKb / 1024).toFixed(1)} MiB)`, '< 100 MB', peakKb * 1024 < 100e6 ? '✅ yes' : '❌ **no**'],
     ['spans exported (sink count) / roots', `${totalSpans} / ${roots} in ${otlpRequests} OTLP requests`, `${N - failed} roots`, '—'],
   ];
   const judged = rows.filter((r) => r[3] !== '—');
@@ -188,7 +198,7 @@ try {
     '| --- | --- | --- | --- |',
     ...rows.map((r) => `| ${r.join(' | ')} |`),
     '',
-    `Spans by name: ${[...spanCounts.entries()].sort().map(([k, v]) => `${k} ${v}`).join(', ')}. Findings during the run: ${caughtUp.findings}; leak checks clean: ${leakClean}. Watcher CPU by thread: ${byThread}.`,
+    `Spans by name: ${[...spanCounts.entries()].sort().map(([k, v]) => `${k} ${v}`).join(', ')}. Findings during the run: ${findingCodes}; leak checks clean: ${leakClean}. Watcher CPU by thread: ${byThread}.`,
     '',
     '<!-- /section:watch -->',
   ];
@@ -199,6 +209,7 @@ try {
   }
 } finally {
   if (watcher.exitCode === null) watcher.kill('SIGKILL');
+  peer.kill('SIGKILL');
   sink.close();
   await c.stop();
 }

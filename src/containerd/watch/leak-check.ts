@@ -5,8 +5,9 @@
 //
 // Why a delay and re-checks: after TaskDelete the shim still has to exit and unlink its socket, which takes a few
 // milliseconds to a second. The check runs at `delayMs`, and whatever is not released yet is re-checked with
-// doubling intervals until `timeoutMs`; only what is still there then is a leak. One interval timer serves every
-// pending check, so a burst of deletes never creates a burst of timers.
+// doubling intervals until `timeoutMs`; only what is still there then is a leak. One timer, armed for the earliest
+// due check, serves every pending one: a burst of deletes never creates a burst of timers, and a node with steady
+// churn is not woken up more often than checks are due (each wakeup costs CPU).
 import type { Finding, FindingCode } from '../findings.js';
 import { FINDING_CODES } from '../findings.js';
 import type { HostProbe, ReleaseReport, ReleaseTarget } from './host.js';
@@ -79,6 +80,7 @@ interface Pending {
 export class LeakChecker {
   private readonly pending = new Map<string, Pending>();
   private timer: NodeJS.Timeout | undefined;
+  private timerAt = Number.POSITIVE_INFINITY;
 
   constructor(
     private readonly host: HostProbe,
@@ -95,7 +97,23 @@ export class LeakChecker {
   schedule(target: ReleaseTarget, deletedAt = this.now()): void {
     const first = Math.min(this.opts.delayMs, this.opts.timeoutMs);
     this.pending.set(`${target.namespace}\u0000${target.id}`, { target, deletedAt, nextAt: deletedAt + first, intervalMs: Math.max(50, first), shimGoneAfterMs: undefined });
-    this.timer ??= setInterval(() => this.tick(), 100);
+    this.arm();
+  }
+
+  /** (Re)arms the one timer for the earliest due check, unless one already fires no later than that. */
+  private arm(): void {
+    let earliest = Number.POSITIVE_INFINITY;
+    for (const p of this.pending.values()) earliest = Math.min(earliest, p.nextAt);
+    if (earliest === Number.POSITIVE_INFINITY) return this.stopTimer();
+    // Checks due within 50 ms of each other share a wakeup.
+    const at = Math.max(earliest, this.now()) + 20;
+    if (this.timer && this.timerAt <= at) return;
+    this.stopTimer();
+    this.timerAt = at;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.tick();
+    }, at - this.now());
     this.timer.unref();
   }
 
@@ -103,7 +121,7 @@ export class LeakChecker {
   tick(): void {
     const now = this.now();
     for (const [key, p] of this.pending) {
-      if (p.nextAt > now) continue;
+      if (p.nextAt > now + 20) continue;
       const report = this.host.released(p.target);
       if (p.shimGoneAfterMs === undefined && report.shimExited === true) p.shimGoneAfterMs = now - p.deletedAt;
       const timedOut = now - p.deletedAt >= this.opts.timeoutMs;
@@ -115,12 +133,13 @@ export class LeakChecker {
       p.intervalMs *= 2;
       p.nextAt = Math.min(now + p.intervalMs, p.deletedAt + this.opts.timeoutMs);
     }
-    if (this.pending.size === 0) this.stopTimer();
+    this.arm();
   }
 
   private stopTimer(): void {
-    if (this.timer) clearInterval(this.timer);
+    if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
+    this.timerAt = Number.POSITIVE_INFINITY;
   }
 
   /** Drops pending checks and the timer (watcher shutdown). */

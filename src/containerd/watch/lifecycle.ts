@@ -36,6 +36,7 @@ export interface TaskTrack {
   host?: TaskHostInfo | undefined;
   /** Stuck/dead detection bookkeeping (stuck.ts). */
   initGoneSince?: number | undefined;
+  shimGoneSince?: number | undefined;
   reported: Set<string>;
   shimDied: boolean;
 }

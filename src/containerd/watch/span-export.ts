@@ -34,7 +34,8 @@ export class BoundedSpanProcessor implements SpanProcessor {
   ) {
     this.queue = new BoundedQueue<ReadableSpan>(opts.capacity ?? 4096, () => containerdWatchSpansDroppedTotal.inc());
     this.batchSize = opts.batchSize ?? 512;
-    this.flushDelayMs = opts.flushDelayMs ?? 1000;
+    // 5 s like the SDK's BatchSpanProcessor: each export is an HTTP request, and each wakeup costs CPU.
+    this.flushDelayMs = opts.flushDelayMs ?? 5000;
   }
 
   get backlog(): number {

@@ -68,16 +68,25 @@ export function checkTracks(tracks: Iterable<ContainerTrack>, liveness: (pid: nu
       }
     }
     const shim: ShimRef | undefined = t.host?.shim;
-    if (shim && !t.shimDied && liveness(shim.pid, shim.startTime) !== 'alive') {
-      t.shimDied = true;
-      const d: Detection = {
-        track: c,
-        task: t,
-        finding: make('task-shim-dead', c, now, `shim pid ${shim.pid} of ${c.namespace}/${c.id} is gone while its task is ${t.state.toUpperCase()}`, { status: t.state.toUpperCase(), pid: t.pid, shimPid: shim.pid, socket: t.host?.socket ?? null }, [`ctr -n ${c.namespace} task ls`, `ls -l ${t.host?.socket ?? ''}`], 'delete-task'),
-      };
-      shimDeaths.push(d);
-      t.reported.add('task-shim-dead');
-      detections.push(d);
+    if (shim && !t.shimDied) {
+      // A shim exits right after its task is deleted; on a busy node the delete event may still be on its way. Only
+      // a shim gone for the whole grace period while its task was never deleted died unexpectedly. (A shim killed
+      // outright is recognised at once from the exit containerd publishes for it, see watcher.ts.)
+      if (liveness(shim.pid, shim.startTime) === 'alive') t.shimGoneSince = undefined;
+      else {
+        t.shimGoneSince ??= now;
+        if (now - t.shimGoneSince >= opts.exitGraceMs) {
+          t.shimDied = true;
+          const d: Detection = {
+            track: c,
+            task: t,
+            finding: make('task-shim-dead', c, now, `shim pid ${shim.pid} of ${c.namespace}/${c.id} is gone while its task is ${t.state.toUpperCase()}`, { status: t.state.toUpperCase(), pid: t.pid, shimPid: shim.pid, socket: t.host?.socket ?? null }, [`ctr -n ${c.namespace} task ls`, `ls -l ${t.host?.socket ?? ''}`], 'delete-task'),
+          };
+          shimDeaths.push(d);
+          t.reported.add('task-shim-dead');
+          detections.push(d);
+        }
+      }
     }
     if ((t.state === 'running' || t.state === 'paused') && t.pid > 0) {
       const l = liveness(t.pid);
