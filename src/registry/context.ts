@@ -67,7 +67,11 @@ export class RegistryContext {
   constructor(opts: RegistryOptions) {
     this.store = opts.store;
     this.auth = opts.auth ? new Authenticator(opts.auth) : undefined;
-    this.links = new RepoLinks(opts.store, opts.meta ?? metaStoreFor(opts.store), { blobLinks: opts.blobLinks ?? this.auth !== undefined });
+    const regions = opts.placed?.regions;
+    this.links = new RepoLinks(opts.store, opts.meta ?? metaStoreFor(opts.store), {
+      blobLinks: opts.blobLinks ?? this.auth !== undefined,
+      elsewhere: regions ? regions.others.map((r) => regions.store(r)) : [],
+    });
     this.sessions = new UploadSessions({
       dir: opts.uploadDir ?? tmpdir(),
       idleMs: (opts.uploadIdleSeconds ?? 15 * 60) * 1000,

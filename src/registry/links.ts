@@ -22,6 +22,11 @@ export interface LinkOptions {
   blobLinks: boolean;
   /** How long a positive link lookup is trusted in memory (ms). */
   cacheTtlMs?: number;
+  /**
+   * With regions: the other regions' stores. A repository pushed elsewhere and not replicated here has its links
+   * there; a link found there is recorded here too (the blob itself is a lazy fetch).
+   */
+  elsewhere?: readonly BlobStore[];
 }
 
 export class RepoLinks {
@@ -68,26 +73,38 @@ export class RepoLinks {
       this.linked.set(key, true);
       return true;
     }
-    if (!(await this.referencedByRepo(repo, digest, signal))) return false;
+    if (!(await this.referencedByRepo(this.store, repo, digest, signal)) && !(await this.linkedElsewhere(key, repo, digest, signal))) return false;
     await this.meta.putIfAbsent(key, parseDigest(digest).value, { signal });
     this.linked.set(key, true);
     return true;
   }
 
   /** Manifest bytes by digest, through the content cache (manifests are small and immutable). */
-  async manifestBytes(digest: string, signal?: AbortSignal): Promise<Buffer> {
+  async manifestBytes(digest: string, signal?: AbortSignal, from: BlobStore = this.store): Promise<Buffer> {
     const hit = this.manifests.get(digest);
     if (hit) return hit;
-    const bytes = await buffer(await this.store.getBlob(digest, { signal }));
+    const bytes = await buffer(await from.getBlob(digest, { signal }));
     this.manifests.set(digest, bytes);
     return bytes;
   }
 
-  private async referencedByRepo(repo: string, digest: string, signal?: AbortSignal): Promise<boolean> {
-    for (const m of await this.store.listManifestLinks(repo, { signal })) {
+  /** The same two questions, asked of the other regions; an unreachable region proves nothing. */
+  private async linkedElsewhere(key: string, repo: string, digest: string, signal?: AbortSignal): Promise<boolean> {
+    for (const store of this.opts.elsewhere ?? []) {
+      try {
+        if ((await store.hasMeta(key, { signal })) || (await this.referencedByRepo(store, repo, digest, signal))) return true;
+      } catch (err) {
+        if (!isTransshipError(err) || signal?.aborted) throw err;
+      }
+    }
+    return false;
+  }
+
+  private async referencedByRepo(store: BlobStore, repo: string, digest: string, signal?: AbortSignal): Promise<boolean> {
+    for (const m of await store.listManifestLinks(repo, { signal })) {
       if (m === digest) return true;
       try {
-        const parsed = parseManifest(await this.manifestBytes(m, signal));
+        const parsed = parseManifest(await this.manifestBytes(m, signal, store));
         if (parsed.kind === 'manifest' && references(parsed).some((r) => r.digest === digest)) return true;
       } catch (err) {
         // A link whose manifest is gone or unreadable proves nothing; keep looking.

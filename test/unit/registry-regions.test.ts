@@ -16,6 +16,7 @@ import { openOciLayoutSource } from '../../src/transfer/sources/oci-layout.js';
 import { registry } from '../../src/telemetry/metrics.js';
 import { makeOciLayout } from '../support/images.js';
 import { startTestRegistry } from '../support/registry.js';
+import { hashPassword } from '../../src/registry/auth.js';
 
 const tmp = await mkdtemp(join(tmpdir(), 'ts-reg-regions-'));
 test.after(() => rm(tmp, { recursive: true, force: true }));
@@ -47,6 +48,39 @@ test('registry in region b serves an image pushed in region a: tag and blobs laz
     assert.equal((await b.statBlob(layer.digest))?.size, layer.size, 'promoted into the home region on the 2nd remote read');
     const missing = await fetch(`${reg.url}/v2/app/blobs/sha256:${'0'.repeat(64)}`);
     assert.equal(missing.status, 404);
+  } finally {
+    await reg.close();
+  }
+});
+
+test('with auth on, region b serves a repository pushed in region a to a user who may pull it, and nobody else', async () => {
+  const a = new FsStore(join(tmp, 'auth-a'), 'a');
+  const b = new FsStore(join(tmp, 'auth-b'), 'b');
+  const img = await makeOciLayout(join(tmp, 'auth-img'), { tag: 'v1', layers: 1, layerSize: 4096, seed: 'reg-regions-auth' });
+  const src = await openOciLayoutSource(img.path, { tag: 'v1' });
+  await copyImage(src, new StoreDestination(a, 'team/app', 'v1'));
+  await src.close();
+  const placed = new PlacedReader(Regions.of('b', { a, b }), new Rules([], { policy: 'never' }));
+  const reg = await startTestRegistry({
+    store: b,
+    meta: new StoreMetaStore(b),
+    placed,
+    auth: {
+      tokenSecret: 'regions-auth-secret-0123456789',
+      users: { alice: hashPassword('pw-a'), mallory: hashPassword('pw-m') },
+      access: [{ users: ['alice'], repositories: ['team/*'], actions: ['pull'] }, { users: ['mallory'], repositories: ['mallory/*'], actions: ['pull', 'push'] }],
+    },
+  });
+  const basic = (user: string, pw: string) => ({ authorization: `Basic ${Buffer.from(`${user}:${pw}`).toString('base64')}` });
+  try {
+    const layer = img.layers[0]!;
+    const ok = await fetch(`${reg.url}/v2/team/app/blobs/${layer.digest}`, { headers: basic('alice', 'pw-a') });
+    assert.equal(ok.status, 200, 'the blob is linked to team/app through its manifest in region a');
+    assert.equal((await ok.arrayBuffer()).byteLength, layer.size);
+    const denied = await fetch(`${reg.url}/v2/team/app/blobs/${layer.digest}`, { headers: basic('mallory', 'pw-m') });
+    assert.ok(denied.status === 401 || denied.status === 403, `mallory may not pull team/app (got ${denied.status})`);
+    const leak = await fetch(`${reg.url}/v2/mallory/x/blobs/${layer.digest}`, { headers: basic('mallory', 'pw-m') });
+    assert.equal(leak.status, 404, 'the digest is not readable through a repository it does not belong to');
   } finally {
     await reg.close();
   }
