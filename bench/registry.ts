@@ -51,6 +51,8 @@ export async function runRegistry(ctx: BenchContext): Promise<Section> {
   const distBucket = await ctx.createBucket('dist-registry');
   let dist: Distribution | undefined;
   let serve: Serve | undefined;
+  let distRedirect: Distribution | undefined;
+  let serveRedirect: Serve | undefined;
   try {
     dist = await startDistribution({
       s3: { endpoint: ctx.proxy.url, accessKeyId: ctx.rgw.accessKeyId, secretAccessKey: ctx.rgw.secretAccessKey, bucket: distBucket },
@@ -136,18 +138,46 @@ export async function runRegistry(ctx: BenchContext): Promise<Section> {
     rows.push(throughputRow(`${CONCURRENT_GETS} concurrent blob GETs (10 MiB layers) — throughput (median of ${ctx.rounds})`, gets));
     details.push(...detailRows(`${CONCURRENT_GETS} concurrent blob GETs`, gets));
 
+    // ---- the same pulls with both registries redirecting blob GETs to presigned S3 URLs ----
+    // Distribution's default and transship's `--redirect`: the bytes go from S3 (through the same counting proxy)
+    // to the client, not through the registry. A second instance of each serves the same bucket.
+    distRedirect = await startDistribution({
+      s3: { endpoint: ctx.proxy.url, accessKeyId: ctx.rgw.accessKeyId, secretAccessKey: ctx.rgw.secretAccessKey, bucket: distBucket },
+      redirect: true,
+      signal: ctx.signal,
+      log: ctx.log,
+    });
+    serveRedirect = await startServe(ctx, `s3://${tsBucket}/reg`, ['--redirect']);
+    const redirecting: Contender[] = [
+      { name: 'transship', host: serveRedirect.host },
+      { name: 'distribution', host: distRedirect.host },
+    ];
+    const pick = (c: Contender): Contender => redirecting.find((r) => r.name === c.name) as Contender;
+    const pullAR = await repeated('pull the first image with skopeo, redirect mode', (c) => pull(pick(c), 'app:a', aBytes));
+    rows.push({ ...throughputRow(`redirect mode: pull the first image — throughput (median of ${ctx.rounds})`, pullAR), target: 'report', met: undefined });
+    details.push(...detailRows('redirect mode: pull the first image', pullAR));
+    const getsR = await repeated(`${CONCURRENT_GETS} concurrent blob GETs, redirect mode`, async (c) => {
+      const { result, s3, requests } = await ctx.countS3(() => concurrentGets(pick(c).host, 'app', layers, CONCURRENT_GETS));
+      return { wallMs: result.wallMs, s3, requests, bytes: result.bytes };
+    });
+    rows.push({ ...throughputRow(`redirect mode: ${CONCURRENT_GETS} concurrent blob GETs — throughput (median of ${ctx.rounds})`, getsR), target: 'report', met: undefined });
+    details.push(...detailRows(`redirect mode: ${CONCURRENT_GETS} concurrent blob GETs`, getsR));
+
     // ---- one 256 MiB layer per round (new bytes each time): push wall time, then pull it back ----
     const bigPush: Record<Contender['name'], Op[]> = { transship: [], distribution: [] };
     const bigPull: Record<Contender['name'], Op[]> = { transship: [], distribution: [] };
+    const bigPullR: Record<Contender['name'], Op[]> = { transship: [], distribution: [] };
     for (let round = 0; round < ctx.rounds; round++) {
       const image = images.bigs[round];
       if (!image) throw new Error(`no 256 MiB image for round ${round}`);
       const pushed = await both(`push one 256 MiB layer (round ${round + 1}/${ctx.rounds})`, (c) => push(c, `big-${round}`, `big:${round}`), round);
       const bytes = image.blobs.reduce((n, b) => n + b.size, 0) + image.root.descriptor.size;
       const pulled = await both(`pull the 256 MiB image (round ${round + 1}/${ctx.rounds})`, (c) => pull(c, `big:${round}`, bytes), round);
+      const pulledR = await both(`pull the 256 MiB image, redirect mode (round ${round + 1}/${ctx.rounds})`, (c) => pull(pick(c), `big:${round}`, bytes), round);
       for (const name of ['transship', 'distribution'] as const) {
         bigPush[name].push(pushed[name]);
         bigPull[name].push(pulled[name]);
+        bigPullR[name].push(pulledR[name]);
       }
       // Frees RGW's memory; every later round pushes new digests, so no registry's presence cache is misled.
       await ctx.reclaim(tsBucket);
@@ -176,6 +206,8 @@ export async function runRegistry(ctx: BenchContext): Promise<Section> {
     traces.push('push one 256 MiB layer (round 1):', '', '```', ...requestLines(firstPush.transship.requests), '```', '');
     rows.push(throughputRow(`pull the 256 MiB image (skopeo → OCI layout) — throughput (median of ${ctx.rounds})`, bigPull));
     details.push(...detailRows('pull the 256 MiB image', bigPull));
+    rows.push({ ...throughputRow(`redirect mode: pull the 256 MiB image — throughput (median of ${ctx.rounds})`, bigPullR), target: 'report', met: undefined });
+    details.push(...detailRows('redirect mode: pull the 256 MiB image', bigPullR));
     details.push('');
     details.push(
       '- Throughput rows: ratio = transship ÷ Distribution in MB/s (higher is better; target ≥ 1×). Pull wall time is ' +
@@ -191,6 +223,8 @@ export async function runRegistry(ctx: BenchContext): Promise<Section> {
   } finally {
     await serve?.stop();
     await dist?.stop();
+    await serveRedirect?.stop();
+    await distRedirect?.stop();
     await ctx.reclaim(tsBucket).catch(() => {});
     await ctx.reclaim(distBucket).catch(() => {});
   }
@@ -248,8 +282,14 @@ async function concurrentGets(host: string, repo: string, blobs: Array<{ digest:
     const sizes = await Promise.all(
       Array.from({ length: count }, (_, i) => {
         const blob = blobs[i % blobs.length] as { digest: string; size: number };
-        return new Promise<number>((resolve, reject) => {
-          const req = request(`http://${host}/v2/${repo}/blobs/${blob.digest}`, { agent }, (res) => {
+        const get = (url: string, hops: number): Promise<number> => new Promise<number>((resolve, reject) => {
+          const req = request(url, { agent }, (res) => {
+            const location = res.headers.location;
+            if (res.statusCode === 307 && location && hops < 1) {
+              res.resume();
+              resolve(get(location, hops + 1));
+              return;
+            }
             let n = 0;
             res.on('data', (chunk: Buffer) => (n += chunk.length));
             res.once('error', reject);
@@ -262,6 +302,7 @@ async function concurrentGets(host: string, repo: string, blobs: Array<{ digest:
           req.once('error', reject);
           req.end();
         });
+        return get(`http://${host}/v2/${repo}/blobs/${blob.digest}`, 0);
       }),
     );
     return { wallMs: Number(process.hrtime.bigint() - started) / 1e6, bytes: sizes.reduce((a, b) => a + b, 0) };
@@ -278,14 +319,14 @@ interface Serve {
 }
 
 /** Starts `transship serve` as its own process (group) and waits for `/v2/`; `stop()` ends exactly that group. */
-export async function startServe(ctx: BenchContext, store: string): Promise<Serve> {
+export async function startServe(ctx: BenchContext, store: string, extraArgs: string[] = []): Promise<Serve> {
   const port = await freePort();
   const host = `127.0.0.1:${port}`;
   const logFile = join(ctx.work, 'serve.log');
   const fd = openSync(logFile, 'a');
   let child: ChildProcess;
   try {
-    child = spawn(process.execPath, [TRANSSHIP_BIN, 'serve', '--store', store, '--listen', host], {
+    child = spawn(process.execPath, [TRANSSHIP_BIN, 'serve', '--store', store, '--listen', host, ...extraArgs], {
       env: ctx.transshipEnv(),
       cwd: ctx.work,
       stdio: ['ignore', fd, fd],
