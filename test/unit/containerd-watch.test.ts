@@ -147,6 +147,7 @@ test('leak checker: re-checks with growing intervals and reports only what is st
   const host: HostProbe = {
     taskCreated: () => Promise.reject(new Error('unused')),
     liveness: () => 'gone',
+    exists: () => false,
     fallbackInfo: (ns, id) => info(id),
     released: () => {
       calls++;
@@ -186,7 +187,8 @@ test('stuck rules: CREATED past the threshold (once), shim gone past the grace (
     [100, 'alive'],
     [42, 'alive'],
   ]);
-  const probe = (pid: number): 'alive' | 'zombie' | 'gone' => live.get(pid) ?? 'gone';
+  let socketLeft = true;
+  const probe = { liveness: (pid: number): 'alive' | 'zombie' | 'gone' => live.get(pid) ?? 'gone', exists: () => socketLeft };
   const opts = { createdThresholdMs: 1000, exitGraceMs: 500 };
   let r = checkTracks(h.lc.all(), probe, 999, opts);
   assert.equal(r.stuckByNamespace.get(NS), 0);
@@ -203,11 +205,16 @@ test('stuck rules: CREATED past the threshold (once), shim gone past the grace (
   r = checkTracks(h.lc.all(), probe, 3500, opts);
   assert.deepEqual(r.detections.map((d) => [d.finding.code, d.track.id]), [['exit-missing', 'run']]);
   live.delete(100);
-  r = checkTracks(h.lc.all(), probe, 4000, opts);
-  assert.deepEqual(r.shimDeaths, [], 'a shim just gone may have exited after a delete whose event is still on its way');
-  r = checkTracks(h.lc.all(), probe, 4500, opts);
-  assert.deepEqual(r.shimDeaths.map((d) => d.track.id).sort(), ['made', 'run']);
+  socketLeft = false;
+  checkTracks(h.lc.all(), probe, 4000, opts);
+  r = checkTracks(h.lc.all(), probe, 4600, opts);
+  assert.deepEqual(r.shimDeaths, [], 'a shim that unlinked its socket exited cleanly (its task delete is on its way)');
+  socketLeft = true;
   r = checkTracks(h.lc.all(), probe, 5000, opts);
+  assert.deepEqual(r.shimDeaths, [], 'gone with its socket left: the grace starts now');
+  r = checkTracks(h.lc.all(), probe, 5500, opts);
+  assert.deepEqual(r.shimDeaths.map((d) => d.track.id).sort(), ['made', 'run']);
+  r = checkTracks(h.lc.all(), probe, 6000, opts);
   assert.deepEqual(r.shimDeaths, [], 'a dead shim is counted once');
 });
 

@@ -47,7 +47,13 @@ function make(code: WatchFindingCode, c: ContainerTrack, now: number, summary: s
   return { code, severity: severityOf(code), namespace: c.namespace, containerId: c.id, summary, evidence, see, fix, at: now };
 }
 
-export function checkTracks(tracks: Iterable<ContainerTrack>, liveness: (pid: number, startTime?: number) => Liveness, now: number, opts: StuckOptions): CheckResult {
+export interface Probe {
+  liveness(pid: number, startTime?: number): Liveness;
+  exists(path: string): boolean;
+}
+
+export function checkTracks(tracks: Iterable<ContainerTrack>, probe: Probe, now: number, opts: StuckOptions): CheckResult {
+  const liveness = (pid: number, startTime?: number): Liveness => probe.liveness(pid, startTime);
   const stuckByNamespace = new Map<string, number>();
   const detections: Detection[] = [];
   const shimDeaths: Detection[] = [];
@@ -69,10 +75,10 @@ export function checkTracks(tracks: Iterable<ContainerTrack>, liveness: (pid: nu
     }
     const shim: ShimRef | undefined = t.host?.shim;
     if (shim && !t.shimDied) {
-      // A shim exits right after its task is deleted; on a busy node the delete event may still be on its way. Only
-      // a shim gone for the whole grace period while its task was never deleted died unexpectedly. (A shim killed
-      // outright is recognised at once from the exit containerd publishes for it, see watcher.ts.)
-      if (liveness(shim.pid, shim.startTime) === 'alive') t.shimGoneSince = undefined;
+      // A shim exits right after its task is deleted, and on a busy node the delete event may still be on its way:
+      // a shim that is gone but unlinked its socket exited cleanly. One gone with its socket left behind (a killed
+      // shim cannot unlink it) for the whole grace period, while its task was never deleted, died unexpectedly.
+      if (liveness(shim.pid, shim.startTime) === 'alive' || !probe.exists(t.host?.socket ?? '')) t.shimGoneSince = undefined;
       else {
         t.shimGoneSince ??= now;
         if (now - t.shimGoneSince >= opts.exitGraceMs) {

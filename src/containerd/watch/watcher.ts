@@ -89,6 +89,7 @@ export class Watcher {
   private readonly namespaces: Set<string> | undefined;
   /** Shim of every live task, for the intake's "was the shim still alive at exit?" check. */
   private readonly shims = new Map<string, ShimRef>();
+  private readonly sockets = new Map<string, string>();
   private subscribed = false;
   private subscribedSince: number | undefined;
   private resubscriptions = 0;
@@ -116,10 +117,16 @@ export class Watcher {
     this.leaks = new LeakChecker(this.host, { ...DEFAULT_LEAK_CHECK, ...definedOnly(opts.leakCheck ?? {}) }, (r) => this.onLeakChecked(r));
     this.lifecycles = new Lifecycles(opts.tracer ?? trace.getTracer('transship-watch'), {
       taskCreated: (c, t) => {
-        if (t.host?.shim) this.shims.set(trackKey(c.namespace, c.id), t.host.shim);
+        if (t.host?.shim) {
+          this.shims.set(trackKey(c.namespace, c.id), t.host.shim);
+          this.sockets.set(trackKey(c.namespace, c.id), t.host.socket);
+        }
       },
       taskDeleted: (c, t, at) => this.scheduleLeakCheck(c, t, at),
-      ended: (c) => this.shims.delete(trackKey(c.namespace, c.id)),
+      ended: (c) => {
+        this.shims.delete(trackKey(c.namespace, c.id));
+        this.sockets.delete(trackKey(c.namespace, c.id));
+      },
     });
   }
 
@@ -222,12 +229,14 @@ export class Watcher {
     containerdWatchLastEventTimestampSeconds.set(Date.now() / 1000);
     if (this.namespaces && !this.namespaces.has(ev.namespace)) return;
     const q: Queued = ev;
-    // A shim lives on after its task's exit until the task is deleted; one already gone when containerd reports the
-    // exit died first (containerd's dead-shim cleanup publishes that exit). Checked here, not in the processor,
-    // because a lagging processor would see normally exited shims gone too.
+    // A shim lives on after its task's exit until the task is deleted, and then unlinks its socket and exits. One
+    // already gone when containerd reports the exit, with its socket left behind, was killed (containerd's dead-shim
+    // cleanup publishes that exit). Checked here, not in the processor, so a lagging processor cannot mistake a shim
+    // that exited normally after the delete for a dead one; the socket tells the two apart when delivery itself lags.
     if (ev.kind === 'task-exit' && ev.execId === ev.id) {
-      const shim = this.shims.get(trackKey(ev.namespace, ev.id));
-      if (shim && this.host.liveness(shim.pid, shim.startTime) !== 'alive') q.shimGoneAtExit = true;
+      const key = trackKey(ev.namespace, ev.id);
+      const shim = this.shims.get(key);
+      if (shim && this.host.liveness(shim.pid, shim.startTime) !== 'alive' && this.host.exists(this.sockets.get(key) ?? '')) q.shimGoneAtExit = true;
     }
     this.queue.push(q);
     containerdWatchQueueDepth.set(this.queue.size);
@@ -336,7 +345,7 @@ export class Watcher {
   }
 
   private runChecks(): void {
-    const res = checkTracks(this.lifecycles.all(), (pid, start) => this.host.liveness(pid, start), Date.now(), this.stuckOpts);
+    const res = checkTracks(this.lifecycles.all(), this.host, Date.now(), this.stuckOpts);
     containerdWatchTasksStuckCreated.reset();
     for (const [ns, n] of res.stuckByNamespace) containerdWatchTasksStuckCreated.set({ namespace: ns }, n);
     for (const d of res.shimDeaths) containerdWatchUnexpectedShimExitsTotal.inc({ namespace: d.track.namespace });
