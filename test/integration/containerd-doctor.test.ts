@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { readFile, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { join } from 'node:path';
@@ -122,6 +123,11 @@ describe('containerd doctor on a real containerd', () => {
     // it here changed the state under test when the machine was loaded, so the test relies on the bundle check
     // above and on startAgain() below.)
     assert.ok(existsSync(c.bundleDir('f1')), 'the bundle is still there once the listener is gone');
+    // On a loaded machine the failed create's own shim can still be on its way out here (the doctor then rightly
+    // reports an orphaned shim serving f1, not a leaked bundle). The state under test is "bundle left, nothing
+    // serving it", so wait for that shim to be gone.
+    for (let i = 0; i < 100 && (await c.shimPid('f1')) !== undefined; i++) await sleep(100);
+    assert.equal(await c.shimPid('f1'), undefined, 'no shim serves f1 any more');
     const audit = join(c.dir, 'audit-f1.jsonl');
     const fixed = await doctor({ fix: true, yes: true, auditLog: audit });
     const done = fixed.results.find((r) => r.action.kind === 'remove-bundle' && r.action.containerId === 'f1');
