@@ -89,7 +89,7 @@ async function keys(prefix: string): Promise<string[]> {
 
 /** Polls `check` until it returns true (background work finishing), failing with `what` after a while. */
 async function eventually(what: string, check: () => Promise<boolean>): Promise<void> {
-  for (let i = 0; i < 150; i++) {
+  for (let i = 0; i < 300; i++) {
     if (await check()) return;
     await sleep(100);
   }
