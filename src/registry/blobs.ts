@@ -1,6 +1,8 @@
 // GET/HEAD/DELETE /v2/<name>/blobs/<digest>. With auth on, a blob is only visible through a repository it is
 // linked to (uploaded or mounted there, or referenced by one of its manifests): knowing a digest from another
 // repository is not enough to read it.
+import { isTransshipError } from '../core/errors.js';
+import type { Readable } from 'node:stream';
 import type { ByteRange } from '../store/contract.js';
 import { blobReadsTotal, registryBlobRedirectsTotal, registryServedBytesTotal } from '../telemetry/metrics.js';
 import { RegistryError } from './errors.js';
@@ -38,8 +40,24 @@ export async function getBlob(call: Call): Promise<void> {
   const { ctx, reply, signal } = call;
   const { name, digest } = call.target;
   if (ctx.auth && !(await ctx.links.isBlobLinked(name, digest, signal))) throw blobUnknown(digest);
+  // A plain GET of a blob not seen lately: open it and learn its size from the same response (one request, where
+  // a stat first would cost a HEAD or a listing too). Ranges and redirects need the size first.
+  let homeMissed = false;
+  if (call.method === 'GET' && !call.request.headers.range && !ctx.redirect && ctx.store.openBlob && !ctx.known(digest)) {
+    const opened = await ctx.store.openBlob(digest, { signal }).catch((err: unknown) => {
+      if (isTransshipError(err, 'TS_BLOB_UNKNOWN')) return undefined;
+      throw err;
+    });
+    if (opened) {
+      ctx.notePresent(digest, opened.size);
+      if (ctx.placed) blobReadsTotal.inc({ location: 'local' });
+      sendBlob(call, digest, opened.stream, opened.size);
+      return;
+    }
+    homeMissed = true;
+  }
   // Home region first; with regions configured, a miss is a lazy fetch from the region that holds the blob.
-  const local = await ctx.stat(digest, signal);
+  const local = homeMissed ? undefined : await ctx.stat(digest, signal);
   const info = local ?? (await ctx.placed?.locate(digest, { signal, skipHome: true }))?.info;
   if (!info) throw blobUnknown(digest);
   // Redirect mode: a blob in the home store is fetched by the client from the store itself (presigned URL), so
@@ -52,10 +70,9 @@ export async function getBlob(call: Call): Promise<void> {
     reply.code(307).header('location', url).header('docker-content-digest', digest).header('content-length', '0').send();
     return;
   }
-  reply.header('docker-content-digest', digest).header('accept-ranges', 'bytes').header('etag', `"${digest}"`).type('application/octet-stream');
   const range = parseRange(call.request.headers.range, info.size);
   if (call.method === 'HEAD') {
-    reply.header('content-length', String(info.size)).code(200).send();
+    sendBlob(call, digest, undefined, info.size);
     return;
   }
   let stream;
@@ -68,12 +85,22 @@ export async function getBlob(call: Call): Promise<void> {
     ctx.forget(digest);
     throw err;
   }
-  const length = range ? range.end - range.start + 1 : info.size;
+  sendBlob(call, digest, stream, range ? range.end - range.start + 1 : info.size, range ? `bytes ${range.start}-${range.end}/${info.size}` : undefined);
+}
+
+/** Blob response headers, then the body (none for HEAD); a content range makes it a 206. */
+function sendBlob(call: Call, digest: string, stream: Readable | undefined, length: number, contentRange?: string): void {
+  const { reply } = call;
+  reply.header('docker-content-digest', digest).header('accept-ranges', 'bytes').header('etag', `"${digest}"`).type('application/octet-stream');
+  reply.code(contentRange ? 206 : 200).header('content-length', String(length));
+  if (contentRange) reply.header('content-range', contentRange);
+  if (!stream) {
+    reply.send();
+    return;
+  }
   // Counted when the response completed (a 'data' listener here would start the stream before fastify pipes it).
-  call.reply.raw.once('finish', () => registryServedBytesTotal.inc(length));
-  if (range) reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${info.size}`);
-  else reply.code(200);
-  reply.header('content-length', String(length)).send(stream);
+  reply.raw.once('finish', () => registryServedBytesTotal.inc(length));
+  reply.send(stream);
 }
 
 export async function deleteBlob(call: Call): Promise<void> {

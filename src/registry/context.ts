@@ -147,6 +147,15 @@ export class RegistryContext {
     return out;
   }
 
+  /** A recent "present" answer, without asking the store. */
+  known(digest: string): BlobInfo | undefined {
+    return this.presence.get(digest);
+  }
+
+  notePresent(digest: string, size: number): void {
+    this.presence.set(digest, { digest, size });
+  }
+
   forget(digest: string): void {
     this.presence.delete(digest);
   }
@@ -181,8 +190,9 @@ export class RegistryContext {
    * In the background: removes staged uploads that crashed instances left behind. Only those older than a day are
    * touched — longer than any live upload of another instance — so every instance can run it at start.
    */
-  sweepStaged(): void {
-    if (!this.store.sweepStaged) return;
+  sweepStaged(): Promise<void> {
+    if (!this.store.sweepStaged) return Promise.resolve();
+    if (this.sweeping) return this.sweeping; // once per instance; callers may wait for it
     this.sweeping = this.store
       .sweepStaged(STAGED_ORPHAN_AGE_MS, { signal: this.closing.signal })
       .then((r) => {
@@ -191,6 +201,7 @@ export class RegistryContext {
       .catch((err: unknown) => {
         if (!this.closing.signal.aborted) log.warn({ err, store: this.store.name }, 'could not sweep old staged uploads; a bucket lifecycle rule (AbortIncompleteMultipartUpload) covers them too');
       });
+    return this.sweeping;
   }
 
   async close(): Promise<void> {

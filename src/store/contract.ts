@@ -65,6 +65,11 @@ export interface BlobStore {
   /** Streams a blob (or a byte range of it). Throws TS_BLOB_UNKNOWN when absent. */
   getBlob(digest: string, opts?: Signalled & { range?: ByteRange | undefined }): Promise<Readable>;
   /**
+   * Optional (S3): streams a whole blob and says its size from the same response — one request where statBlob +
+   * getBlob take two. Throws TS_BLOB_UNKNOWN when absent.
+   */
+  openBlob?(digest: string, opts?: Signalled): Promise<{ stream: Readable; size: number }>;
+  /**
    * Stores a blob under `digest` only if the bytes hash to it (TS_DIGEST_MISMATCH otherwise, nothing visible).
    * `source` may be called more than once (retries) and must return a fresh stream each time.
    */

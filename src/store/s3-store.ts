@@ -209,6 +209,14 @@ export class S3Store implements BlobStore {
   }
 
   async getBlob(digest: string, opts: Signalled & { range?: ByteRange | undefined } = {}): Promise<Readable> {
+    return (await this.getObject(digest, opts)).stream;
+  }
+
+  async openBlob(digest: string, opts: Signalled = {}): Promise<{ stream: Readable; size: number }> {
+    return this.getObject(digest, opts);
+  }
+
+  private async getObject(digest: string, opts: Signalled & { range?: ByteRange | undefined }): Promise<{ stream: Readable; size: number }> {
     const d = parseDigest(digest);
     const key = this.key(blobKey(d.value));
     return this.call('GetObject', key, opts.signal, async (signal) => {
@@ -217,7 +225,7 @@ export class S3Store implements BlobStore {
           new GetObjectCommand({ Bucket: this.bucket, Key: key, ...(opts.range ? { Range: `bytes=${opts.range.start}-${opts.range.end}` } : {}) }),
           { abortSignal: opts.signal ?? signal },
         );
-        return out.Body as Readable;
+        return { stream: out.Body as Readable, size: out.ContentLength ?? 0 };
       } catch (err) {
         if (isS3NotFound(err)) throw new TransshipError('TS_BLOB_UNKNOWN', `blob ${d.value} is not in ${this.name}`, { details: { digest: d.value } });
         throw err;
