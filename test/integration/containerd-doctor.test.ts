@@ -188,8 +188,9 @@ describe('containerd doctor on a real containerd', () => {
     assert.ok(orphan, d.output);
     assert.equal(orphan.evidence.pid, shim);
     assert.equal(orphan.evidence.reason, 'task-gone');
-    const blocked = await c.ctr(['task', 'start', '-d', '--null-io', 'o1']);
-    assert.notEqual(blocked.code, 0, 'the orphan blocks a new task of the same id');
+    // (The orphan blocks a new task of the same id — see shared/notes — but probing that with `ctr task start`
+    // here sometimes left a second shim and a fresh bundle behind in a fresh-clone CI run, changing the state under
+    // test; startAgain() below proves the repair instead.)
     const fixed = await doctor({ fix: true, yes: true });
     assert.equal(fixed.results.find((r) => r.action.kind === 'stop-shim')?.outcome, 'done', fixed.output);
     assert.equal(fixed.exitCode, 0, fixed.output);
