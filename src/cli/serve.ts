@@ -3,6 +3,7 @@
 import type { Command } from 'commander';
 import { isIP } from 'node:net';
 import { DEFAULT_STORE, type Config } from '../core/config.js';
+import { parseHostPort } from './listen.js';
 import { TransshipError } from '../core/errors.js';
 import { openStore, parseStoreLocation } from '../store/open.js';
 import { metaStoreFor } from '../registry/meta.js';
@@ -29,15 +30,6 @@ interface ServeFlags extends GlobalOptions {
 
 export const DEFAULT_LISTEN = '127.0.0.1:5000';
 
-export function parseListen(value: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value);
-  const host = m?.[1] ?? m?.[2];
-  const port = Number(m?.[3]);
-  if (!m || host === undefined || !Number.isInteger(port) || port > 65535) {
-    throw new TransshipError('TS_USAGE', `invalid --listen "${value}": expected HOST:PORT, e.g. 127.0.0.1:5000 or [::1]:5000`);
-  }
-  return { host: host || '0.0.0.0', port };
-}
 
 function storeLocation(flag: string | undefined, config: Config): string {
   const home = config.region ? config.regions?.[config.region]?.store : undefined;
@@ -76,7 +68,7 @@ export function registerServe(program: Command): void {
         if (Boolean(flags.tlsCert) !== Boolean(flags.tlsKey)) throw new TransshipError('TS_USAGE', '--tls-cert and --tls-key go together');
         const maxBody = flags.maxBody === undefined ? serve.maxBodyBytes : Number(flags.maxBody);
         if (maxBody !== undefined && (!Number.isInteger(maxBody) || maxBody <= 0)) throw new TransshipError('TS_USAGE', `invalid --max-body "${flags.maxBody}": expected a positive number of bytes`);
-        const listen = parseListen(flags.listen ?? serve.listen ?? DEFAULT_LISTEN);
+        const listen = parseHostPort(flags.listen ?? serve.listen ?? DEFAULT_LISTEN);
         const tls = flags.tlsCert && flags.tlsKey ? { cert: flags.tlsCert, key: flags.tlsKey } : serve.tls;
         const location = parseStoreLocation(storeLocation(flags.store, config));
         const region = flags.store ? undefined : config.region;
