@@ -23,6 +23,8 @@ export class PartUploader {
   private failure: Error | undefined;
   /** Buffers of finished parts, handed out again by buffer(). */
   private readonly spare: Buffer[] = [];
+  /** Buffers that buffer() handed out: only those are recycled (a caller's own buffers are left alone). */
+  private readonly mine = new WeakSet<Buffer>();
 
   constructor(
     private readonly send: SendPart,
@@ -52,7 +54,11 @@ export class PartUploader {
    * outside the JS heap, and a young-generation GC does not look at how much external memory they pin).
    */
   buffer(): Buffer {
-    return this.spare.pop() ?? Buffer.allocUnsafe(this.partSize);
+    const reused = this.spare.pop();
+    if (reused) return reused;
+    const fresh = Buffer.allocUnsafe(this.partSize);
+    this.mine.add(fresh);
+    return fresh;
   }
 
   /** Waits until fewer than `concurrency` parts are in flight (backpressure), then starts `body` as the next part. */
@@ -66,7 +72,7 @@ export class PartUploader {
       .then((etag) => {
         this.done.push({ ETag: etag, PartNumber: n });
         // The request is answered, so its body is no longer read: the buffer may carry another part.
-        if (body.length === this.partSize && this.spare.length < this.concurrency) this.spare.push(body);
+        if (this.mine.has(body) && this.spare.length < this.concurrency) this.spare.push(body);
       })
       .catch((err: unknown) => {
         this.failure ??= err instanceof Error ? err : new Error(String(err));
