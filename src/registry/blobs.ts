@@ -63,8 +63,8 @@ export async function getBlob(call: Call): Promise<void> {
   // Redirect mode: a blob in the home store is fetched by the client from the store itself (presigned URL), so
   // its bytes never pass through this instance. Checks above (auth, presence) still decide what the client sees;
   // blobs elsewhere take the lazy-fetch path below.
-  if (call.method === 'GET' && local && ctx.redirect && ctx.store.blobUrl) {
-    const url = await ctx.store.blobUrl(digest, { expiresInSeconds: ctx.redirect.expiresInSeconds });
+  const url = call.method === 'GET' && local && ctx.redirect ? await ctx.redirectUrl(digest, ctx.redirect.expiresInSeconds) : undefined;
+  if (url) {
     registryBlobRedirectsTotal.inc();
     if (ctx.placed) blobReadsTotal.inc({ location: 'local' });
     reply.code(307).header('location', url).header('docker-content-digest', digest).header('content-length', '0').send();

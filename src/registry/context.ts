@@ -147,6 +147,23 @@ export class RegistryContext {
     return out;
   }
 
+  /**
+   * A presigned URL for `digest` (redirect mode). One URL is handed to every client for the first half of its
+   * lifetime, so a fleet pulling the same image costs one signature per blob, not one per GET; every client still
+   * gets at least half the configured validity.
+   */
+  async redirectUrl(digest: string, expiresInSeconds: number): Promise<string | undefined> {
+    if (!this.store.blobUrl) return undefined;
+    this.signedUrls ??= new TtlCache((expiresInSeconds * 1000) / 2, 10_000);
+    const hit = this.signedUrls.get(digest);
+    if (hit) return hit;
+    const url = await this.store.blobUrl(digest, { expiresInSeconds });
+    this.signedUrls.set(digest, url);
+    return url;
+  }
+
+  private signedUrls: TtlCache<string> | undefined;
+
   /** A recent "present" answer, without asking the store. */
   known(digest: string): BlobInfo | undefined {
     return this.presence.get(digest);

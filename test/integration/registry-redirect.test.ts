@@ -69,6 +69,8 @@ test('GET answers 307 to a presigned store URL that serves the blob (and ranges)
   const head = await fetch(`${reg.url}/v2/redir/app/blobs/${layer.digest}`, { method: 'HEAD' });
   assert.equal(head.status, 200);
   assert.equal(head.headers.get('content-length'), String(layer.size));
+  const again = await fetch(`${reg.url}/v2/redir/app/blobs/${layer.digest}`, { redirect: 'manual' });
+  assert.equal(again.headers.get('location'), location, 'one signature per blob for half its lifetime, not one per GET');
   const unknown = await fetch(`${reg.url}/v2/redir/app/blobs/sha256:${'0'.repeat(64)}`, { redirect: 'manual' });
   assert.equal(unknown.status, 404, 'an unknown blob is BLOB_UNKNOWN from the registry, not a redirect to an S3 404');
 });
