@@ -71,17 +71,20 @@ test('bounded queue: wait() resolves on push and on wake(), rejects with TS_CANC
 
 test('lifecycle: full event sequence → one trace with every step as a child of containerd.container', () => {
   const h = harness();
-  h.lc.apply(ev('container-create', 800, { image: 'img', runtime: 'io.containerd.runc.v2' }));
-  h.lc.apply(ev('task-create', 1000, { pid: 42, bundle: '/b' }), info('c1'));
-  h.lc.apply(ev('task-start', 1100, { pid: 42 }));
-  h.lc.apply(ev('exec-added', 1200, { execId: 'e1' }));
-  h.lc.apply(ev('exec-started', 1210, { execId: 'e1', pid: 43 }));
-  h.lc.apply(ev('task-exit', 1300, { execId: 'e1', pid: 43, exitStatus: 2, exitedAt: 1300 }));
-  h.lc.apply(ev('task-oom', 1400));
-  h.lc.apply(ev('task-exit', 1410, { execId: 'c1', pid: 42, exitStatus: 137, exitedAt: 1410 }));
-  h.lc.apply(ev('task-delete', 1500, { pid: 42, exitStatus: 137 }));
+  // Real epoch milliseconds: OpenTelemetry reads a small number as a performance.now() value when it is below the
+  // process's uptime, so bare 800…1600 made start and end fall in different clocks in a freshly started process.
+  const B = Date.now() - 60_000;
+  h.lc.apply(ev('container-create', B + 800, { image: 'img', runtime: 'io.containerd.runc.v2' }));
+  h.lc.apply(ev('task-create', B + 1000, { pid: 42, bundle: '/b' }), info('c1', { bundleWrittenAt: B + 900 }));
+  h.lc.apply(ev('task-start', B + 1100, { pid: 42 }));
+  h.lc.apply(ev('exec-added', B + 1200, { execId: 'e1' }));
+  h.lc.apply(ev('exec-started', B + 1210, { execId: 'e1', pid: 43 }));
+  h.lc.apply(ev('task-exit', B + 1300, { execId: 'e1', pid: 43, exitStatus: 2, exitedAt: B + 1300 }));
+  h.lc.apply(ev('task-oom', B + 1400));
+  h.lc.apply(ev('task-exit', B + 1410, { execId: 'c1', pid: 42, exitStatus: 137, exitedAt: B + 1410 }));
+  h.lc.apply(ev('task-delete', B + 1500, { pid: 42, exitStatus: 137 }));
   assert.deepEqual(h.deleted, ['c1'], 'the delete asks for a leak check');
-  h.lc.apply(ev('container-delete', 1600));
+  h.lc.apply(ev('container-delete', B + 1600));
   assert.equal(h.names('c1').includes('containerd.container'), false, 'the trace stays open while the leak check is pending');
   h.lc.leakChecked({ target: { namespace: NS, id: 'c1', info: info('c1'), groupStillServing: false }, report: released, findings: [], shimGoneAfterMs: 200, checkedAfterMs: 200 });
   const all = h.spans('c1');
