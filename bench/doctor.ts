@@ -4,6 +4,7 @@
 // Wall time is measured in-process (median of 5 runs after one warm-up); RSS is the peak of a separate process that
 // runs one diagnosis from cold, so it includes Node, tsx's loader and the gRPC stack — what an operator pays.
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { startContainerd, IMAGE } from '../test/support/containerd.js';
 import { diagnose } from '../src/containerd/diagnose.js';
 
@@ -39,32 +40,41 @@ try {
   times.sort((a, b) => a - b);
   const median = times[2] ?? NaN;
 
-  // Cold, separate process: peak RSS of one full diagnosis (including journal/dmesg evidence lookups).
-  const script = `
-    const { diagnose } = await import(${JSON.stringify(new URL('../src/containerd/diagnose.ts', import.meta.url).pathname)});
+  // Cold, separate process: peak RSS of one full diagnosis (including journal/dmesg evidence lookups), once from
+  // source through tsx and once from the compiled dist/ build (what `transship doctor` runs after `npm run build`).
+  const source = new URL('../src/containerd/diagnose.ts', import.meta.url).pathname;
+  const compiled = new URL('../dist/src/containerd/diagnose.js', import.meta.url).pathname;
+  const runIn = async (module: string, loader: string[], diagnoseToo: boolean): Promise<{ ms: number; maxRssKb: number }> => {
+    const script = diagnoseToo
+      ? `
+    const { diagnose } = await import(${JSON.stringify(module)});
     const t0 = performance.now();
-    const d = await diagnose({ address: ${JSON.stringify(c.address)}, stateDir: ${JSON.stringify(c.state)}, logs: true });
+    await diagnose({ address: ${JSON.stringify(c.address)}, stateDir: ${JSON.stringify(c.state)}, logs: true });
     const ms = performance.now() - t0;
-    process.stdout.write(JSON.stringify({ ms, containers: d.snapshot.containers.length, maxRssKb: process.resourceUsage().maxRSS }));
-  `;
-  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  child.stdout.on('data', (b: Buffer) => (out += b.toString()));
-  await new Promise((resolve) => child.on('exit', resolve));
-  const cold = JSON.parse(out) as { ms: number; containers: number; maxRssKb: number };
+    process.stdout.write(JSON.stringify({ ms, maxRssKb: process.resourceUsage().maxRSS }));
+  `
+      : `await import(${JSON.stringify(module)}); process.stdout.write(JSON.stringify({ ms: 0, maxRssKb: process.resourceUsage().maxRSS }));`;
+    const child = spawn(process.execPath, [...loader, '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    await new Promise((resolve) => child.on('exit', resolve));
+    return JSON.parse(out) as { ms: number; maxRssKb: number };
+  };
+  const cold = await runIn(source, ['--import', 'tsx'], true);
   // Baseline: the same process that only loads the modules (tsx transpiles them in memory), to separate the cost of
   // running from source from the cost of the diagnosis itself.
-  const base = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', `await import(${JSON.stringify(new URL('../src/containerd/diagnose.ts', import.meta.url).pathname)}); process.stdout.write(String(process.resourceUsage().maxRSS));`], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let baseOut = '';
-  base.stdout.on('data', (b: Buffer) => (baseOut += b.toString()));
-  await new Promise((resolve) => base.on('exit', resolve));
+  const base = await runIn(source, ['--import', 'tsx'], false);
+  const built = existsSync(compiled) ? await runIn(compiled, [], true) : undefined;
+  const mib = (kb: number): string => `${(kb / 1024).toFixed(1)} MiB (${((kb * 1024) / 1e6).toFixed(1)} MB)`;
 
   console.log('| benchmark | value | target |');
   console.log('|---|---|---|');
   console.log(`| doctor diagnosis, ${total} containers / ${running} running, warm median of 5 | ${median.toFixed(0)} ms (min ${times[0]?.toFixed(0)}, max ${times[4]?.toFixed(0)}) | < 1000 ms |`);
   console.log(`| same, cold separate process (first diagnosis) | ${cold.ms.toFixed(0)} ms | < 1000 ms |`);
-  console.log(`| peak RSS of that process (Node + tsx + gRPC) | ${(cold.maxRssKb / 1024).toFixed(1)} MB | < 100 MB |`);
-  console.log(`| peak RSS of a process that only loads the modules via tsx | ${(Number(baseOut) / 1024).toFixed(1)} MB | — |`);
+  console.log(`| peak RSS of that process (Node + tsx + gRPC) | ${mib(cold.maxRssKb)} | < 100 MB |`);
+  console.log(`| peak RSS of a process that only loads the modules via tsx | ${mib(base.maxRssKb)} | — |`);
+  if (built) console.log(`| compiled dist/ build (\`npm run build\`): cold diagnosis, peak RSS | ${built.ms.toFixed(0)} ms, ${mib(built.maxRssKb)} | < 100 MB |`);
+  else console.log('| compiled dist/ build | not measured: run `npm run build` first | < 100 MB |');
 } finally {
   await c.stop();
 }
