@@ -17,6 +17,12 @@ import type { Regions } from './regions.js';
 import type { Rules } from './rules.js';
 import { DemandTracker } from './demand.js';
 
+/** Where a blob was found and its size. */
+export interface Located {
+  region: string;
+  info: BlobInfo;
+}
+
 export interface PlacedBlob {
   stream: Readable;
   /** Full blob size when the read path learned it (undefined for a plain local read: stat first if needed). */
@@ -39,7 +45,7 @@ export class PlacedReader {
   }
 
   /** Where a blob is: home first, then the other regions in fetch order. Unreachable regions are skipped (logged). */
-  async locate(digest: string, opts: Signalled & { skipHome?: boolean } = {}): Promise<{ region: string; info: BlobInfo } | undefined> {
+  async locate(digest: string, opts: Signalled & { skipHome?: boolean } = {}): Promise<Located | undefined> {
     if (!opts.skipHome) {
       const local = await this.regions.homeStore.statBlob(digest, opts);
       if (local) return { region: this.regions.home, info: local };
@@ -65,19 +71,25 @@ export class PlacedReader {
     return (await this.locate(digest, opts))?.info;
   }
 
-  /** Opens a blob for reading from wherever it is; `repo` lets per-repository rules decide promotion. */
-  async open(digest: string, opts: Signalled & { repo?: string | undefined; range?: ByteRange | undefined } = {}): Promise<PlacedBlob> {
+  /**
+   * Opens a blob for reading from wherever it is; `repo` lets per-repository rules decide promotion. A caller that
+   * already located it outside the home region (the registry, to answer sizes and ranges) passes `located`, so
+   * neither the home store nor the other regions are asked again.
+   */
+  async open(digest: string, opts: Signalled & { repo?: string | undefined; range?: ByteRange | undefined; located?: Located | undefined } = {}): Promise<PlacedBlob> {
     const d = parseDigest(digest).value;
     const home = this.regions.home;
-    try {
-      const stream = await this.regions.homeStore.getBlob(d, opts);
-      blobReadsTotal.inc({ location: 'local' });
-      return { stream, size: undefined, location: 'local', region: home, promoted: false };
-    } catch (err) {
-      if (!isTransshipError(err, 'TS_BLOB_UNKNOWN')) throw err;
+    if (!opts.located) {
+      try {
+        const stream = await this.regions.homeStore.getBlob(d, opts);
+        blobReadsTotal.inc({ location: 'local' });
+        return { stream, size: undefined, location: 'local', region: home, promoted: false };
+      } catch (err) {
+        if (!isTransshipError(err, 'TS_BLOB_UNKNOWN')) throw err;
+      }
     }
-    // The home store just said 404: look only elsewhere.
-    const found = await this.locate(d, { ...opts, skipHome: true });
+    // The home store just said 404 (or the caller knows it): look only elsewhere.
+    const found = opts.located ?? (await this.locate(d, { ...opts, skipHome: true }));
     if (!found) throw new TransshipError('TS_BLOB_UNKNOWN', `blob ${d} is in no region (${this.regions.names.join(', ')})`, { details: { digest: d } });
     const remote = this.regions.store(found.region);
     const reads = this.demand.record(d);

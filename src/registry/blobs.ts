@@ -58,7 +58,8 @@ export async function getBlob(call: Call): Promise<void> {
   }
   // Home region first; with regions configured, a miss is a lazy fetch from the region that holds the blob.
   const local = homeMissed ? undefined : await ctx.stat(digest, signal);
-  const info = local ?? (await ctx.placed?.locate(digest, { signal, skipHome: true }))?.info;
+  const located = local ? undefined : await ctx.placed?.locate(digest, { signal, skipHome: true });
+  const info = local ?? located?.info;
   if (!info) throw blobUnknown(digest);
   // Redirect mode: a blob in the home store is fetched by the client from the store itself (presigned URL), so
   // its bytes never pass through this instance. Checks above (auth, presence) still decide what the client sees;
@@ -78,7 +79,7 @@ export async function getBlob(call: Call): Promise<void> {
   let stream;
   try {
     stream = ctx.placed
-      ? (await ctx.placed.open(digest, { signal, repo: name, ...(range ? { range } : {}) })).stream
+      ? (await ctx.placed.open(digest, { signal, repo: name, located, ...(range ? { range } : {}) })).stream
       : await ctx.store.getBlob(digest, { signal, ...(range ? { range } : {}) });
   } catch (err) {
     // The presence hint may be stale (deleted since): answer as the store does now.

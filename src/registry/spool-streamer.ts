@@ -47,7 +47,6 @@ export class SpoolStreamer {
 
   private async pump(): Promise<void> {
     const stage = await (this.stage ??= this.store.stageBlob({ signal: this.signal }));
-    this.file ??= await open(this.path, 'r');
     while (!this.dead && this.sent + stage.partSize <= this.available) {
       if (this.sent + stage.partSize > stage.maxBytes) {
         this.dead = true; // too big for this kind of stage; commit falls back to putBlob
