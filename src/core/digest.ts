@@ -51,23 +51,19 @@ export function digestOf(data: Uint8Array | string, algorithm: Algorithm = 'sha2
  * A pass-through stream that hashes what flows through it and, at the end, fails the stream with
  * TS_DIGEST_MISMATCH / TS_SIZE_MISMATCH if the bytes are not what was promised. Because the error is raised in
  * `flush`, a consumer that only commits on a clean end (rename, CompleteMultipartUpload…) never commits wrong bytes.
- * `md5` is computed alongside when asked for, for S3's Content-MD5.
  */
 export class VerifyingStream extends Transform {
   readonly expected: Digest | undefined;
   readonly expectedSize: number | undefined;
   private readonly hash: Hash;
-  private readonly md5: Hash | undefined;
   bytes = 0;
   private result: string | undefined;
-  private md5Result: string | undefined;
 
-  constructor(options: { expected?: string | Digest; size?: number; algorithm?: Algorithm; md5?: boolean }) {
+  constructor(options: { expected?: string | Digest; size?: number; algorithm?: Algorithm }) {
     super();
     this.expected = typeof options.expected === 'string' ? parseDigest(options.expected) : options.expected;
     this.expectedSize = options.size;
     this.hash = createHash(this.expected?.algorithm ?? options.algorithm ?? 'sha256');
-    this.md5 = options.md5 ? createHash('md5') : undefined;
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
@@ -77,14 +73,12 @@ export class VerifyingStream extends Transform {
       return;
     }
     this.hash.update(chunk);
-    this.md5?.update(chunk);
     cb(null, chunk);
   }
 
   override _flush(cb: TransformCallback): void {
     const algorithm = this.expected?.algorithm ?? 'sha256';
     this.result = `${algorithm}:${this.hash.digest('hex')}`;
-    this.md5Result = this.md5?.digest('base64');
     if (this.expectedSize !== undefined && this.bytes !== this.expectedSize) {
       cb(sizeMismatch(this.expected?.value, this.expectedSize, this.bytes, 'fewer'));
       return;
@@ -100,10 +94,6 @@ export class VerifyingStream extends Transform {
   get digest(): string {
     if (this.result === undefined) throw new TransshipError('TS_INTERNAL', 'digest read before the stream ended');
     return this.result;
-  }
-
-  get contentMd5(): string | undefined {
-    return this.md5Result;
   }
 }
 

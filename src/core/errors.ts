@@ -48,7 +48,7 @@ export const ERROR_CODES = {
   TS_BACKEND_UNAVAILABLE: { retryable: true, exit: ExitCode.failure, summary: 'backend temporarily unavailable' },
   TS_ACCESS_DENIED: { retryable: false, exit: ExitCode.failure, summary: 'access denied (check credentials)' },
   TS_NO_SUCH_BUCKET: { retryable: false, exit: ExitCode.failure, summary: 'bucket does not exist' },
-  TS_TRANSFER_CORRUPTED: { retryable: true, exit: ExitCode.failure, summary: 'bytes were corrupted in transit (Content-MD5 mismatch)' },
+  TS_TRANSFER_CORRUPTED: { retryable: true, exit: ExitCode.failure, summary: 'bytes were corrupted in transit (the server\'s checksum of the body did not match)' },
   TS_BACKEND_REJECTED: { retryable: false, exit: ExitCode.failure, summary: 'backend rejected the request' },
   TS_RETRY_EXHAUSTED: { retryable: false, exit: ExitCode.failure, summary: 'gave up after retries' },
   TS_RETRY_BUDGET_EXHAUSTED: { retryable: false, exit: ExitCode.failure, summary: 'retry budget exhausted' },

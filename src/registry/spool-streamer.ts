@@ -58,10 +58,11 @@ export class SpoolStreamer {
 
   private async sendPart(stage: StagedBlob, length: number): Promise<void> {
     const file = (this.file ??= await open(this.path, 'r'));
-    const body = Buffer.allocUnsafe(length);
-    const { bytesRead } = await file.read(body, 0, length, this.sent);
+    const buf = stage.buffer();
+    const { bytesRead } = await file.read(buf, 0, length, this.sent);
     if (bytesRead !== length) throw new Error(`spool ${this.path} has ${this.sent + bytesRead} bytes, expected at least ${this.sent + length}`);
-    await stage.addPart(body);
+    // The last part is shorter: a view of the buffer (which is then not recycled — PartUploader only takes back whole buffers it handed out).
+    await stage.addPart(length === buf.length ? buf : buf.subarray(0, length));
     this.sent += length;
   }
 

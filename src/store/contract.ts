@@ -41,6 +41,12 @@ export interface StagedBlob {
   readonly partSize: number;
   /** The largest blob this stage can commit; past it, the caller must fall back to putBlob. */
   readonly maxBytes: number;
+  /**
+   * A part-sized buffer to fill and pass to addPart: a finished part's buffer when there is one, so a long upload
+   * reuses a few buffers instead of leaving V8 one 8 MiB buffer per part to collect (each one pushes it towards a
+   * full mark-compact of the whole heap).
+   */
+  buffer(): Buffer;
   /** Queues the next part; resolves once the store has room for another (a few parts in flight at most). */
   addPart(body: Buffer): Promise<void>;
   /**

@@ -49,7 +49,8 @@ export function mapS3Error(err: unknown, context: { store: string; operation: st
     case 'ServiceUnavailable':
       return new TransshipError('TS_BACKEND_UNAVAILABLE', `${where}: ${name}`, base);
     case 'BadDigest':
-      return new TransshipError('TS_TRANSFER_CORRUPTED', `${where}: Content-MD5 did not match what the server received`, base);
+    case 'XAmzContentSHA256Mismatch':
+      return new TransshipError('TS_TRANSFER_CORRUPTED', `${where}: the body the server received does not match its signed checksum (${name}): damaged in transit`, base);
     case 'InvalidBucketName':
       return new TransshipError('TS_CONFIG_INVALID', `${where}: invalid bucket name`, base);
   }

@@ -1,8 +1,8 @@
 // Parallel UploadPart with a bound on parts in flight. Shared by the one-shot multipart path (putBlob of a large
 // blob) and staged uploads (a registry session streaming parts while its bytes still arrive), so both have the same
-// memory bound (concurrency × part size), the same Content-MD5 on every part, and the same "one failed part cancels
-// the others" rule.
-import { createHash } from 'node:crypto';
+// memory bound (concurrency × part size) and the same "one failed part cancels the others" rule. Integrity of each
+// part on the wire comes from SigV4: a Buffer body is signed with its sha256 (x-amz-content-sha256), which S3 and
+// RGW check, so no Content-MD5 is computed (MD5 cost more CPU than anything else on the push path).
 
 export interface CompletedPart {
   ETag: string;
@@ -10,7 +10,7 @@ export interface CompletedPart {
 }
 
 /** Sends one part (with its retries) and returns its ETag. `signal` fires when another part failed. */
-export type SendPart = (partNumber: number, body: Buffer, md5: string, signal: AbortSignal) => Promise<string>;
+export type SendPart = (partNumber: number, body: Buffer, signal: AbortSignal) => Promise<string>;
 
 export class PartUploader {
   /** Bytes handed to add() so far. */
@@ -67,8 +67,7 @@ export class PartUploader {
     this.check();
     const n = ++this.numbered;
     this.bytes += body.length;
-    const md5 = createHash('md5').update(body).digest('base64');
-    const p: Promise<void> = this.send(n, body, md5, this.signal)
+    const p: Promise<void> = this.send(n, body, this.signal)
       .then((etag) => {
         this.done.push({ ETag: etag, PartNumber: n });
         // The request is answered, so its body is no longer read: the buffer may carry another part.

@@ -2,7 +2,7 @@
 //
 // Why it works this way:
 // - Blobs at or below `multipartThreshold` are buffered in memory (bounded by concurrency × threshold), hashed, and
-//   sent with ONE PutObject carrying `If-None-Match: *` and `Content-MD5`. No temporary objects; a 412 means another
+//   sent with ONE PutObject carrying `If-None-Match: *`. No temporary objects; a 412 means another
 //   writer got there first, which we count as a dedup skip. The digest is verified before the PUT, because RGW ignores
 //   x-amz-checksum-sha256.
 // - Larger blobs use multipart with parallel parts (memory ≤ partConcurrency × partSize). RGW does not honour
@@ -15,7 +15,7 @@
 //   budget, cancellation and the retry metrics.
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Readable } from 'node:stream';
 import {
@@ -98,7 +98,9 @@ export class S3Store implements BlobStore {
       region: opts.s3Region ?? 'us-east-1',
       forcePathStyle: true,
       maxAttempts: 1,
-      // We send Content-MD5 and verify sha256 ourselves; CRC32 on every PUT would only cost CPU.
+      // No CRC32 or Content-MD5: every body we send is a Buffer or string, which SigV4 signs with its sha256
+      // (x-amz-content-sha256) and S3/RGW verify (XAmzContentSHA256Mismatch). A second checksum only costs CPU —
+      // MD5 was the single largest CPU cost of a push. The blob's own digest we verify ourselves.
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
       ...(opts.accessKeyId && opts.secretAccessKey
@@ -247,7 +249,7 @@ export class S3Store implements BlobStore {
     const d = parseDigest(digest);
     if (opts.size !== undefined && opts.size > this.multipartThreshold) return this.putLarge(d, source, opts);
     // Buffer (bounded by the threshold) while hashing; switch to multipart if the source turns out to be larger.
-    const verify = new VerifyingStream({ expected: d, ...(opts.size !== undefined ? { size: opts.size } : {}), md5: true });
+    const verify = new VerifyingStream({ expected: d, ...(opts.size !== undefined ? { size: opts.size } : {}) });
     const input = await source();
     input.on('error', (e) => verify.destroy(e));
     input.pipe(verify);
@@ -269,15 +271,15 @@ export class S3Store implements BlobStore {
       throw err;
     }
     const body = Buffer.concat(chunks, buffered);
-    return this.putSmall(d, body, verify.contentMd5 ?? createHash('md5').update(body).digest('base64'), opts.signal);
+    return this.putSmall(d, body, opts.signal);
   }
 
-  private async putSmall(d: Digest, body: Buffer, md5: string, signal: AbortSignal | undefined): Promise<PutOutcome> {
+  private async putSmall(d: Digest, body: Buffer, signal: AbortSignal | undefined): Promise<PutOutcome> {
     const key = this.key(blobKey(d.value));
     return this.call('PutObject', key, signal, async (s) => {
       try {
         await this.client.send(
-          new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, ContentMD5: md5, IfNoneMatch: '*', ContentType: 'application/octet-stream' }),
+          new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, IfNoneMatch: '*', ContentType: 'application/octet-stream' }),
           { abortSignal: s },
         );
         blobUploadBytesTotal.inc({ store: this.name }, body.length);
@@ -373,9 +375,9 @@ export class S3Store implements BlobStore {
   }
 
   private partSender(key: string, uploadId: string, digest?: string): SendPart {
-    return async (n, body, md5, signal) => {
+    return async (n, body, signal) => {
       const out = await this.call('UploadPart', key, signal, (s) =>
-        this.client.send(new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: n, Body: body, ContentLength: body.length, ContentMD5: md5 }), { abortSignal: s }), digest);
+        this.client.send(new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: n, Body: body, ContentLength: body.length }), { abortSignal: s }), digest);
       return out.ETag ?? '';
     };
   }
@@ -461,6 +463,7 @@ export class S3Store implements BlobStore {
     return {
       partSize: this.partSize,
       maxBytes: MAX_COPY_BYTES,
+      buffer: () => parts.buffer(),
       addPart: (body) => parts.add(body),
       abort,
       commit: async (digest, size, o = {}) => {
@@ -686,10 +689,9 @@ export class S3Store implements BlobStore {
   }
 
   private async writeSmall(key: string, body: string, ifAbsent: boolean, signal: AbortSignal | undefined): Promise<void> {
-    const md5 = createHash('md5').update(body).digest('base64');
     await this.call('PutObject', key, signal, async (s) => {
       try {
-        await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentMD5: md5, ContentType: 'text/plain', ...(ifAbsent ? { IfNoneMatch: '*' } : {}) }), { abortSignal: s });
+        await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentType: 'text/plain', ...(ifAbsent ? { IfNoneMatch: '*' } : {}) }), { abortSignal: s });
       } catch (err) {
         if (ifAbsent && isPreconditionFailed(err)) return;
         throw err;

@@ -1,5 +1,5 @@
 // The S3 store against real Ceph RGW: the shared conformance suite (small multipart threshold so multipart runs
-// too), plus S3-specific claims: conditional writes, Content-MD5, multipart abort, batch existence cost, errors.
+// too), plus S3-specific claims: conditional writes, bodies damaged in transit, multipart abort, batch existence cost, errors.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
@@ -173,5 +173,31 @@ test('a backend that stops answering: the idle socket times out and the request 
     assert.equal(store.requestCounts().HeadObject, 2);
   } finally {
     await never.close();
+  }
+});
+
+test('a body damaged on its way to S3 is refused by RGW (SigV4 signs its sha256), retried, and never stored damaged', async () => {
+  const { startS3Proxy } = await import('../support/s3-proxy.js');
+  const bucket = await createTestBucket('damage');
+  const small = randomBytes(64 * 1024);
+  const large = randomBytes(12 * MiB); // multipart: 3 parts of ≤ 5 MiB
+  const once = await startS3Proxy({ target: cfg.endpoint, faults: { rate: 1, kinds: ['corruptUpload'], operations: ['UploadPart'], limit: 1 } });
+  const onceSmall = await startS3Proxy({ target: cfg.endpoint, faults: { rate: 1, kinds: ['corruptUpload'], operations: ['PutObject'], limit: 1 } });
+  const always = await startS3Proxy({ target: cfg.endpoint, faults: { rate: 1, kinds: ['corruptUpload'], operations: ['PutObject'] } });
+  try {
+    for (const [proxy, data] of [[onceSmall, small], [once, large]] as const) {
+      const store = storeOn(bucket, { endpoint: proxy.url });
+      assert.equal((await store.putBlob(digestOf(data), () => Readable.from([data]))).status, 'written');
+      assert.equal(proxy.counts().faultedByKind.corruptUpload, 1, 'one request body was damaged');
+      assert.equal(store.retries, 1, 'the refused request was retried once');
+      const back = Buffer.concat(await (await store.getBlob(digestOf(data))).toArray());
+      assert.ok(back.equals(data), 'what is stored is what was sent, not the damaged bytes');
+    }
+    const other = randomBytes(1000);
+    const store = storeOn(bucket, { endpoint: always.url, retry: { maxAttempts: 2, baseDelayMs: 1, maxDelayMs: 5 } });
+    await assert.rejects(store.putBlob(digestOf(other), () => Readable.from([other])), (e) => isTransshipError(e, 'TS_RETRY_EXHAUSTED') && /damaged in transit/.test(e.message));
+    assert.equal(await storeOn(bucket).statBlob(digestOf(other)), undefined, 'nothing stored');
+  } finally {
+    await Promise.all([once.close(), onceSmall.close(), always.close()]);
   }
 });

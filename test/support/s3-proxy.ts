@@ -14,8 +14,11 @@ import type { AddressInfo, Socket } from 'node:net';
 import { Transform, finished, pipeline } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-/** `corrupt` forwards the request and flips one byte of the response body (bytes damaged in flight). */
-export type FaultKind = 'slowdown503' | 'reset' | 'delay' | 'forbidden403' | 'corrupt';
+/**
+ * `corrupt` forwards the request and flips one byte of the response body (bytes damaged in flight on the way
+ * down); `corruptUpload` flips one byte of the request body instead (damaged on the way up, after signing).
+ */
+export type FaultKind = 'slowdown503' | 'reset' | 'delay' | 'forbidden403' | 'corrupt' | 'corruptUpload';
 
 export interface FaultConfig {
   /** Probability (0..1) that an eligible request gets a fault. */
@@ -141,7 +144,10 @@ export async function startS3Proxy(opts: S3ProxyOptions): Promise<S3Proxy> {
         return;
       }
       case 'corrupt':
-        forward(req, res, entry, expectsContinue, true);
+        forward(req, res, entry, expectsContinue, 'response');
+        return;
+      case 'corruptUpload':
+        forward(req, res, entry, expectsContinue, 'request');
         return;
       case undefined:
         forward(req, res, entry, expectsContinue);
@@ -149,7 +155,7 @@ export async function startS3Proxy(opts: S3ProxyOptions): Promise<S3Proxy> {
     }
   };
 
-  const forward = (req: IncomingMessage, res: ServerResponse, entry: ProxyLogEntry, expectsContinue: boolean, corrupt = false) => {
+  const forward = (req: IncomingMessage, res: ServerResponse, entry: ProxyLogEntry, expectsContinue: boolean, corrupt?: 'request' | 'response') => {
     const upstream = request({
       protocol: target.protocol,
       hostname: target.hostname,
@@ -181,24 +187,11 @@ export async function startS3Proxy(opts: S3ProxyOptions): Promise<S3Proxy> {
         headers = withoutConnectionHeader(headers).concat('Connection', 'close');
       }
       res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, headers);
-      // Same length, one byte different: only a digest check can notice.
-      let flipped = !corrupt;
-      const damage = new Transform({
-        transform(chunk: Buffer, _enc, cb) {
-          if (!flipped && chunk.length > 0) {
-            const copy = Buffer.from(chunk);
-            const i = Math.floor(copy.length / 2);
-            copy[i] = (copy[i] ?? 0) ^ 0xff;
-            flipped = true;
-            cb(null, copy);
-          } else cb(null, chunk);
-        },
-      });
-      pipeline(upRes, damage, res, () => {
+      pipeline(upRes, damageOneByte(corrupt === 'response'), res, () => {
         // Errors here mean one side went away mid-body; pipeline has already destroyed both.
       });
     });
-    pipeline(req, upstream, (err) => {
+    pipeline(req, damageOneByte(corrupt === 'request'), upstream, (err) => {
       // An upstream that answered early (an error before reading the whole body) may then close the connection
       // under the upload: its answer is already on its way to the client and is what the client must see.
       if (!err || answered) return;
@@ -264,7 +257,23 @@ function emptyCounts(): ProxyCounts {
   return { total: 0, byOperation: {}, faulted: 0, faultedByKind: {} };
 }
 
-const FAULT_KINDS: readonly FaultKind[] = ['slowdown503', 'reset', 'delay', 'forbidden403', 'corrupt'];
+const FAULT_KINDS: readonly FaultKind[] = ['slowdown503', 'reset', 'delay', 'forbidden403', 'corrupt', 'corruptUpload'];
+
+/** Same length, one byte different (when `damage`): only a checksum or digest check can notice. */
+function damageOneByte(damage: boolean): Transform {
+  let flipped = !damage;
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      if (!flipped && chunk.length > 0) {
+        const copy = Buffer.from(chunk);
+        const i = Math.floor(copy.length / 2);
+        copy[i] = (copy[i] ?? 0) ^ 0xff;
+        flipped = true;
+        cb(null, copy);
+      } else cb(null, chunk);
+    },
+  });
+}
 
 function validateFaults(f: FaultConfig): FaultConfig {
   if (!(f.rate >= 0 && f.rate <= 1)) throw new RangeError(`faults.rate must be within 0..1, got ${f.rate}`);

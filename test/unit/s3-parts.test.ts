@@ -27,7 +27,7 @@ test('parts: at most `concurrency` in flight; finish() lists every part in order
 
 test('parts: a failed part cancels the others and is what add()/finish() throw', async () => {
   const seen: AbortSignal[] = [];
-  const send: SendPart = async (n, _b, _m, signal) => {
+  const send: SendPart = async (n, _b, signal) => {
     seen.push(signal);
     if (n === 2) throw new Error('part 2 failed');
     await new Promise((r) => setTimeout(r, 20));
