@@ -5,7 +5,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Regions } from '../placement/regions.js';
 import { Rules } from '../placement/rules.js';
 import { Replicator } from '../placement/replicator.js';
-import { placementStatus } from '../placement/status.js';
+import { placementStatus, promotedUsage, type PromotedUsage } from '../placement/status.js';
+import { evictorFromConfig } from '../placement/evict.js';
+import { PromotionLedger, stampPeriodMs } from '../placement/promoted.js';
 import { costInputFromMetrics, estimateCost, prices } from '../placement/cost.js';
 import { TransshipError, ExitCode } from '../core/errors.js';
 import type { Config } from '../core/config.js';
@@ -33,8 +35,13 @@ export function registerPlacement(program: Command): void {
           else {
             process.stdout.write(`home region: ${st.home}\n`);
             const pr = st.promote;
-            process.stdout.write(`promotion: ${pr.policy === 'demand' && pr.reads !== null ? `when a blob was read remotely ${pr.reads} times within ${pr.windowSeconds} s` : pr.policy === 'always' ? 'on the first remote read' : 'never'}\n`);
-            for (const r of st.regions) process.stdout.write(`  ${r.name.padEnd(12)} ${r.store}  ${r.blobs} blobs, ${formatBytes(r.bytes)}${r.error ? `  UNREACHABLE: ${r.error}` : ''}\n`);
+            const first = pr.policy === 'always' || (pr.policy === 'demand' && pr.reads === 1);
+            process.stdout.write(`promotion: ${first ? 'on the first remote read' : pr.policy === 'demand' && pr.reads !== null ? `when a blob was read remotely ${pr.reads} times within ${pr.windowSeconds} s` : 'never'}`);
+            process.stdout.write(pr.policy === 'never' ? '\n' : `; promoted copies evicted ${pr.evictAfterIdleSeconds === null ? 'never' : `after ${formatIdle(pr.evictAfterIdleSeconds)} unread`}\n`);
+            for (const r of st.regions) {
+              const pc = r.promoted?.blobs ? `  (promoted copies: ${r.promoted.blobs}, ${formatBytes(r.promoted.bytes)}; idle past the limit: ${r.promoted.idleBlobs}, ${formatBytes(r.promoted.idleBytes)})` : '';
+              process.stdout.write(`  ${r.name.padEnd(12)} ${r.store}  ${r.blobs} blobs, ${formatBytes(r.bytes)}${pc}${r.error ? `  UNREACHABLE: ${r.error}` : ''}\n`);
+            }
             for (const repo of st.repositories) {
               process.stdout.write(`${repo.repository}  (rule: ${repo.rule.reason}${repo.rule.regions ? ' → ' + repo.rule.regions.join(',') : ''})\n`);
               for (const [tag, where] of Object.entries(repo.tags)) process.stdout.write(`  :${tag.padEnd(20)} ${Object.keys(where).join(', ')}\n`);
@@ -43,6 +50,39 @@ export function registerPlacement(program: Command): void {
             for (const p of st.pending) process.stdout.write(`  ${p.repo}:${p.tag} ${p.from} → ${p.to}\n`);
           }
           return st.regions.some((r) => r.error) ? ExitCode.failure : ExitCode.ok;
+        } finally {
+          await regions.close();
+        }
+      }),
+    );
+
+  placement
+    .command('evict')
+    .description('remove promoted copies idle longer than placement.promote.evictAfterIdle from the home region (never one a local repository needs, never the last original)')
+    .option('--dry-run', 'report what would be evicted; write and delete nothing')
+    .option('--json', 'print JSON')
+    .action(async (flags: GlobalOptions & { dryRun?: boolean }, cmd: Command) =>
+      runCommand(cmd, flags, async ({ signal }) => {
+        const config = loadCliConfig(flags);
+        if (!config.regions) throw new TransshipError('TS_CONFIG_INVALID', 'placement evict needs `regions:` in the config (promoted copies exist only with other regions to promote from)');
+        const regions = Regions.fromConfig(config);
+        try {
+          const rules = Rules.fromConfig(config);
+          const ledger = new PromotionLedger(regions.homeStore, { stampMs: stampPeriodMs(rules.promote.evictAfterIdleMs) });
+          const r = await evictorFromConfig(config, regions, rules, ledger).pass({ signal, dryRun: flags.dryRun });
+          if (flags.json) printJson(r);
+          else {
+            const verb = r.dryRun ? 'would evict' : 'evicted';
+            for (const e of r.evicted) process.stdout.write(`${verb} ${e.digest} (${formatBytes(e.size)}, unread for ${formatIdle(e.idleMs / 1000)})\n`);
+            for (const k of r.kept) process.stdout.write(`kept ${k.digest} (${formatBytes(k.size)}): ${k.reason}\n`);
+            for (const x of r.restored) process.stdout.write(`restored ${x.digest} (${formatBytes(x.size)}): a local repository came to need it\n`);
+            process.stdout.write(
+              `${r.region}: ${r.promoted} promoted copies, ${r.warm} read recently; ${verb} ${r.evicted.length} (${formatBytes(r.bytesEvicted)}), kept ${r.kept.length}, ` +
+                `${r.pending} awaiting the check after grace, ${r.confirmed} confirmed, ${r.restored.length} restored${r.truncated ? ' (more next pass)' : ''}; ` +
+                `idle limit ${r.evictAfterIdleSeconds === null ? 'never' : formatIdle(r.evictAfterIdleSeconds)}\n`,
+            );
+          }
+          return ExitCode.ok;
         } finally {
           await regions.close();
         }
@@ -101,23 +141,49 @@ export function registerPlacement(program: Command): void {
           });
         }
         const regions = Regions.fromConfig(config);
+        const idleMs = Rules.fromConfig(config).promote.evictAfterIdleMs;
         let storedBytes = 0;
+        const promoted: PromotedUsage = { blobs: 0, bytes: 0, idleBlobs: 0, idleBytes: 0 };
         try {
-          for (const name of regions.names) for await (const b of regions.store(name).listBlobs({ signal })) storedBytes += b.size;
+          for (const name of regions.names) {
+            const sizes = new Map<string, number>();
+            for await (const b of regions.store(name).listBlobs({ signal })) {
+              storedBytes += b.size;
+              sizes.set(b.digest, b.size);
+            }
+            if (regions.others.length === 0) continue;
+            const u = await promotedUsage(regions.store(name), sizes, idleMs, { signal });
+            promoted.blobs += u.blobs;
+            promoted.bytes += u.bytes;
+            promoted.idleBlobs += u.idleBlobs;
+            promoted.idleBytes += u.idleBytes;
+          }
         } finally {
           await regions.close();
         }
-        const est = estimateCost({ ...costInputFromMetrics(text), storedBytes }, prices(config));
+        const p = prices(config);
+        const base = estimateCost({ ...costInputFromMetrics(text), storedBytes }, p);
+        // Promoted copies are part of the stored bytes; shown apart because eviction bounds how long they are paid for.
+        const est = { ...base, promoted: { ...promoted, monthlyCost: (promoted.bytes / 1e9) * p.storageGbMonth, evictAfterIdleSeconds: Number.isFinite(idleMs) ? idleMs / 1000 : null } };
         if (flags.json) printJson(est);
         else {
           const $ = (n: number) => `$${n.toFixed(4)}`;
           process.stdout.write(
             `requests      ${est.requests.putClass} PUT-class, ${est.requests.getClass} GET-class  ${$(est.requests.cost)}\n` +
               `stored        ${formatBytes(est.storage.bytes)}  ${$(est.storage.monthlyCost)}/month\n` +
+              `  promoted    ${formatBytes(est.promoted.bytes)} in ${est.promoted.blobs} copies  ${$(est.promoted.monthlyCost)}/month; idle past the limit: ${formatBytes(est.promoted.idleBytes)} (evicted by the next pass)\n` +
               `dedup saved   ${formatBytes(est.dedup.bytesSaved)} not stored again  ${$(est.dedup.monthlyStorageSaved)}/month\n` +
               `cross-region  ${formatBytes(est.crossRegion.bytes)}  ${$(est.crossRegion.cost)}\n`,
           );
         }
       }),
     );
+}
+
+/** Seconds as the largest whole unit that fits: `26d`, `12h`, `90m`, `45s`. */
+function formatIdle(seconds: number): string {
+  if (seconds >= 86400) return `${+(seconds / 86400).toFixed(1)}d`;
+  if (seconds >= 3600) return `${+(seconds / 3600).toFixed(1)}h`;
+  if (seconds >= 60) return `${+(seconds / 60).toFixed(1)}m`;
+  return `${+seconds.toFixed(1)}s`;
 }

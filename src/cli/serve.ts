@@ -12,6 +12,7 @@ import { Rules } from '../placement/rules.js';
 import { PlacedReader } from '../placement/read-path.js';
 import { Replicator } from '../placement/replicator.js';
 import { ReplicationKicker, replicateAfterPushes } from '../placement/kicker.js';
+import { startEviction } from '../placement/evict.js';
 import { hashPassword } from '../registry/auth.js';
 import { buildServer } from '../server/server.js';
 import { runCommand, loadCliConfig, type GlobalOptions } from './context.js';
@@ -83,6 +84,8 @@ export function registerServe(program: Command): void {
         // `dr` rules are eager: a push is replicated right after it is answered, one bounded pass at a time; a kick
         // lost to a crash is picked up by the next push or `transship replicate` (the replicator is idempotent).
         const kicker = regions ? new ReplicationKicker(Replicator.fromConfig(config, regions)) : undefined;
+        // Promoted copies are a cache: a bounded eviction pass every placement.evict.intervalSeconds (evict.ts).
+        const eviction = placed ? startEviction(config, placed) : undefined;
         let app;
         try {
           app = await buildServer({
@@ -105,6 +108,7 @@ export function registerServe(program: Command): void {
         } catch (err) {
           await app?.close();
           await kicker?.close();
+          await eviction?.close();
           await (regions ? regions.close() : store.close());
           throw err;
         }
@@ -118,6 +122,7 @@ export function registerServe(program: Command): void {
         await app.close();
         // A replication pass in flight is cancelled; the next start (or `transship replicate`) finishes it.
         await kicker?.close();
+        await eviction?.close();
         await (regions ? regions.close() : store.close());
       }),
     );

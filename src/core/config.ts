@@ -111,6 +111,23 @@ const placementSchema = z
         policy: z.enum(['demand', 'always', 'never']).optional(),
         reads: positiveInt.optional(),
         windowSeconds: positiveInt.optional(),
+        /**
+         * Promoted copies not read for this long are evicted (src/placement/evict.ts): `never`, or `12h`, `7d`…
+         * Default: the price table's break-even residency (transfer ÷ storage price; ≈ 26 days at AWS list prices).
+         */
+        evictAfterIdle: z.string().regex(/^(?:never|\d+(?:\.\d+)?(?:ms|s|m|h|d))$/, 'expected "never" or a duration like 12h, 7d or 30d (units ms, s, m, h, d)').optional(),
+      })
+      .strict()
+      .optional(),
+    /** Eviction passes in `serve` (and the limits of `transship placement evict`). */
+    evict: z
+      .object({
+        /** Between passes in `serve` (default 3600). */
+        intervalSeconds: positiveInt.optional(),
+        /** Between a delete and the check that confirms it; ≥ 180 (default 600), see src/placement/evict.ts. */
+        graceSeconds: z.number().int().min(180, 'must be at least 180 s: the registry may act on a "present" answer for 30 s, plus a manifest write retried for up to 120 s').optional(),
+        /** Digests acted on per pass (default 1000). */
+        maxPerPass: positiveInt.optional(),
       })
       .strict()
       .optional(),

@@ -25,21 +25,45 @@ const GB = 1e9;
 const MONTH_MS = 30 * 24 * 3600_000;
 
 /**
- * The default promotion threshold: how many remote reads of a blob within the demand window justify keeping a copy
- * in the reading region. Expected cost, per byte: if the observed rate (k reads per window) goes on, not promoting
- * costs k × crossRegionPerGb per window, promoting costs storageGbMonth × window/month for as long as the copy is
- * kept. So promote once k ≥ storage-per-window ÷ transfer. With AWS list prices that is ≈ 0.0016 reads for a 1 h
- * window and ≈ 1.15 for a 30-day one: any repeated read pays for the copy.
- *
- * It never goes below 2: one read is no rate. Most (image, region) pairs of a skewed workload are read exactly once
- * (a CI job, one node pulling an old tag; 59 of 94 in bench/placement.ts), and promoting those on first read would
- * store a copy per region forever (promoted copies are not evicted) to save nothing. The second read within the
- * window is the first evidence of repeated demand, and each read waited for after that is one more crossing that
- * buys no information the price table has not already settled — which is why 3 was too many.
+ * How long an idle promoted copy is kept by default: the break-even residency T* = crossRegionPerGb ÷ storageGbMonth
+ * months, i.e. the time after which storing a copy nobody reads has cost as much as the one crossing it could still
+ * save. At AWS list prices 0.02 ÷ 0.023 months ≈ 26 days. It is the ski-rental point: holding an idle copy longer
+ * risks more than a re-fetch costs, dropping it sooner re-fetches blobs whose next read was coming anyway.
+ * Free storage: never evict (Infinity). Free transfer: a copy is worth nothing, evict whatever is idle (0).
  */
-export function promotionThreshold(p: Prices, windowMs: number): number {
+export function breakEvenResidencyMs(p: Prices): number {
+  if (p.storageGbMonth <= 0) return Number.POSITIVE_INFINITY;
+  if (p.crossRegionPerGb <= 0) return 0;
+  const ms = (p.crossRegionPerGb / p.storageGbMonth) * MONTH_MS;
+  // Whole hours (626 h at AWS list prices) or, below an hour, whole seconds: readable in status output and JSON.
+  const unit = ms >= 3600_000 ? 3600_000 : 1000;
+  return Math.floor(ms / unit) * unit;
+}
+
+/**
+ * The default promotion threshold: how many remote reads of a blob within the demand window justify keeping a copy
+ * in the reading region.
+ *
+ * With eviction (promoted copies are a bounded cache: removed once idle for `evictAfterIdleMs`, src/placement/evict.ts)
+ * a copy made on the first remote read costs at most (active time + T) × storage, where the active time is paid back
+ * by the reads it serves (each saves a crossing, and a gap between reads shorter than T* costs less storage than a
+ * crossing). Per (blob, region) and any read sequence, promoting on the first read then costs at most
+ * (1 + storage(T) ÷ transfer) × the cheapest placement in hindsight: the worst case is a blob read exactly once, which
+ * pays its crossing plus T of storage. Waiting for the k-th read (k ≥ 2) is never better in the worst case: a blob
+ * read exactly k times pays k crossings where one would do, plus the same T of storage after its last read. So with
+ * T ≤ T* (storage over T at most one crossing, ratio ≤ 2) the threshold is 1 — the bench's 200-image workload saves
+ * 28% of the bytes of the 2nd-read rule that way (bench/RESULTS.md, placement).
+ *
+ * Without eviction (`evictAfterIdle: never`, or T beyond T*) a copy is paid for as long as it is kept, so expected
+ * cost decides: if the observed rate (k reads per window) goes on, not promoting costs k × crossRegionPerGb per
+ * window, promoting costs storageGbMonth × window/month; promote once k ≥ storage-per-window ÷ transfer, and never
+ * below 2 (one read is no rate: most (image, region) pairs of a skewed workload are read exactly once, and a copy
+ * kept forever for them saves nothing).
+ */
+export function promotionThreshold(p: Prices, windowMs: number, evictAfterIdleMs: number = Number.POSITIVE_INFINITY): number {
   // Free transfer: a copy never pays for itself (Infinity: Rules turns that into `policy: never`).
   if (p.crossRegionPerGb <= 0) return Number.POSITIVE_INFINITY;
+  if (Number.isFinite(evictAfterIdleMs) && p.storageGbMonth * (evictAfterIdleMs / MONTH_MS) <= p.crossRegionPerGb) return 1;
   const storagePerWindow = p.storageGbMonth * (windowMs / MONTH_MS);
   return Math.max(2, Math.ceil(storagePerWindow / p.crossRegionPerGb));
 }

@@ -5,6 +5,10 @@
 // local write is the same verified putBlob every other write uses (a corrupted transfer is rejected and never
 // stored), and the client is served from a stream we know is complete. The cost is first-byte latency on the
 // promoting read only.
+//
+// Promoted copies are a cache, not placement: each promotion is recorded (promoted.ts) before its bytes are
+// written, local reads are noted in memory for the idle clock, and evict.ts removes copies idle for longer than
+// `promote.evictAfterIdle`.
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream';
 import { VerifyingStream, parseDigest } from '../core/digest.js';
@@ -16,6 +20,7 @@ import { log } from '../telemetry/log.js';
 import type { Regions } from './regions.js';
 import type { Rules } from './rules.js';
 import { DemandTracker } from './demand.js';
+import { PromotionLedger, stampPeriodMs } from './promoted.js';
 
 /** Where a blob was found and its size. */
 export interface Located {
@@ -35,13 +40,22 @@ export interface PlacedBlob {
 
 export class PlacedReader {
   readonly demand: DemandTracker;
+  /** The home region's promotion markers and this instance's unflushed local reads. */
+  readonly ledger: PromotionLedger;
 
   constructor(
     readonly regions: Regions,
     readonly rules: Rules,
+    opts: { now?: (() => number) | undefined } = {},
   ) {
     // The tracker keeps one timestamp per read up to the threshold; an infinite threshold needs none.
-    this.demand = new DemandTracker(rules.promote.windowMs, Number.isFinite(rules.promote.reads) ? rules.promote.reads : 1);
+    this.demand = new DemandTracker(rules.promote.windowMs, Number.isFinite(rules.promote.reads) ? rules.promote.reads : 1, undefined, opts.now);
+    this.ledger = new PromotionLedger(regions.homeStore, { stampMs: stampPeriodMs(rules.promote.evictAfterIdleMs), now: opts.now });
+  }
+
+  /** A blob served from the home store by someone else (the registry's direct and redirected GETs). */
+  noteLocalRead(digest: string): void {
+    if (this.regions.others.length) this.ledger.noteRead(digest);
   }
 
   /** Where a blob is: home first, then the other regions in fetch order. Unreachable regions are skipped (logged). */
@@ -83,6 +97,7 @@ export class PlacedReader {
       try {
         const stream = await this.regions.homeStore.getBlob(d, opts);
         blobReadsTotal.inc({ location: 'local' });
+        this.noteLocalRead(d);
         return { stream, size: undefined, location: 'local', region: home, promoted: false };
       } catch (err) {
         if (!isTransshipError(err, 'TS_BLOB_UNKNOWN')) throw err;
@@ -102,7 +117,13 @@ export class PlacedReader {
       });
       if (promoted) {
         this.demand.forget(d);
-        return { stream: await this.regions.homeStore.getBlob(d, opts), size: found.info.size, location: 'remote', region: found.region, promoted: true };
+        try {
+          return { stream: await this.regions.homeStore.getBlob(d, opts), size: found.info.size, location: 'remote', region: found.region, promoted: true };
+        } catch (err) {
+          // Evicted again between the copy and this read (or the copy was an 'exists' of a blob deleted since): the
+          // remote copy is still there, so fall through to a plain lazy fetch.
+          if (!isTransshipError(err, 'TS_BLOB_UNKNOWN')) throw err;
+        }
       }
     }
     return withSpan('placement.lazy_fetch', { 'transship.digest': d, 'transship.from': found.region, 'transship.to': home }, async () => {
@@ -113,9 +134,14 @@ export class PlacedReader {
     });
   }
 
-  /** Copies one blob from `from` into the home region (verified by putBlob). Returns true when it is now local. */
+  /**
+   * Copies one blob from `from` into the home region (verified by putBlob). Returns true when it is now local. The
+   * promotion marker goes first: a crash between the two leaves a marker without a copy (dropped by the next eviction
+   * pass), never a copy nobody knows is a cache entry.
+   */
   async promote(digest: string, from: string, size: number, opts: Signalled = {}): Promise<boolean> {
     return withSpan('placement.promote', { 'transship.digest': digest, 'transship.from': from, 'transship.to': this.regions.home }, async () => {
+      await this.ledger.recordPromotion(digest, from, opts);
       const r = await this.regions.homeStore.putBlob(digest, () => this.regions.store(from).getBlob(digest, opts), { size, signal: opts.signal });
       if (r.status === 'written') crossRegionUploadBytesTotal.inc({ from, to: this.regions.home }, r.size);
       return true;

@@ -1,7 +1,8 @@
 // Placement rules: which repositories go where, and why. First matching rule wins; with no match a repository is
 // `demand` (lazy fetch, promotion after measured remote reads), which is the cheap default.
 import type { Config } from '../core/config.js';
-import { DEFAULT_PRICES, prices, promotionThreshold, type Prices } from './cost.js';
+import { DEFAULT_PRICES, breakEvenResidencyMs, prices, promotionThreshold, type Prices } from './cost.js';
+import { parseIdle } from './promoted.js';
 
 export type Reason = 'dr' | 'demand' | 'never';
 
@@ -15,6 +16,8 @@ export interface PromotePolicy {
   policy: 'demand' | 'always' | 'never';
   reads: number;
   windowMs: number;
+  /** Promoted copies idle longer than this are evicted (src/placement/evict.ts); Infinity = kept forever. */
+  evictAfterIdleMs: number;
 }
 
 /** `*` matches within one path component, `**` any number of components; everything else is literal. */
@@ -36,22 +39,29 @@ export class Rules {
   private readonly compiled: Array<{ rule: Rule; res: RegExp[] }>;
   readonly promote: PromotePolicy;
 
-  /** Without an explicit `reads`, the threshold comes from the price table and the window (see promotionThreshold). */
+  /**
+   * Without an explicit `reads`, the threshold comes from the price table, the window and the eviction horizon (see
+   * promotionThreshold); without an explicit `evictAfterIdleMs`, the horizon is the price table's break-even
+   * residency (breakEvenResidencyMs: ≈ 26 days at AWS list prices).
+   */
   constructor(rules: readonly Rule[], promote: Partial<PromotePolicy> = {}, priceTable: Prices = DEFAULT_PRICES) {
     this.compiled = rules.map((rule) => ({ rule, res: rule.repos.map(globToRegExp) }));
     const windowMs = promote.windowMs ?? 3600_000;
-    const reads = promote.reads ?? promotionThreshold(priceTable, windowMs);
-    this.promote = { policy: promote.policy ?? (Number.isFinite(reads) ? 'demand' : 'never'), reads, windowMs };
+    const evictAfterIdleMs = promote.evictAfterIdleMs ?? breakEvenResidencyMs(priceTable);
+    const reads = promote.reads ?? promotionThreshold(priceTable, windowMs, evictAfterIdleMs);
+    this.promote = { policy: promote.policy ?? (Number.isFinite(reads) ? 'demand' : 'never'), reads, windowMs, evictAfterIdleMs };
   }
 
   static fromConfig(config: Config): Rules {
     const p = config.placement;
+    const idle = p?.promote?.evictAfterIdle;
     return new Rules(
       p?.rules ?? [],
       {
         ...(p?.promote?.policy ? { policy: p.promote.policy } : {}),
         ...(p?.promote?.reads ? { reads: p.promote.reads } : {}),
         ...(p?.promote?.windowSeconds ? { windowMs: p.promote.windowSeconds * 1000 } : {}),
+        ...(idle !== undefined ? { evictAfterIdleMs: parseIdle(idle, 'placement.promote.evictAfterIdle') } : {}),
       },
       prices(config),
     );

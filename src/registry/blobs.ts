@@ -51,6 +51,7 @@ export async function getBlob(call: Call): Promise<void> {
     if (opened) {
       ctx.notePresent(digest, opened.size);
       if (ctx.placed) blobReadsTotal.inc({ location: 'local' });
+      ctx.placed?.noteLocalRead(digest);
       sendBlob(call, digest, opened.stream, opened.size);
       return;
     }
@@ -68,6 +69,7 @@ export async function getBlob(call: Call): Promise<void> {
   if (url) {
     registryBlobRedirectsTotal.inc();
     if (ctx.placed) blobReadsTotal.inc({ location: 'local' });
+    ctx.placed?.noteLocalRead(digest);
     reply.code(307).header('location', url).header('docker-content-digest', digest).header('content-length', '0').send();
     return;
   }

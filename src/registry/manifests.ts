@@ -43,6 +43,7 @@ export async function getManifest(call: Call): Promise<void> {
   let bytes: Buffer;
   try {
     bytes = await ctx.links.manifestBytes(digest, signal);
+    ctx.placed?.noteLocalRead(digest);
   } catch (err) {
     if (!isTransshipError(err, 'TS_BLOB_UNKNOWN')) throw err;
     if (!ctx.placed) throw manifestUnknown(name, ref);

@@ -54,6 +54,17 @@ export const crossRegionUploadBytesTotal = new Counter({
   labelNames: ['from', 'to'] as const,
   ...reg,
 });
+export const promotedBlobEvictionsTotal = new Counter({
+  name: 'promoted_blob_evictions_total',
+  help: 'Promoted copies handled by eviction passes: evicted (deleted when idle), adopted (a local repository needs it; kept as a normal blob), restored (copied back after a push raced the eviction).',
+  labelNames: ['result'] as const,
+  ...reg,
+});
+export const promotedBlobEvictedBytesTotal = new Counter({
+  name: 'promoted_blob_evicted_bytes_total',
+  help: 'Bytes of promoted copies deleted by eviction passes.',
+  ...reg,
+});
 
 // --- transfer core (project names) ---
 export const s3RequestsTotal = new Counter({

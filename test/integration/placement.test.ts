@@ -16,42 +16,27 @@ import { Regions } from '../../src/placement/regions.js';
 import { Rules, type Rule } from '../../src/placement/rules.js';
 import { PlacedReader } from '../../src/placement/read-path.js';
 import { Replicator } from '../../src/placement/replicator.js';
-import { copyImage } from '../../src/transfer/copy.js';
-import { StoreDestination } from '../../src/transfer/store-destination.js';
-import { openOciLayoutSource } from '../../src/transfer/sources/oci-layout.js';
 import { isTransshipError } from '../../src/core/errors.js';
 import { registry } from '../../src/telemetry/metrics.js';
 import { RepoLinks } from '../../src/registry/links.js';
 import { metaStoreFor } from '../../src/registry/meta.js';
 import { copyRepoLinks } from '../../src/placement/links.js';
-import { makeOciLayout, type BuiltImage } from '../support/images.js';
-import { createTestBucket, s3TestConfig } from '../support/rgw.js';
+import { makeOciLayout } from '../support/images.js';
+import { createTestBucket } from '../support/rgw.js';
+import { placementTestConfig, pushTo, regionStore } from '../support/placement.js';
 import { startS3Proxy } from '../support/s3-proxy.js';
 
-const cfg = s3TestConfig();
-if (!cfg) throw new Error('TRANSSHIP_TEST_S3_* not set: run through `npm test`');
-const endpoints = cfg.endpoints.length >= 2 ? cfg.endpoints : [cfg.endpoint, cfg.endpoint];
+const { cfg, endpoints } = placementTestConfig();
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const tmp = await mkdtemp(join(tmpdir(), 'ts-place-'));
 test.after(() => rm(tmp, { recursive: true, force: true }));
 
-function store(bucket: string, region: string, endpoint: string): S3Store {
-  return new S3Store({ bucket, endpoint, region, accessKeyId: cfg!.accessKeyId, secretAccessKey: cfg!.secretAccessKey, s3Region: cfg!.region, retry: { maxAttempts: 3, baseDelayMs: 5, maxDelayMs: 20, maxElapsedMs: 5000 } });
-}
+const store = (bucket: string, region: string, endpoint: string): S3Store => regionStore(cfg, bucket, region, endpoint);
 
 async function threeRegions(name: string) {
   const buckets = { a: await createTestBucket(`${name}-a`), b: await createTestBucket(`${name}-b`), c: await createTestBucket(`${name}-c`) };
   const eps = { a: endpoints[0]!, b: endpoints[1]!, c: endpoints[2] ?? endpoints[0]! };
   return { buckets, eps };
-}
-
-async function pushTo(img: BuiltImage, s: S3Store, repo: string, tag: string) {
-  const src = await openOciLayoutSource(img.path, { tag: img.tag });
-  try {
-    return await copyImage(src, new StoreDestination(s, repo, tag));
-  } finally {
-    await src.close();
-  }
 }
 
 async function counter(name: string, labels: Record<string, string>): Promise<number> {
@@ -266,7 +251,8 @@ test('cli: `placement status` shows where tags live and what is pending; `replic
   assert.equal(before.status, 0, before.stderr);
   const st = JSON.parse(before.stdout);
   assert.equal(st.home, 'a');
-  assert.deepEqual(st.promote, { policy: 'demand', reads: 2, windowSeconds: 3600 }, 'the threshold derived from the default prices');
+  // With eviction after the break-even residency (626 h at AWS list prices), the first remote read promotes.
+  assert.deepEqual(st.promote, { policy: 'demand', reads: 1, windowSeconds: 3600, evictAfterIdleSeconds: 626 * 3600 }, 'the threshold derived from the default prices');
   assert.deepEqual(st.repositories.map((r: { repository: string }) => r.repository), ['prod/web']);
   assert.deepEqual(st.pending.map((p: { to: string }) => p.to), ['b']);
   const metrics = join(tmp, 'replicate.prom');

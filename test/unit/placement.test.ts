@@ -3,7 +3,16 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rules, globToRegExp } from '../../src/placement/rules.js';
 import { DemandTracker } from '../../src/placement/demand.js';
-import { costInputFromMetrics, estimateCost, promotionThreshold, DEFAULT_PRICES } from '../../src/placement/cost.js';
+import { breakEvenResidencyMs, costInputFromMetrics, estimateCost, promotionThreshold, DEFAULT_PRICES } from '../../src/placement/cost.js';
+import { PromotionLedger, parseIdle, parseMarkers, readKey, evictedKey, stampPeriodMs, DAY_MS } from '../../src/placement/promoted.js';
+import { Evictor } from '../../src/placement/evict.js';
+import { Regions } from '../../src/placement/regions.js';
+import { FsStore } from '../../src/store/fs-store.js';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { digestOf } from '../../src/core/digest.js';
 import { loadConfig } from '../../src/core/config.js';
 import { isTransshipError } from '../../src/core/errors.js';
 
@@ -25,20 +34,132 @@ test('rules: first match wins; dr targets; promotion by policy and demand', () =
   assert.equal(new Rules([], { policy: 'always' }).shouldPromote('x', 1), true);
 });
 
-test('promotion threshold from the price table: the 2nd remote read by default, later only when storage is dear', () => {
+test('promotion threshold from the price table: without eviction the 2nd remote read, later only when storage is dear', () => {
   const hour = 3600_000;
   const day = 24 * hour;
-  assert.equal(promotionThreshold(DEFAULT_PRICES, hour), 2, 'one read is no rate; any repeated read within an hour pays for a copy');
-  assert.equal(promotionThreshold(DEFAULT_PRICES, 30 * day), 2, '1.15 break-even reads per 30 days');
-  assert.equal(promotionThreshold(DEFAULT_PRICES, 90 * day), 4, '3.45 break-even reads per 90 days');
+  const never = Number.POSITIVE_INFINITY;
+  assert.equal(promotionThreshold(DEFAULT_PRICES, hour), 2, 'copies kept forever: one read is no rate');
+  assert.equal(promotionThreshold(DEFAULT_PRICES, 30 * day, never), 2, '1.15 break-even reads per 30 days');
+  assert.equal(promotionThreshold(DEFAULT_PRICES, 90 * day, never), 4, '3.45 break-even reads per 90 days');
   assert.equal(promotionThreshold({ ...DEFAULT_PRICES, crossRegionPerGb: 0 }, hour), Number.POSITIVE_INFINITY, 'free transfer: never worth a copy');
+  assert.equal(promotionThreshold({ ...DEFAULT_PRICES, crossRegionPerGb: 0 }, hour, 7 * day), Number.POSITIVE_INFINITY, 'free transfer: not even a bounded copy');
   assert.equal(new Rules([], {}, { ...DEFAULT_PRICES, crossRegionPerGb: 0 }).shouldPromote('x', 1000), false);
-  assert.equal(promotionThreshold({ ...DEFAULT_PRICES, storageGbMonth: 0.023 * 1000 }, day), 39, 'storage 1000× dearer');
-  assert.equal(new Rules([]).promote.reads, 2, 'the default comes from the price table');
-  assert.equal(new Rules([], { windowMs: 90 * day }).promote.reads, 4);
+  assert.equal(promotionThreshold({ ...DEFAULT_PRICES, storageGbMonth: 0.023 * 1000 }, day, never), 39, 'storage 1000× dearer');
   assert.equal(new Rules([], { reads: 5 }).promote.reads, 5, 'an explicit threshold wins');
-  const cfg = loadConfig({ env: {}, flags: { region: 'eu', regions: { eu: { store: 'dir:/x' } }, prices: { storageGbMonth: 0.023 * 1000 }, placement: { promote: { windowSeconds: 86400 } } } });
+  assert.equal(new Rules([], { evictAfterIdleMs: never }).promote.reads, 2, '`evictAfterIdle: never` keeps the old rule');
+  const cfg = loadConfig({ env: {}, flags: { region: 'eu', regions: { eu: { store: 'dir:/x' } }, prices: { storageGbMonth: 0.023 * 1000 }, placement: { promote: { windowSeconds: 86400, evictAfterIdle: 'never' } } } });
   assert.equal(Rules.fromConfig(cfg).promote.reads, 39, 'the configured price table is used');
+});
+
+test('with eviction (the default) the price table promotes on the first remote read: bounded residency, ≤ 2× the cheapest placement', () => {
+  const day = DAY_MS;
+  // Break-even residency: transfer ÷ storage months — 0.02 / 0.023 × 30 days ≈ 26.1 days at AWS list prices.
+  assert.equal(Math.round(breakEvenResidencyMs(DEFAULT_PRICES) / day * 10) / 10, 26.1);
+  assert.equal(breakEvenResidencyMs({ ...DEFAULT_PRICES, storageGbMonth: 0 }), Number.POSITIVE_INFINITY, 'free storage: never evict');
+  assert.equal(breakEvenResidencyMs({ ...DEFAULT_PRICES, crossRegionPerGb: 0 }), 0, 'free transfer: a copy is worth nothing');
+  const r = new Rules([]);
+  assert.equal(r.promote.reads, 1, 'the default derived from prices is now the first read');
+  assert.equal(r.promote.evictAfterIdleMs, breakEvenResidencyMs(DEFAULT_PRICES));
+  assert.equal(r.promote.policy, 'demand');
+  assert.equal(r.shouldPromote('x', 1), true);
+  assert.equal(promotionThreshold(DEFAULT_PRICES, 3600_000, 7 * day), 1, 'a week of storage is 27% of a crossing');
+  assert.equal(promotionThreshold(DEFAULT_PRICES, 3600_000, 27 * day), 2, 'past the break-even residency a copy risks more than a crossing: wait for demand');
+  assert.equal(new Rules([], { evictAfterIdleMs: 7 * day }).promote.reads, 1);
+  assert.equal(new Rules([], { policy: 'never' }).shouldPromote('x', 5), false, '`never` still works');
+  assert.equal(new Rules([], { policy: 'always', evictAfterIdleMs: Number.POSITIVE_INFINITY }).shouldPromote('x', 1), true, '`always` still works');
+  const cfg = loadConfig({ env: {}, flags: { region: 'eu', regions: { eu: { store: 'dir:/x' } }, placement: { promote: { evictAfterIdle: '7d' } } } });
+  assert.equal(Rules.fromConfig(cfg).promote.evictAfterIdleMs, 7 * day);
+});
+
+test('evictAfterIdle and evict limits: validated with precise messages', () => {
+  assert.equal(parseIdle('12h', 'x'), 12 * 3600_000);
+  assert.equal(parseIdle('1.5d', 'x'), 1.5 * DAY_MS);
+  assert.equal(parseIdle('never', 'x'), Number.POSITIVE_INFINITY);
+  assert.throws(() => parseIdle('7', 'placement.promote.evictAfterIdle'), (e) => isTransshipError(e, 'TS_CONFIG_INVALID') && /placement\.promote\.evictAfterIdle: expected "never" or a duration/.test(e.message));
+  const flags = (placement: object) => ({ region: 'eu', regions: { eu: { store: 'dir:/x' } }, placement });
+  assert.throws(
+    () => loadConfig({ env: {}, flags: flags({ promote: { evictAfterIdle: '7 days' } }) }),
+    (e) => isTransshipError(e, 'TS_CONFIG_INVALID') && /placement\.promote\.evictAfterIdle: expected "never" or a duration like 12h, 7d or 30d/.test(e.message),
+  );
+  assert.throws(
+    () => loadConfig({ env: {}, flags: flags({ evict: { graceSeconds: 30 } }) }),
+    (e) => isTransshipError(e, 'TS_CONFIG_INVALID') && /placement\.evict\.graceSeconds: must be at least 180 s/.test(e.message),
+  );
+  assert.throws(() => loadConfig({ env: {}, flags: flags({ evict: { maxPerPass: 0 } }) }), (e) => isTransshipError(e, 'TS_CONFIG_INVALID') && /placement\.evict\.maxPerPass/.test(e.message));
+  assert.throws(() => loadConfig({ env: {}, flags: flags({ evict: { every: 3 } }) }), (e) => isTransshipError(e, 'TS_CONFIG_INVALID'));
+  assert.equal(stampPeriodMs(Number.POSITIVE_INFINITY), DAY_MS, 'a stamp a day at most');
+  assert.equal(stampPeriodMs(26 * DAY_MS), DAY_MS);
+  assert.equal(stampPeriodMs(8000), 1000);
+});
+
+test('promotion markers: parsed by digest; reads stamped from memory once per period, old stamps replaced', async () => {
+  const hex = 'a'.repeat(64);
+  const d = `sha256:${hex}`;
+  const m = parseMarkers([readKey(d, 2000), readKey(d, 1000), evictedKey(d, 5000), 'repos/_placement/promoted/sha256/zz/read/1', 'repos/app/blobs/sha256/' + hex]);
+  assert.deepEqual([...m.keys()], [d]);
+  assert.deepEqual(m.get(d)?.reads, [1000, 2000]);
+  assert.deepEqual(m.get(d)?.evicted, [5000]);
+
+  const dir = await mkdtemp(join(tmpdir(), 'ts-ledger-'));
+  try {
+    const store = new FsStore(dir);
+    let now = 10 * DAY_MS + 5;
+    const ledger = new PromotionLedger(store, { stampMs: DAY_MS, now: () => now });
+    assert.equal(await ledger.flush(), 0, 'nothing noted: no request');
+    await ledger.recordPromotion(d, 'us');
+    ledger.noteRead(d);
+    ledger.noteRead(`sha256:${'b'.repeat(64)}`);
+    assert.equal(await ledger.flush(), 0, 'same day as the promotion stamp; the unpromoted digest is dropped');
+    now += DAY_MS;
+    ledger.noteRead(d);
+    ledger.noteRead(d);
+    assert.equal(await ledger.flush(), 1, 'one stamp per digest per day');
+    assert.deepEqual((await ledger.list()).get(d)?.reads, [11 * DAY_MS], 'the older stamp was replaced');
+    assert.equal(ledger.pendingReads, 0);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('eviction: a promoted copy idle past the limit goes (a lazy fetch later); a fresh one, an unmarked blob, and a copy with no original elsewhere stay', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ts-evict-'));
+  try {
+    const home = new FsStore(join(dir, 'b'), 'b');
+    const origin = new FsStore(join(dir, 'a'), 'a');
+    const put = async (s: FsStore, body: string) => {
+      const digest = digestOf(body);
+      await s.putBlob(digest, () => Readable.from([Buffer.from(body)]));
+      return digest;
+    };
+    const idle = await put(home, 'idle copy');
+    await put(origin, 'idle copy');
+    const fresh = await put(home, 'fresh copy');
+    await put(origin, 'fresh copy');
+    const orphan = await put(home, 'no original');
+    const mine = await put(home, 'pushed here');
+    let now = 100 * DAY_MS;
+    const ledger = new PromotionLedger(home, { stampMs: DAY_MS, now: () => now });
+    await ledger.recordPromotion(idle, 'a');
+    await ledger.recordPromotion(orphan, 'a');
+    now += 30 * DAY_MS;
+    await ledger.recordPromotion(fresh, 'a');
+    const evictor = new Evictor(Regions.of('b', { a: origin, b: home }), ledger, { idleMs: 7 * DAY_MS, now: () => now });
+    const dry = await evictor.pass({ dryRun: true });
+    assert.deepEqual(dry.evicted.map((e) => e.digest), [idle]);
+    assert.ok(await home.statBlob(idle), 'a dry run deletes nothing');
+    const r = await evictor.pass();
+    assert.deepEqual(r.evicted.map((e) => e.digest), [idle]);
+    assert.deepEqual(r.kept.map((k) => [k.digest, k.reason]), [[orphan, 'no-original-elsewhere']]);
+    assert.equal(r.warm, 1);
+    assert.equal(await home.statBlob(idle), undefined);
+    assert.ok(await home.statBlob(fresh) && (await home.statBlob(orphan)) && (await home.statBlob(mine)));
+    assert.ok(await origin.statBlob(idle), 'the original is never touched');
+    const ac = new AbortController();
+    ac.abort();
+    await assert.rejects(evictor.pass({ signal: ac.signal }), (e) => isTransshipError(e, 'TS_CANCELLED'));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 test('demand: counts only reads inside the window, bounded memory', () => {
