@@ -126,6 +126,18 @@ export function readHwm(pid: number | undefined): number | undefined {
   }
 }
 
+/** utime + stime of a process so far, ms (0 once it is gone). */
+export function processCpuMs(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // USER_HZ = 100 on Linux
+  } catch {
+    return 0;
+  }
+}
+
 /** `skopeo --version` → `1.9.3`. */
 export function toolVersion(cmd: string, args: string[], pattern: RegExp): string {
   const r = spawnSync(cmd, args, { encoding: 'utf8' });

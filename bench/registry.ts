@@ -1,6 +1,6 @@
 // Registry (issue 3): skopeo pushes and pulls the same images through `transship serve` (S3 store) and through
 // Distribution (s3 driver), both on the same RGW behind the same counting proxy, scenario by scenario back to back.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { Agent, request } from 'node:http';
@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort, httpStatus, startDistribution, type Distribution } from '../test/support/distribution.js';
 import type { ProxyCounts, ProxyLogEntry } from '../test/support/s3-proxy.js';
 import { PULL_FLAGS, PUSH_FLAGS, TRANSSHIP_BIN, requestLines, serveUnavailable, type BenchContext } from './context.js';
-import { check, median, readHwm } from './measure.js';
+import { check, median, processCpuMs, readHwm } from './measure.js';
 import { fmt, type Row, type Section } from './report.js';
 import { peerNotes } from './transfer.js';
 
@@ -18,6 +18,8 @@ const CONCURRENT_GETS = 50;
 interface Contender {
   name: 'transship' | 'distribution';
   host: string;
+  /** The registry process, whose CPU time each operation reports. */
+  pid: number | undefined;
 }
 
 interface Op {
@@ -25,6 +27,10 @@ interface Op {
   s3: ProxyCounts;
   requests: ProxyLogEntry[];
   bytes?: number;
+  /** CPU time of the registry process during the operation, ms. */
+  cpuMs?: number;
+  /** CPU time of the RGW cluster (radosgw, OSD, monitor) during the operation, ms: the backend work it caused. */
+  backendCpuMs?: number;
 }
 
 const TITLE = 'Registry (issue 3): `transship serve` vs Distribution, both pushed to and pulled from by skopeo';
@@ -61,17 +67,25 @@ export async function runRegistry(ctx: BenchContext): Promise<Section> {
     });
     serve = await startServe(ctx, `s3://${tsBucket}/reg`);
     const contenders: Contender[] = [
-      { name: 'transship', host: serve.host },
-      { name: 'distribution', host: dist.host },
+      { name: 'transship', host: serve.host, pid: serve.pid },
+      { name: 'distribution', host: dist.host, pid: dist.pid },
     ];
+    const rgwPids = clusterPids(ctx.rgw.dir);
+    /** Runs `fn` and adds the CPU the registry and RGW spent meanwhile. */
+    const withCpu = async (c: Contender, fn: () => Promise<Op>): Promise<Op> => {
+      const cpu0 = processCpuMs(c.pid);
+      const rgw0 = rgwPids.reduce((n, p) => n + processCpuMs(p), 0);
+      const op = await fn();
+      return { ...op, cpuMs: processCpuMs(c.pid) - cpu0, backendCpuMs: rgwPids.reduce((n, p) => n + processCpuMs(p), 0) - rgw0 };
+    };
 
-    const push = async (c: Contender, tag: string, ref: string): Promise<Op> => {
+    const push = async (c: Contender, tag: string, ref: string): Promise<Op> => withCpu(c, async () => {
       const { result, s3, requests } = await ctx.countS3(() => ctx.skopeo(['copy', ...PUSH_FLAGS, `oci:${layout}:${tag}`, `docker://${c.host}/${ref}`]));
       check(result);
       return { wallMs: result.wallMs, s3, requests };
-    };
+    });
     let pulls = 0;
-    const pull = async (c: Contender, ref: string, bytes: number): Promise<Op> => {
+    const pull = async (c: Contender, ref: string, bytes: number): Promise<Op> => withCpu(c, async () => {
       const dir = join(ctx.work, `pull-${c.name}-${pulls++}`);
       try {
         const { result, s3, requests } = await ctx.countS3(() => ctx.skopeo(['copy', ...PULL_FLAGS, `docker://${c.host}/${ref}`, `oci:${dir}:x`]));
@@ -80,7 +94,7 @@ export async function runRegistry(ctx: BenchContext): Promise<Section> {
       } finally {
         await rm(dir, { recursive: true, force: true });
       }
-    };
+    });
     /** Runs `fn` for both contenders, transship first on even rounds and Distribution first on odd ones. */
     const both = async (what: string, fn: (c: Contender) => Promise<Op>, round = 0): Promise<Record<Contender['name'], Op>> => {
       ctx.log(`registry: ${what}`);
@@ -107,7 +121,7 @@ export async function runRegistry(ctx: BenchContext): Promise<Section> {
       { name: 'identical re-push of the first image', tag: 'a', ref: 'app:a' },
     ];
     details.push('### Pushes and pulls: every request, by operation', '');
-    details.push('| scenario | contender | S3 requests | by operation | wall time |', '| --- | --- | --- | --- | --- |');
+    details.push('| scenario | contender | S3 requests | by operation | wall time | registry CPU / RGW CPU |', '| --- | --- | --- | --- | --- | --- |');
     const traces: string[] = [];
     for (const p of pushes) {
       const r = await both(p.name, (c) => push(c, p.tag, p.ref));
@@ -132,8 +146,10 @@ export async function runRegistry(ctx: BenchContext): Promise<Section> {
 
     const layers = images.a.layers.map((l) => ({ digest: l.digest, size: l.size }));
     const gets = await repeated(`${CONCURRENT_GETS} concurrent blob GETs`, async (c) => {
-      const { result, s3, requests } = await ctx.countS3(() => concurrentGets(c.host, 'app', layers, CONCURRENT_GETS));
-      return { wallMs: result.wallMs, s3, requests, bytes: result.bytes };
+      return withCpu(c, async () => {
+        const { result, s3, requests } = await ctx.countS3(() => concurrentGets(c.host, 'app', layers, CONCURRENT_GETS));
+        return { wallMs: result.wallMs, s3, requests, bytes: result.bytes };
+      });
     });
     rows.push(throughputRow(`${CONCURRENT_GETS} concurrent blob GETs (10 MiB layers) — throughput (median of ${ctx.rounds})`, gets));
     details.push(...detailRows(`${CONCURRENT_GETS} concurrent blob GETs`, gets));
@@ -149,16 +165,18 @@ export async function runRegistry(ctx: BenchContext): Promise<Section> {
     });
     serveRedirect = await startServe(ctx, `s3://${tsBucket}/reg`, ['--redirect']);
     const redirecting: Contender[] = [
-      { name: 'transship', host: serveRedirect.host },
-      { name: 'distribution', host: distRedirect.host },
+      { name: 'transship', host: serveRedirect.host, pid: serveRedirect.pid },
+      { name: 'distribution', host: distRedirect.host, pid: distRedirect.pid },
     ];
     const pick = (c: Contender): Contender => redirecting.find((r) => r.name === c.name) as Contender;
     const pullAR = await repeated('pull the first image with skopeo, redirect mode', (c) => pull(pick(c), 'app:a', aBytes));
     rows.push({ ...throughputRow(`redirect mode: pull the first image — throughput (median of ${ctx.rounds})`, pullAR), target: 'report', met: undefined });
     details.push(...detailRows('redirect mode: pull the first image', pullAR));
     const getsR = await repeated(`${CONCURRENT_GETS} concurrent blob GETs, redirect mode`, async (c) => {
-      const { result, s3, requests } = await ctx.countS3(() => concurrentGets(pick(c).host, 'app', layers, CONCURRENT_GETS));
-      return { wallMs: result.wallMs, s3, requests, bytes: result.bytes };
+      return withCpu(pick(c), async () => {
+        const { result, s3, requests } = await ctx.countS3(() => concurrentGets(pick(c).host, 'app', layers, CONCURRENT_GETS));
+        return { wallMs: result.wallMs, s3, requests, bytes: result.bytes };
+      });
     });
     rows.push({ ...throughputRow(`redirect mode: ${CONCURRENT_GETS} concurrent blob GETs — throughput (median of ${ctx.rounds})`, getsR), target: 'report', met: undefined });
     details.push(...detailRows(`redirect mode: ${CONCURRENT_GETS} concurrent blob GETs`, getsR));
@@ -202,9 +220,12 @@ export async function runRegistry(ctx: BenchContext): Promise<Section> {
       target: 'report',
       met: undefined,
     });
+    rows.push(cpuRow('push one 256 MiB layer — CPU of the registry process (median)', bigPush, (o) => o.cpuMs));
+    rows.push(cpuRow('push one 256 MiB layer — CPU of RGW caused by it (median)', bigPush, (o) => o.backendCpuMs));
     details.push(...detailRows('push one 256 MiB layer', bigPush));
     traces.push('push one 256 MiB layer (round 1):', '', '```', ...requestLines(firstPush.transship.requests), '```', '');
     rows.push(throughputRow(`pull the 256 MiB image (skopeo → OCI layout) — throughput (median of ${ctx.rounds})`, bigPull));
+    rows.push(cpuRow('pull the 256 MiB image — CPU of the registry process (median)', bigPull, (o) => o.cpuMs));
     details.push(...detailRows('pull the 256 MiB image', bigPull));
     rows.push({ ...throughputRow(`redirect mode: pull the 256 MiB image — throughput (median of ${ctx.rounds})`, bigPullR), target: 'report', met: undefined });
     details.push(...detailRows('redirect mode: pull the 256 MiB image', bigPullR));
@@ -245,7 +266,8 @@ export async function runRegistry(ctx: BenchContext): Promise<Section> {
 
 function detailRow(scenario: string, who: string, op: Op): string {
   const rate = op.bytes !== undefined ? ` (${fmt.rate(op.bytes, op.wallMs)})` : '';
-  return `| ${scenario} | ${who} | ${op.s3.total} | ${fmt.ops(op.s3.byOperation)} | ${fmt.ms(op.wallMs)}${rate} |`;
+  const cpu = op.cpuMs !== undefined ? `${fmt.ms(op.cpuMs)} / ${fmt.ms(op.backendCpuMs ?? 0)}` : '—';
+  return `| ${scenario} | ${who} | ${op.s3.total} | ${fmt.ops(op.s3.byOperation)} | ${fmt.ms(op.wallMs)}${rate} | ${cpu} |`;
 }
 
 function detailRows(scenario: string, r: Record<Contender['name'], Op[]>): string[] {
@@ -257,6 +279,19 @@ function detailRows(scenario: string, r: Record<Contender['name'], Op[]>): strin
     }
   }
   return out;
+}
+
+/** Median CPU time of each side (a report row: on 2 cores, CPU is what bounds the wall time of a push). */
+function cpuRow(scenario: string, r: Record<Contender['name'], Op[]>, pick: (o: Op) => number | undefined): Row {
+  const ts = median(r.transship.map((o) => pick(o) ?? 0));
+  const dist = median(r.distribution.map((o) => pick(o) ?? 0));
+  return { scenario, transship: fmt.ms(ts), peer: `${fmt.ms(dist)} (Distribution)`, ratio: fmt.ratio(ts / dist), target: 'report', met: undefined };
+}
+
+/** The RGW test cluster's processes (radosgw, OSD, monitor, manager): their command lines name its directory. */
+function clusterPids(dir: string): number[] {
+  const out = spawnSync('pgrep', ['-f', dir], { encoding: 'utf8' }).stdout;
+  return out.split('\n').map(Number).filter((p) => p > 0 && p !== process.pid);
 }
 
 /** Median throughput of each side; ratio = transship ÷ Distribution (higher is better). */
@@ -313,6 +348,7 @@ async function concurrentGets(host: string, repo: string, blobs: Array<{ digest:
 
 interface Serve {
   host: string;
+  pid: number | undefined;
   peakRss(): number | undefined;
   logTail(): string;
   stop(): Promise<void>;
@@ -389,6 +425,6 @@ export async function startServe(ctx: BenchContext, store: string, extraArgs: st
     await sleep(100);
   }
   ctx.log(`registry: transship serve on ${host} (pid ${child.pid})`);
-  return { host, peakRss: () => hwm, logTail, stop };
+  return { host, pid: child.pid, peakRss: () => hwm, logTail, stop };
 }
 

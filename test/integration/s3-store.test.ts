@@ -201,3 +201,34 @@ test('a body damaged on its way to S3 is refused by RGW (SigV4 signs its sha256)
     await Promise.all([once.close(), onceSmall.close(), always.close()]);
   }
 });
+
+test('blob GETs: S3 errors keep their codes, 503s and silent sockets are retried, ranges work, each attempt counts once', async () => {
+  const { startS3Proxy } = await import('../support/s3-proxy.js');
+  const bucket = await createTestBucket('gets');
+  const data = randomBytes(3 * MiB);
+  const d = digestOf(data);
+  await storeOn(bucket).putBlob(d, () => Readable.from([data]));
+
+  const bad = storeOn(bucket, { secretAccessKey: 'wrong-secret-wrong-secret-wrong-secret00' });
+  await assert.rejects(bad.getBlob(d), (e) => isTransshipError(e, 'TS_ACCESS_DENIED'));
+  assert.deepEqual([bad.retries, bad.requestCounts().GetObject], [0, 1], 'a 403 is not retried');
+  await assert.rejects(storeOn('no-such-bucket-here').getBlob(d), (e) => isTransshipError(e, 'TS_NO_SUCH_BUCKET'));
+  await assert.rejects(storeOn(bucket).getBlob(digestOf('absent')), (e) => isTransshipError(e, 'TS_BLOB_UNKNOWN'));
+  const ranged = Buffer.concat(await (await storeOn(bucket).getBlob(d, { range: { start: 100, end: 199 } })).toArray());
+  assert.ok(ranged.equals(data.subarray(100, 200)), 'a range GET returns exactly the range');
+
+  const flaky = await startS3Proxy({ target: cfg.endpoint, faults: { rate: 1, kinds: ['slowdown503'], operations: ['GetObject'], limit: 2 } });
+  const silent = await startS3Proxy({ target: cfg.endpoint, faults: { rate: 1, kinds: ['delay'], delayMs: 20_000, operations: ['GetObject'], limit: 1 } });
+  try {
+    const s = storeOn(bucket, { endpoint: flaky.url });
+    const { stream, size } = await s.openBlob!(d);
+    assert.equal(size, data.length);
+    assert.ok(Buffer.concat(await stream.toArray()).equals(data));
+    assert.deepEqual([s.retries, s.requestCounts().GetObject, flaky.counts().byOperation.GetObject], [2, 3, 3], 'two 503s retried; every attempt counted once');
+    const quiet = storeOn(bucket, { endpoint: silent.url, idleTimeoutMs: 1500 });
+    assert.ok(Buffer.concat(await (await quiet.getBlob(d)).toArray()).equals(data));
+    assert.equal(quiet.retries, 1, 'the silent attempt timed out and was retried');
+  } finally {
+    await Promise.all([flaky.close(), silent.close()]);
+  }
+});
