@@ -20,9 +20,9 @@
 //    (src/registry/context.ts, 30 s by default). So once X is deleted, a manifest PUT either sees X missing and is
 //    refused (MANIFEST_BLOB_UNKNOWN: the client still has the bytes and re-uploads them on retry — nothing is lost,
 //    nothing broken becomes visible), or it ran on a "present" answer cached before the delete, which no instance
-//    keeps longer than the presence TTL. Therefore: the pass writes an `evicted/<t>` marker *before* the delete (so a
-//    crash right after the delete still leaves the check to do), and a pass at least `grace` (> the presence TTL)
-//    later re-checks the links. Every manifest that could have been accepted on a stale answer is linked by then;
+//    keeps longer than the presence TTL. Therefore: the pass writes an eviction record (the digests it is about to
+//    delete) *before* the deletes (so a crash right after them still leaves the check to do), and a pass at least
+//    `grace` (> the presence TTL) later re-checks the links. Every manifest that could have been accepted on a stale answer is linked by then;
 //    if one references X, X is copied back from the original (verified, like any promotion) — until then a read of
 //    X in this region is a lazy fetch from that original, so it is served throughout. Only then are the markers
 //    removed. A conditional delete would not help here: the push never writes X when it dedups, there is nothing to
@@ -41,7 +41,7 @@ import type { Config } from '../core/config.js';
 import type { Regions } from './regions.js';
 import type { Rules } from './rules.js';
 import type { PlacedReader } from './read-path.js';
-import { PROMOTED_PREFIX, evictedKey, promotedPrefix, type PromotedEntry, type PromotionLedger } from './promoted.js';
+import { PLACEMENT_PREFIX, PROMOTED_PREFIX, evictionRecordKey, parseMarkers, type PromotedEntry, type PromotionLedger } from './promoted.js';
 
 /**
  * The grace must outlast a "blob present" answer that a manifest PUT can still act on: the registry's presence
@@ -137,7 +137,12 @@ export class Evictor {
     return this.regions.homeStore;
   }
 
-  /** One pass (see the top of this file). A dry run writes and deletes nothing, not even read stamps. */
+  /**
+   * One pass (see the top of this file). A dry run writes and deletes nothing, not even read stamps. Requests are
+   * batched: one listing of the markers, one presence check of every candidate in the home region and in each other
+   * region (statBlobs: a LIST page per 1000 when many, HEADs when few), one listing of each other region's markers,
+   * one listing of the home region's repository keys, one eviction record, then the DELETEs (free on S3).
+   */
   async pass(opts: Signalled & { dryRun?: boolean | undefined } = {}): Promise<EvictReport> {
     return withSpan('placement.evict', { 'transship.region': this.regions.home, 'transship.dry_run': Boolean(opts.dryRun) }, async () => {
       const dryRun = Boolean(opts.dryRun);
@@ -157,14 +162,12 @@ export class Evictor {
         truncated: false,
       };
       if (!dryRun) await this.ledger.flush(opts);
-      const markers = await this.ledger.list(opts);
-      report.promoted = markers.size;
+      const { entries, records } = await this.ledger.listWithEvictions(opts);
       const now = this.now();
-      let needs: Needs | undefined;
-      const needsNow = async (): Promise<Needs> => (needs ??= await this.needs(opts));
-      let acted = 0;
-      for (const entry of markers.values()) {
-        throwIfAborted(opts.signal);
+      const toConfirm: PromotedEntry[] = [];
+      const candidates: Array<{ entry: PromotedEntry; idleMs: number }> = [];
+      for (const entry of entries.values()) {
+        if (entry.keys.length) report.promoted++;
         const evictedAt = entry.evicted.at(-1);
         if (evictedAt !== undefined && now - evictedAt < this.graceMs) {
           report.pending++;
@@ -175,86 +178,90 @@ export class Evictor {
           report.warm++;
           continue;
         }
-        if (acted >= this.maxPerPass) {
+        if (toConfirm.length + candidates.length >= this.maxPerPass) {
           report.truncated = true;
           break;
         }
-        acted++;
-        if (evictedAt !== undefined) await this.confirm(entry, evictedAt, await needsNow(), report, dryRun, opts);
-        else await this.consider(entry, Math.max(0, now - lastRead), needsNow, report, dryRun, now, opts);
+        if (evictedAt !== undefined) toConfirm.push(entry);
+        else candidates.push({ entry, idleMs: Math.max(0, now - lastRead) });
       }
-      if (!dryRun && (report.evicted.length || report.restored.length || report.kept.length)) {
-        log.info({ region: report.region, evicted: report.evicted.length, bytes: report.bytesEvicted, kept: report.kept.length, restored: report.restored.length }, 'eviction pass');
+      if (toConfirm.length === 0 && candidates.length === 0) return report;
+      const here = await this.home.statBlobs([...toConfirm, ...candidates.map((c) => c.entry)].map((e) => e.digest), opts);
+      const needs = await this.needs(opts);
+
+      // Deleted earlier: restore what a local repository came to need, then forget the eviction.
+      const handled = new Set<string>();
+      for (const entry of toConfirm) {
+        throwIfAborted(opts.signal);
+        if (needs.incomplete) {
+          report.pending++;
+          continue;
+        }
+        await this.confirm(entry, here.has(entry.digest), needs, report, dryRun, opts);
+        handled.add(entry.digest);
       }
+      if (!dryRun) for (const r of records) if (now - r.at >= this.graceMs && r.digests.every((d) => handled.has(d))) await this.home.deleteMeta(r.key, opts);
+
+      // Idle copies: adopt what a local repository needs, keep what has no original elsewhere, evict the rest.
+      const unneeded: Array<{ entry: PromotedEntry; item: EvictedBlob }> = [];
+      for (const { entry, idleMs } of candidates) {
+        throwIfAborted(opts.signal);
+        const info = here.get(entry.digest);
+        if (!info) {
+          // Deleted by someone else, or the promotion crashed before its copy: nothing to evict, forget the markers.
+          report.stale++;
+          if (!dryRun) await this.dropMarkers(entry, opts);
+          continue;
+        }
+        const item = { digest: entry.digest, size: info.size, idleMs };
+        if (needs.incomplete) report.kept.push({ ...item, reason: 'needs-unknown' });
+        else if (await this.neededLocally(entry.digest, needs, opts)) {
+          report.kept.push({ ...item, reason: 'needed-locally' });
+          if (dryRun) continue;
+          await this.dropMarkers(entry, opts);
+          promotedBlobEvictionsTotal.inc({ result: 'adopted' });
+        } else unneeded.push({ entry, item });
+      }
+      const originals = await this.originals(new Map(unneeded.map((u) => [u.item.digest, u.item.size])), opts);
+      const evict = unneeded.filter((u) => originals.has(u.item.digest));
+      for (const u of unneeded) if (!originals.has(u.item.digest)) report.kept.push({ ...u.item, reason: 'no-original-elsewhere' });
+      for (const u of evict) {
+        report.evicted.push(u.item);
+        report.bytesEvicted += u.item.size;
+      }
+      if (dryRun || evict.length === 0) return report;
+      // The record first: a crash after the deletes must still leave the after-grace check to do.
+      await this.home.putMetaIfAbsent(evictionRecordKey(now), JSON.stringify(evict.map((u) => u.item.digest)), opts);
+      for (const u of evict) {
+        throwIfAborted(opts.signal);
+        await this.home.deleteBlob(u.item.digest, opts);
+        promotedBlobEvictionsTotal.inc({ result: 'evicted' });
+        promotedBlobEvictedBytesTotal.inc(u.item.size);
+      }
+      log.info({ region: report.region, evicted: evict.length, bytes: report.bytesEvicted, kept: report.kept.length, restored: report.restored.length }, 'eviction pass');
       return report;
     });
   }
 
-  /** An idle promoted copy: evict it, adopt it, or keep it for now. */
-  private async consider(entry: PromotedEntry, idleMs: number, needsNow: () => Promise<Needs>, report: EvictReport, dryRun: boolean, now: number, opts: Signalled): Promise<void> {
+  /**
+   * The check `grace` after a delete. Needed by a local repository now: copy it back if it is gone, and it is the
+   * repository's (markers dropped). Not needed and gone: the eviction is done (markers dropped). Not needed and back
+   * (promoted again by a read, or the delete never happened — a crash between the record and the delete): still a
+   * cache entry, its read stamps stay and the idle rule applies again.
+   */
+  private async confirm(entry: PromotedEntry, present: boolean, needs: Needs, report: EvictReport, dryRun: boolean, opts: Signalled): Promise<void> {
     const d = entry.digest;
-    const info = await this.home.statBlob(d, opts);
-    if (!info) {
-      // Deleted by someone else, or the promotion crashed before its copy: nothing to evict, forget the markers.
-      report.stale++;
-      if (!dryRun) await this.dropMarkers(entry, opts);
-      return;
-    }
-    const item = { digest: d, size: info.size, idleMs };
-    const needs = await needsNow();
-    if (needs.incomplete) {
-      report.kept.push({ ...item, reason: 'needs-unknown' });
-      return;
-    }
     if (await this.neededLocally(d, needs, opts)) {
-      report.kept.push({ ...item, reason: 'needed-locally' });
-      if (dryRun) return;
-      await this.dropMarkers(entry, opts);
-      promotedBlobEvictionsTotal.inc({ result: 'adopted' });
-      return;
-    }
-    if (!(await this.original(d, info.size, opts))) {
-      report.kept.push({ ...item, reason: 'no-original-elsewhere' });
-      return;
-    }
-    report.evicted.push(item);
-    report.bytesEvicted += info.size;
-    if (dryRun) return;
-    // The evicted marker first: a crash after the delete must still leave the after-grace check to do.
-    await this.home.putMetaIfAbsent(evictedKey(d, now), '', opts);
-    await this.home.deleteBlob(d, opts);
-    promotedBlobEvictionsTotal.inc({ result: 'evicted' });
-    promotedBlobEvictedBytesTotal.inc(info.size);
-  }
-
-  /** The check `grace` after a delete: restore the copy if a local repository came to need it, then drop markers. */
-  private async confirm(entry: PromotedEntry, evictedAt: number, needs: Needs, report: EvictReport, dryRun: boolean, opts: Signalled): Promise<void> {
-    const d = entry.digest;
-    if (needs.incomplete) {
-      report.pending++;
-      return;
-    }
-    const here = await this.home.statBlob(d, opts);
-    if (await this.neededLocally(d, needs, opts)) {
-      if (!here) {
+      if (!present) {
         const size = dryRun ? 0 : await this.restore(d, opts);
         report.restored.push({ digest: d, size, idleMs: 0 });
       }
       if (!dryRun) await this.dropMarkers(entry, opts);
       return;
     }
-    if (dryRun) return;
-    if (!here) {
-      report.confirmed++;
-      await this.dropMarkers(entry, opts);
-      return;
-    }
-    // Back in the home region. Promoted again by a read after the delete (a newer read stamp): a cache entry again,
-    // only the evicted marker goes. Otherwise someone else wrote it (a push re-uploading what it found missing, its
-    // manifest still to come): it is theirs, never evict it.
-    if ((entry.reads.at(-1) ?? -1) >= evictedAt) {
-      for (const t of entry.evicted) await this.home.deleteMeta(evictedKey(d, t), opts);
-    } else await this.dropMarkers(entry, opts);
+    if (present) return;
+    report.confirmed++;
+    if (!dryRun) await this.dropMarkers(entry, opts);
   }
 
   /** Copies `digest` back into the home region from any region that has it (verified by putBlob). */
@@ -276,10 +283,9 @@ export class Evictor {
     throw new TransshipError('TS_BACKEND_UNAVAILABLE', `evicted blob ${digest} is needed by a local repository and no other region answered with it; the next pass retries`, { details: { digest } });
   }
 
-  /** Deletes the digest's markers, the evicted ones last (a partial delete leaves a check still to do). */
+  /** Deletes the digest's read stamps (its eviction record, if any, goes once every digest in it was checked). */
   private async dropMarkers(entry: PromotedEntry, opts: Signalled): Promise<void> {
-    const order = [...entry.keys].sort((a, b) => Number(a.includes('/evicted/')) - Number(b.includes('/evicted/')));
-    for (const key of order) await this.home.deleteMeta(key, opts);
+    for (const key of entry.keys) await this.home.deleteMeta(key, opts);
   }
 
   private async neededLocally(digest: string, needs: Needs, opts: Signalled): Promise<boolean> {
@@ -303,20 +309,27 @@ export class Evictor {
     return false;
   }
 
-  /** True when a region other than home holds the blob as an original (same size, no promotion marker there). */
-  private async original(digest: string, size: number, opts: Signalled): Promise<boolean> {
+  /**
+   * The digests (of `sizes`) that a region other than home holds as an original: present there with the same size
+   * and without a promotion marker there. An unreachable region vouches for nothing.
+   */
+  private async originals(sizes: ReadonlyMap<string, number>, opts: Signalled): Promise<Set<string>> {
+    const found = new Set<string>();
     for (const region of this.regions.others) {
+      const open = [...sizes.keys()].filter((d) => !found.has(d));
+      if (open.length === 0) break;
       const store = this.regions.store(region);
       try {
-        const info = await store.statBlob(digest, opts);
-        if (!info || info.size !== size) continue;
-        if ((await store.listMeta(promotedPrefix(digest), opts)).length === 0) return true;
+        const present = await store.statBlobs(open, opts);
+        if (present.size === 0) continue;
+        const promotedThere = parseMarkers(await store.listMeta(PROMOTED_PREFIX, opts));
+        for (const [d, info] of present) if (info.size === sizes.get(d) && !promotedThere.has(d)) found.add(d);
       } catch (err) {
         if (isTransshipError(err, 'TS_CANCELLED')) throw err;
-        log.warn({ region, digest, err: errorSummary(err) }, 'region unreachable while looking for an original; not evicting on its word');
+        log.warn({ region, err: errorSummary(err) }, 'region unreachable while looking for originals; not evicting on its word');
       }
     }
-    return false;
+    return found;
   }
 
   /** One listing of the home region's repository keys, plus each linked manifest's references (cached). */
@@ -324,7 +337,7 @@ export class Evictor {
     const out: Needs = { digests: new Set(), blobLinks: new Map(), incomplete: false };
     const manifests = new Set<string>();
     for (const key of await this.home.listMeta('repos/', opts)) {
-      if (key.startsWith(PROMOTED_PREFIX)) continue;
+      if (key.startsWith(PLACEMENT_PREFIX)) continue;
       const m = MANIFEST_LINK.exec(key);
       if (m) {
         manifests.add(`${m[2]}:${m[3]}`);

@@ -1,11 +1,11 @@
 // Which blobs of a region are promoted copies (replication-on-demand made them, src/placement/read-path.ts) and
 // when they were last read: what eviction (evict.ts) needs to treat promoted copies as a bounded cache.
 //
-// Recorded in the region's own store, next to the registry's repository keys, as empty-ish marker objects:
-//   repos/_placement/promoted/<alg>/<hex>/read/<ms>      a read (or the promotion itself) in the period starting at
-//                                                         <ms> (body: the region the copy came from, or empty)
-//   repos/_placement/promoted/<alg>/<hex>/evicted/<ms>   the copy was deleted at <ms>; the check after the grace
-//                                                         period (evict.ts) has not run yet
+// Recorded in the region's own store, next to the registry's repository keys, as small objects:
+//   repos/_placement/promoted/<alg>/<hex>/read/<ms>   a read (or the promotion itself) in the period starting at <ms>
+//                                                      (body: the region the copy came from, or empty)
+//   repos/_placement/evictions/<ms>                    one per eviction pass that deleted copies (body: their digests,
+//                                                      JSON); removed by the check after the grace period (evict.ts)
 // Why marker keys and not a database or object metadata: S3 stays the only shared truth (every instance of the
 // region sees the same markers), one LIST answers "which copies are promoted and when were they last read" without
 // a GET per blob, and every write is a conditional PutObject of a new key (no read-modify-write, so concurrent
@@ -21,10 +21,13 @@ import { TransshipError, errorSummary } from '../core/errors.js';
 import type { BlobStore, Signalled } from '../store/contract.js';
 import { log } from '../telemetry/log.js';
 
-export const PROMOTED_PREFIX = 'repos/_placement/promoted/';
+export const PLACEMENT_PREFIX = 'repos/_placement/';
+export const PROMOTED_PREFIX = `${PLACEMENT_PREFIX}promoted/`;
+export const EVICTIONS_PREFIX = `${PLACEMENT_PREFIX}evictions/`;
 export const DAY_MS = 24 * 3600_000;
 
-const KEY = /^repos\/_placement\/promoted\/(sha256|sha512)\/([a-f0-9]{64,128})\/(read|evicted)\/(\d{1,16})$/;
+const KEY = /^repos\/_placement\/promoted\/(sha256|sha512)\/([a-f0-9]{64,128})\/read\/(\d{1,16})$/;
+const RECORD = /^repos\/_placement\/evictions\/(\d{1,16})$/;
 
 export function promotedPrefix(digest: string): string {
   const d = parseDigest(digest);
@@ -35,8 +38,8 @@ export function readKey(digest: string, at: number): string {
   return `${promotedPrefix(digest)}read/${Math.max(0, Math.floor(at))}`;
 }
 
-export function evictedKey(digest: string, at: number): string {
-  return `${promotedPrefix(digest)}evicted/${Math.max(0, Math.floor(at))}`;
+export function evictionRecordKey(at: number): string {
+  return `${EVICTIONS_PREFIX}${Math.max(0, Math.floor(at))}`;
 }
 
 /** What the markers say about one promoted digest. */
@@ -44,12 +47,20 @@ export interface PromotedEntry {
   digest: string;
   /** Start times of the periods with a recorded read (ascending). */
   reads: number[];
-  /** Times the copy was deleted with the after-grace check still to do (ascending). */
+  /** Times the copy was deleted with the after-grace check still to do (ascending): from eviction records. */
   evicted: number[];
+  /** Its read-stamp keys. */
   keys: string[];
 }
 
-/** Groups marker keys by digest; keys of any other shape are ignored. */
+/** An eviction pass's record: the digests it deleted at `at`, still to be checked after the grace period. */
+export interface EvictionRecord {
+  key: string;
+  at: number;
+  digests: string[];
+}
+
+/** Groups read-stamp keys by digest; keys of any other shape are ignored. */
 export function parseMarkers(keys: readonly string[]): Map<string, PromotedEntry> {
   const out = new Map<string, PromotedEntry>();
   for (const key of keys) {
@@ -59,12 +70,9 @@ export function parseMarkers(keys: readonly string[]): Map<string, PromotedEntry
     const e = out.get(digest) ?? { digest, reads: [], evicted: [], keys: [] };
     out.set(digest, e);
     e.keys.push(key);
-    (m[3] === 'read' ? e.reads : e.evicted).push(Number(m[4]));
+    e.reads.push(Number(m[3]));
   }
-  for (const e of out.values()) {
-    e.reads.sort((a, b) => a - b);
-    e.evicted.sort((a, b) => a - b);
-  }
+  for (const e of out.values()) e.reads.sort((a, b) => a - b);
   return out;
 }
 
@@ -127,8 +135,41 @@ export class PromotionLedger {
     }
   }
 
+  /** Read stamps only (one LIST per 1000 keys): what flush() and status need. */
   async list(opts: Signalled = {}): Promise<Map<string, PromotedEntry>> {
     return parseMarkers(await this.store.listMeta(PROMOTED_PREFIX, opts));
+  }
+
+  /**
+   * Read stamps and eviction records together (one listing, plus a GET per record — normally none or one): entries
+   * of digests a record names carry its time in `evicted`, even when their stamps are already gone.
+   */
+  async listWithEvictions(opts: Signalled = {}): Promise<{ entries: Map<string, PromotedEntry>; records: EvictionRecord[] }> {
+    const keys = await this.store.listMeta(PLACEMENT_PREFIX, opts);
+    const entries = parseMarkers(keys);
+    const records: EvictionRecord[] = [];
+    for (const key of keys) {
+      const m = RECORD.exec(key);
+      if (!m) continue;
+      const body = await this.store.getMeta(key, opts);
+      if (body === undefined) continue;
+      let digests: string[];
+      try {
+        digests = (JSON.parse(body) as unknown[]).filter((d): d is string => typeof d === 'string').map((d) => parseDigest(d).value);
+      } catch {
+        log.warn({ store: this.store.name, key }, 'unreadable eviction record; ignoring it');
+        continue;
+      }
+      const at = Number(m[1]);
+      records.push({ key, at, digests });
+      for (const digest of digests) {
+        const e = entries.get(digest) ?? { digest, reads: [], evicted: [], keys: [] };
+        entries.set(digest, e);
+        e.evicted.push(at);
+      }
+    }
+    for (const e of entries.values()) e.evicted.sort((a, b) => a - b);
+    return { entries, records };
   }
 
   /**
@@ -145,7 +186,7 @@ export class PromotionLedger {
       const markers = await this.list(opts);
       for (const [digest, at] of noted) {
         const entry = markers.get(digest);
-        if (!entry || entry.evicted.length) continue;
+        if (!entry) continue;
         const period = this.period(at);
         const latest = entry.reads.at(-1) ?? -1;
         if (period <= latest) continue;

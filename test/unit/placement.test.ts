@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { Rules, globToRegExp } from '../../src/placement/rules.js';
 import { DemandTracker } from '../../src/placement/demand.js';
 import { breakEvenResidencyMs, costInputFromMetrics, estimateCost, promotionThreshold, DEFAULT_PRICES } from '../../src/placement/cost.js';
-import { PromotionLedger, parseIdle, parseMarkers, readKey, evictedKey, stampPeriodMs, DAY_MS } from '../../src/placement/promoted.js';
+import { PromotionLedger, parseIdle, parseMarkers, readKey, evictionRecordKey, stampPeriodMs, DAY_MS } from '../../src/placement/promoted.js';
 import { Evictor } from '../../src/placement/evict.js';
 import { Regions } from '../../src/placement/regions.js';
 import { FsStore } from '../../src/store/fs-store.js';
@@ -95,10 +95,9 @@ test('evictAfterIdle and evict limits: validated with precise messages', () => {
 test('promotion markers: parsed by digest; reads stamped from memory once per period, old stamps replaced', async () => {
   const hex = 'a'.repeat(64);
   const d = `sha256:${hex}`;
-  const m = parseMarkers([readKey(d, 2000), readKey(d, 1000), evictedKey(d, 5000), 'repos/_placement/promoted/sha256/zz/read/1', 'repos/app/blobs/sha256/' + hex]);
+  const m = parseMarkers([readKey(d, 2000), readKey(d, 1000), evictionRecordKey(5000), 'repos/_placement/promoted/sha256/zz/read/1', 'repos/app/blobs/sha256/' + hex]);
   assert.deepEqual([...m.keys()], [d]);
   assert.deepEqual(m.get(d)?.reads, [1000, 2000]);
-  assert.deepEqual(m.get(d)?.evicted, [5000]);
 
   const dir = await mkdtemp(join(tmpdir(), 'ts-ledger-'));
   try {
@@ -154,6 +153,14 @@ test('eviction: a promoted copy idle past the limit goes (a lazy fetch later); a
     assert.equal(await home.statBlob(idle), undefined);
     assert.ok(await home.statBlob(fresh) && (await home.statBlob(orphan)) && (await home.statBlob(mine)));
     assert.ok(await origin.statBlob(idle), 'the original is never touched');
+    const { records, entries } = await ledger.listWithEvictions();
+    assert.deepEqual(records.map((x) => x.digests), [[idle]], 'one record per pass, written before the deletes');
+    assert.deepEqual(entries.get(idle)?.evicted, [now]);
+    now += 11 * 60_000;
+    const confirm = await evictor.pass();
+    assert.equal(confirm.confirmed, 1);
+    assert.deepEqual((await ledger.listWithEvictions()).records, [], 'the record goes once every digest in it was checked');
+    assert.equal((await ledger.list()).has(idle), false);
     const ac = new AbortController();
     ac.abort();
     await assert.rejects(evictor.pass({ signal: ac.signal }), (e) => isTransshipError(e, 'TS_CANCELLED'));
