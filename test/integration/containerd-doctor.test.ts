@@ -221,10 +221,13 @@ describe('containerd doctor on a real containerd', () => {
     assert.ok(shim);
     process.kill(shim, 'SIGSTOP');
     try {
+      // The stop takes effect when the shim next runs: on a loaded machine that can be a while, and a doctor that
+      // looks before then sees a sleeping shim, not a hung one.
+      for (let i = 0; i < 100 && !/\) T /.test(await readFile(`/proc/${shim}/stat`, 'utf8')); i++) await sleep(50);
       const d = await doctor({ fix: true, yes: true, timeoutMs: 8000 });
       const f = find(d.before.findings, 'task-unknown', 'h1');
       assert.ok(f, d.output);
-      assert.ok((f.evidence.shims as string[]).some((s) => s.startsWith(`${shim} `) && s.endsWith('state=T')));
+      assert.ok((f.evidence.shims as string[]).some((s) => s.startsWith(`${shim} `) && s.endsWith('state=T')), JSON.stringify(f.evidence));
       assert.equal(d.results.some((r) => r.action.containerId === 'h1'), false);
     } finally {
       process.kill(shim, 'SIGCONT');
