@@ -183,7 +183,7 @@ export class RegistryContext {
    * `Expect: 100-continue` lets the backend refuse before any byte moves. Clients HEAD before they upload, so a
    * known blob rarely gets here at all.
    */
-  async storeBlob(digest: string, size: number, open: () => Readable, signal?: AbortSignal, streamed?: SpoolStreamer): Promise<'written' | 'exists'> {
+  async storeBlob(digest: string, size: number, open: () => Readable | Promise<Readable>, signal?: AbortSignal, streamed?: SpoolStreamer): Promise<'written' | 'exists'> {
     if (this.presence.get(digest)) {
       await streamed?.abandon();
       s3PutSkippedDueToDedup.inc({ reason: 'exists' });

@@ -11,12 +11,13 @@
 // are all cancelled and removed on shutdown.
 import { createHash, randomUUID, type Hash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { isAbortError } from '../core/errors.js';
 import type { Algorithm } from '../core/digest.js';
+import { fileStream } from '../core/file-stream.js';
 import type { BlobStore } from '../store/contract.js';
 import { RegistryError } from './errors.js';
 import { SpoolStreamer } from './spool-streamer.js';
@@ -161,8 +162,9 @@ export class UploadSessions {
     return `${algorithm}:${h.digest('hex')}`;
   }
 
-  openSpool(s: UploadSession): Readable {
-    return createReadStream(s.path);
+  /** The spool as a stream that S3 multipart can also read straight into its part buffers (file-stream.ts). */
+  async openSpool(s: UploadSession): Promise<Readable> {
+    return fileStream(await open(s.path, 'r'));
   }
 
   async remove(s: UploadSession): Promise<void> {

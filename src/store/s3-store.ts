@@ -15,7 +15,7 @@
 //   budget, cancellation and the retry metrics.
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Readable } from 'node:stream';
 import {
@@ -27,7 +27,8 @@ import {
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { TransshipError, cancelledError, throwIfAborted } from '../core/errors.js';
-import { VerifyingStream, parseDigest, type Digest } from '../core/digest.js';
+import { VerifyingStream, digestMismatch, parseDigest, sizeMismatch, type Digest } from '../core/digest.js';
+import { positionalFile, type PositionalFile } from '../core/file-stream.js';
 import { RetryBudget, type RetryOptions } from '../core/retry.js';
 import { observedRetry } from '../telemetry/observed-retry.js';
 import { blobUploadBytesTotal, multipartAbortsTotal, s3RequestsTotal } from '../telemetry/metrics.js';
@@ -315,16 +316,20 @@ export class S3Store implements BlobStore {
     const parts = new PartUploader(this.partSender(key, uploadId, d.value), this.partConcurrency, this.partSize, opts.signal);
     let verify = started?.verify;
     let input: Readable | undefined;
+    let file: PositionalFile | undefined;
     try {
       if (!verify) {
-        verify = new VerifyingStream({ expected: d, ...(opts.size !== undefined ? { size: opts.size } : {}) });
         input = await source();
-        const v = verify;
-        input.on('error', (e) => v.destroy(e));
-        input.pipe(v);
+        file = positionalFile(input);
+        if (!file) {
+          verify = new VerifyingStream({ expected: d, ...(opts.size !== undefined ? { size: opts.size } : {}) });
+          const v = verify;
+          input.on('error', (e) => v.destroy(e));
+          input.pipe(v);
+        }
       }
       // Each part is filled by copying chunks into one part-sized buffer: one copy per byte, and a finished part's
-      // buffer is reused for a later part.
+      // buffer is reused for a later part. A file is read straight into the part buffers (no chunks at all).
       let part = parts.buffer();
       let filled = 0;
       let total = 0;
@@ -343,15 +348,40 @@ export class S3Store implements BlobStore {
         }
         total += chunk.length;
       };
-      for (const chunk of started?.chunks ?? []) await add(chunk);
-      if (started) started.chunks.length = 0;
-      for await (const chunk of verify as AsyncIterable<Buffer>) {
-        parts.check();
-        if (parts.aborted) throw cancelledError(opts.signal);
-        await add(chunk);
-        opts.onProgress?.(total);
+      if (file) {
+        const hash = createHash(d.algorithm);
+        for (;;) {
+          parts.check();
+          if (parts.aborted) throw cancelledError(opts.signal);
+          const want = Math.min(this.partSize - filled, file.length === undefined ? Infinity : file.length - total);
+          const { bytesRead } = want > 0 ? await file.handle.read(part, filled, want, file.start + total) : { bytesRead: 0 };
+          if (bytesRead === 0) break;
+          hash.update(part.subarray(filled, filled + bytesRead));
+          filled += bytesRead;
+          total += bytesRead;
+          if (opts.size !== undefined && total > opts.size) throw sizeMismatch(d.value, opts.size, total, 'more');
+          opts.onProgress?.(total);
+          if (filled === this.partSize) {
+            await parts.add(part);
+            part = parts.buffer();
+            filled = 0;
+          }
+        }
+        if (opts.size !== undefined && total !== opts.size) throw sizeMismatch(d.value, opts.size, total, 'fewer');
+        const actual = `${d.algorithm}:${hash.digest('hex')}`;
+        if (actual !== d.value) throw digestMismatch(d.value, actual);
+        input?.destroy(); // closes the file
+      } else {
+        for (const chunk of started?.chunks ?? []) await add(chunk);
+        if (started) started.chunks.length = 0;
+        for await (const chunk of verify as AsyncIterable<Buffer>) {
+          parts.check();
+          if (parts.aborted) throw cancelledError(opts.signal);
+          await add(chunk);
+          opts.onProgress?.(total);
+        }
       }
-      // The digest was verified when the stream ended cleanly (VerifyingStream fails in flush otherwise).
+      // The digest was verified above, or when the stream ended cleanly (VerifyingStream fails in flush otherwise).
       if (filled > 0 || parts.parts === 0) await parts.add(part.subarray(0, filled));
       const list = await parts.finish();
       throwIfAborted(opts.signal);

@@ -4,10 +4,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
+import { mkdtemp, open, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { ListMultipartUploadsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { S3Store, type S3StoreOptions } from '../../src/store/s3-store.js';
 import { digestOf } from '../../src/core/digest.js';
 import { isTransshipError } from '../../src/core/errors.js';
+import { fileStream } from '../../src/core/file-stream.js';
 import { blobStoreConformance } from '../support/store-conformance.js';
 import { createTestBucket, s3TestConfig, testS3Client } from '../support/rgw.js';
 
@@ -231,4 +235,37 @@ test('blob GETs: S3 errors keep their codes, 503s and silent sockets are retried
   } finally {
     await Promise.all([flaky.close(), silent.close()]);
   }
+});
+
+test('a file source is read straight into the part buffers (the stream is never started); wrong bytes, short and long files still fail and leave nothing', async () => {
+  const bucket = await createTestBucket('file');
+  const dir = await mkdtemp(join(tmpdir(), 'transship-file-src-'));
+  const data = randomBytes(12 * MiB + 12345); // 3 parts of 5 MiB, the last one short
+  const path = join(dir, 'blob');
+  await writeFile(path, Buffer.concat([Buffer.from('HEADER'), data, Buffer.from('TRAILER')]));
+  const store = storeOn(bucket);
+  // A range of the file, as an archive entry is read.
+  const range = { start: 6, end: 6 + data.length - 1 };
+  const src = fileStream(await open(path, 'r'), range);
+  const seen: number[] = [];
+  const out = await store.putBlob(digestOf(data), () => src, { size: data.length, onProgress: (n) => seen.push(n) });
+  assert.equal(out.status, 'written');
+  assert.equal(src.readableDidRead, false, 'the stream itself was never read: the parts were filled from the file');
+  assert.ok(src.destroyed, 'the file is closed');
+  assert.equal(seen.at(-1), data.length);
+  assert.ok(Buffer.concat(await (await store.getBlob(digestOf(data))).toArray()).equals(data));
+
+  const other = randomBytes(10 * MiB);
+  const cases: Array<[string, Parameters<typeof fileStream>[1], number, string]> = [
+    ['wrong bytes', range, data.length, 'TS_DIGEST_MISMATCH'],
+    ['a file shorter than declared', { start: 6, end: 6 + 9 * MiB }, 10 * MiB, 'TS_SIZE_MISMATCH'],
+    ['a file longer than declared', undefined, 10 * MiB, 'TS_SIZE_MISMATCH'],
+  ];
+  for (const [what, r, size, code] of cases) {
+    const s = fileStream(await open(path, 'r'), r);
+    await assert.rejects(store.putBlob(digestOf(other), () => s, { size }), (e) => isTransshipError(e, code), what);
+    assert.ok(s.destroyed, `${what}: the file is closed`);
+  }
+  assert.equal(await store.statBlob(digestOf(other)), undefined, 'nothing visible');
+  assert.equal(await multipartUploads(bucket), 0, 'no multipart upload left billing');
 });

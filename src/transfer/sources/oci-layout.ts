@@ -16,6 +16,7 @@ import { dirname, join } from 'node:path';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseDigest, VerifyingStream } from '../../core/digest.js';
+import { fileStream } from '../../core/file-stream.js';
 import { cancelledError, fromFsError, isAbortError, isTransshipError, throwIfAborted, TransshipError } from '../../core/errors.js';
 import type { Signalled } from '../../store/contract.js';
 import type { RefTarget } from '../reference.js';
@@ -47,7 +48,7 @@ export class DirLayoutFiles implements LayoutFiles {
       await handle.close();
       throw err;
     }
-    return handle.createReadStream({ autoClose: true });
+    return fileStream(handle);
   }
 
   async close(): Promise<void> {}

@@ -18,6 +18,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { cancelledError, fromFsError, isTransshipError, throwIfAborted, TransshipError } from '../../core/errors.js';
+import { fileStream } from '../../core/file-stream.js';
 
 const BLOCK = 512;
 const MAX_ENTRIES = 1_000_000;
@@ -191,7 +192,7 @@ export class TarIndex {
     } catch (err) {
       throw fromFsError(err, this.file);
     }
-    return handle.createReadStream({ start: entry.offset, end: entry.offset + entry.size - 1, autoClose: true });
+    return fileStream(handle, { start: entry.offset, end: entry.offset + entry.size - 1 });
   }
 
   /** The first `n` bytes of a regular file entry (fewer when it is shorter): content sniffing without a stream. */
