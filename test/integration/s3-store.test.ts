@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { ListMultipartUploadsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { S3Store, type S3StoreOptions } from '../../src/store/s3-store.js';
 import { digestOf } from '../../src/core/digest.js';
-import { isTransshipError } from '../../src/core/errors.js';
+import { isTransshipError, type ErrorCode } from '../../src/core/errors.js';
 import { fileStream } from '../../src/core/file-stream.js';
 import { blobStoreConformance } from '../support/store-conformance.js';
 import { createTestBucket, s3TestConfig, testS3Client } from '../support/rgw.js';
@@ -256,7 +256,7 @@ test('a file source is read straight into the part buffers (the stream is never 
   assert.ok(Buffer.concat(await (await store.getBlob(digestOf(data))).toArray()).equals(data));
 
   const other = randomBytes(10 * MiB);
-  const cases: Array<[string, Parameters<typeof fileStream>[1], number, string]> = [
+  const cases: Array<[string, Parameters<typeof fileStream>[1], number, ErrorCode]> = [
     ['wrong bytes', range, data.length, 'TS_DIGEST_MISMATCH'],
     ['a file shorter than declared', { start: 6, end: 6 + 9 * MiB }, 10 * MiB, 'TS_SIZE_MISMATCH'],
     ['a file longer than declared', undefined, 10 * MiB, 'TS_SIZE_MISMATCH'],
