@@ -11,7 +11,7 @@
 // are all cancelled and removed on shutdown.
 import { createHash, randomUUID, type Hash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, mkdtemp, open, rm, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -75,6 +75,11 @@ export class UploadSessions {
   private async dir(): Promise<string> {
     if (!this.spoolDir) {
       await mkdir(this.opts.dir, { recursive: true });
+      const removed = await removeLeftoverSpools(this.opts.dir, this.opts.idleMs).catch((err: unknown) => {
+        log.warn({ err, dir: this.opts.dir }, 'could not look for spools left by crashed instances');
+        return 0;
+      });
+      if (removed > 0) log.info({ dir: this.opts.dir, removed }, 'removed upload spools left by instances that are gone');
       this.spoolDir = await mkdtemp(join(this.opts.dir, `transship-uploads-${process.pid}-`));
     }
     return this.spoolDir;
@@ -191,5 +196,35 @@ export class UploadSessions {
     await Promise.all([...this.sessions.values()].map((s) => this.remove(s)));
     if (this.spoolDir) await rm(this.spoolDir, { recursive: true, force: true });
     this.spoolDir = undefined;
+  }
+}
+
+/**
+ * Removes the spool directories of instances that crashed (a clean shutdown removes its own): those whose process
+ * is gone and in which nothing was written for longer than the idle limit. Both, because a directory shared across
+ * pid namespaces (containers) may hold a live instance whose pid means nothing here — its spools are written to,
+ * or its sessions expire and are removed by itself. Returns how many directories were removed.
+ */
+export async function removeLeftoverSpools(parent: string, idleMs: number): Promise<number> {
+  let removed = 0;
+  for (const name of await readdir(parent)) {
+    const pid = Number(/^transship-uploads-(\d+)-/.exec(name)?.[1]);
+    if (!pid || pid === process.pid || processExists(pid)) continue;
+    const dir = join(parent, name);
+    let newest = (await stat(dir)).mtimeMs;
+    for (const f of await readdir(dir)) newest = Math.max(newest, (await stat(join(dir, f)).catch(() => undefined))?.mtimeMs ?? 0);
+    if (Date.now() - newest < idleMs) continue;
+    await rm(dir, { recursive: true, force: true });
+    removed++;
+  }
+  return removed;
+}
+
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'; // exists, someone else's
   }
 }
