@@ -41,17 +41,14 @@ function positive(ms: number, flag: string): number {
   return ms;
 }
 
-async function otlpTracer(endpoint: string | undefined): Promise<{ tracer: Tracer; spans: import('../containerd/watch/span-export.js').BoundedSpanProcessor; shutdown(): Promise<void> } | undefined> {
+async function otlpTracer(endpoint: string | undefined): Promise<{ tracer: Tracer; spans: import('../containerd/watch/span-export.js').SpanBacklog; shutdown(): Promise<void> } | undefined> {
   if (!endpoint) return undefined;
-  // The watcher's own provider, so its bounded span queue can count drops and push back (see span-export.ts).
-  const { BasicTracerProvider } = await import('@opentelemetry/sdk-trace-base');
-  const { OTLPTraceExporter } = await import('@opentelemetry/exporter-trace-otlp-http');
-  const { resourceFromAttributes } = await import('@opentelemetry/resources');
-  const { BoundedSpanProcessor } = await import('../containerd/watch/span-export.js');
+  // The watcher's own OTLP/HTTP tracer (not the SDK's provider + exporter: see otlp-tracer.ts for the measured why),
+  // with a bounded span queue that counts drops and pushes back.
+  const { OtlpTracer } = await import('../containerd/watch/otlp-tracer.js');
   const url = endpoint.endsWith('/v1/traces') ? endpoint : `${endpoint.replace(/\/$/, '')}/v1/traces`;
-  const spans = new BoundedSpanProcessor(new OTLPTraceExporter({ url }));
-  const provider = new BasicTracerProvider({ resource: resourceFromAttributes({ 'service.name': 'transship-watch' }), spanProcessors: [spans] });
-  return { tracer: provider.getTracer('transship-watch'), spans, shutdown: () => provider.shutdown() };
+  const tracer = new OtlpTracer({ url, serviceName: 'transship-watch' });
+  return { tracer, spans: tracer.spans, shutdown: () => tracer.shutdown() };
 }
 
 export function registerWatch(program: Command): void {

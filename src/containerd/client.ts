@@ -22,7 +22,8 @@ function definitions(): protoLoader.PackageDefinition {
   return packageDefinition;
 }
 
-function method(service: string, name: string): protoLoader.MethodDefinition<object, object> {
+/** A method of the proto subset (serializers included): the client's calls, and tests that encode real messages. */
+export function protoMethod(service: string, name: string): protoLoader.MethodDefinition<object, object> {
   const svc = definitions()[service] as protoLoader.ServiceDefinition | undefined;
   const m = svc?.[name];
   if (!m) throw new TransshipError('TS_INTERNAL', `proto subset lacks ${service}/${name}`);
@@ -58,26 +59,12 @@ export interface ContainerMessage {
   created_at: Timestamp | null;
   updated_at: Timestamp | null;
 }
-export interface EnvelopeMessage {
-  timestamp: Timestamp | null;
-  namespace: string;
-  topic: string;
-  event: AnyMessage | null;
-}
 
 export function timestampToDate(ts: Timestamp | null | undefined): Date | undefined {
   if (!ts) return undefined;
   const ms = Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1e6);
   // containerd sends the zero time (0001-01-01) for "never"; proto3 leaves it unset or negative.
   return ms > 0 ? new Date(ms) : undefined;
-}
-
-/** Decodes an event payload (`Envelope.event`) for the task topics watch cares about. */
-export function decodeEvent(any: AnyMessage): Record<string, unknown> | undefined {
-  const name = any.type_url.replace(/^.*\//, '').replace(/^containerd\.events\./, '');
-  const svc = definitions()['containerd.events.Payloads'] as protoLoader.ServiceDefinition | undefined;
-  const m = svc?.[name];
-  return m ? (m.responseDeserialize(any.value) as Record<string, unknown>) : undefined;
 }
 
 // ---- errors ----
@@ -93,6 +80,11 @@ const GRPC_TO_CODE: Partial<Record<number, ErrorCode>> = {
 
 function isServiceError(err: unknown): err is grpc.ServiceError {
   return err instanceof Error && typeof (err as { code?: unknown }).code === 'number' && 'metadata' in err;
+}
+
+/** A gRPC status read off the wire (the watcher's own HTTP/2 stream reader) → the error table's code. */
+export function errorFromGrpcStatus(code: number, message: string, what: string): TransshipError {
+  return new TransshipError(GRPC_TO_CODE[code] ?? 'TS_CONTAINERD_REJECTED', `${what}: ${message || (grpc.status[code] ?? `gRPC status ${code}`)}`, { details: { grpcCode: grpc.status[code] ?? code } });
 }
 
 export function fromGrpcError(err: unknown, what: string): TransshipError {
@@ -169,7 +161,7 @@ export class ContainerdClient {
   }
 
   private call<Res>(service: string, name: string, req: object, opts: CallOptions = {}): Promise<Res> {
-    const m = method(service, name);
+    const m = protoMethod(service, name);
     return retry(({ signal }) => this.unaryOnce<Res>(m, req, opts, signal), {
       signal: opts.signal,
       maxAttempts: this.maxAttempts,
@@ -221,35 +213,5 @@ export class ContainerdClient {
 
   async killTask(namespace: string, containerId: string, signal: number, all: boolean, opts: CallOptions = {}): Promise<void> {
     await this.call('containerd.services.tasks.v1.Tasks', 'Kill', { container_id: containerId, signal, all }, { ...opts, namespace, mutation: true });
-  }
-
-  /**
-   * The raw event stream, for a consumer on the hot path (`transship watch`): envelopes arrive as 'data' events with
-   * no async-iterator hops per message (each costs CPU at thousands of events). The caller cancels it; errors are
-   * grpc ServiceErrors (map them with fromGrpcError).
-   */
-  openEventStream(filters: string[]): grpc.ClientReadableStream<EnvelopeMessage> {
-    const m = method('containerd.services.events.v1.Events', 'Subscribe');
-    return this.client.makeServerStreamRequest<object, EnvelopeMessage>(m.path, m.requestSerialize, m.responseDeserialize as (b: Buffer) => EnvelopeMessage, { filters }, new grpc.Metadata(), {});
-  }
-
-  /**
-   * containerd's event stream (all namespaces unless a filter says otherwise). Ends when the signal fires; the
-   * stream is cancelled on the way out so no call outlives its consumer.
-   */
-  async *subscribe(filters: string[], opts: { signal?: AbortSignal } = {}): AsyncGenerator<EnvelopeMessage> {
-    const m = method('containerd.services.events.v1.Events', 'Subscribe');
-    const stream = this.client.makeServerStreamRequest<object, EnvelopeMessage>(m.path, m.requestSerialize, m.responseDeserialize as (b: Buffer) => EnvelopeMessage, { filters }, new grpc.Metadata(), {});
-    const onAbort = (): void => stream.cancel();
-    opts.signal?.addEventListener('abort', onAbort, { once: true });
-    try {
-      for await (const ev of stream as AsyncIterable<EnvelopeMessage>) yield ev;
-    } catch (err) {
-      if (opts.signal?.aborted) throw cancelledError(opts.signal);
-      throw fromGrpcError(err, 'containerd Events/Subscribe');
-    } finally {
-      opts.signal?.removeEventListener('abort', onAbort);
-      stream.cancel();
-    }
   }
 }

@@ -8,10 +8,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { BoundedQueue } from '../../src/containerd/watch/queue.js';
 import { BoundedSpanProcessor } from '../../src/containerd/watch/span-export.js';
+import { OtlpTracer, unixNano, type OtlpSpan } from '../../src/containerd/watch/otlp-tracer.js';
+import { createServer } from 'node:http';
 import { Lifecycles, type ContainerTrack } from '../../src/containerd/watch/lifecycle.js';
 import type { WatchEvent } from '../../src/containerd/watch/events.js';
 import { LeakChecker, allReleased, leakFindings } from '../../src/containerd/watch/leak-check.js';
-import { cgroupRelPath, expandSlice, type HostProbe, type ReleaseReport, type ReleaseTarget, type TaskHostInfo } from '../../src/containerd/watch/host.js';
+import { cgroupRelPath, expandSlice, listeningIn, type HostProbe, type ReleaseReport, type ReleaseTarget, type TaskHostInfo } from '../../src/containerd/watch/host.js';
 import { checkTracks } from '../../src/containerd/watch/stuck.js';
 import { planReconcile, type ApiView } from '../../src/containerd/watch/reconcile.js';
 import { loadConfig } from '../../src/core/config.js';
@@ -310,4 +312,94 @@ test('config: watch section from file and environment, with precise messages', (
   assert.throws(() => loadConfig({ env: {}, flags: { watch: { queueSize: 0 } } }), (e: unknown) => e instanceof TransshipError && /watch\.queueSize/.test(e.message));
   assert.deepEqual(parseHostPort('[::1]:9469'), { host: '::1', port: 9469 });
   assert.throws(() => parseHostPort('9469'), (e: unknown) => e instanceof TransshipError && e.code === 'TS_USAGE');
+});
+
+test('socket table: a task create judges only the rows naming its shim socket (no whole-table parse), by the listen flag', () => {
+  const head = 'Num       RefCount Protocol Flags    Type St Inode Path\n';
+  const row = (flags: string, st: string, inode: number, path: string): string => `0000000000000000: 00000002 00000000 ${flags} 0001 ${st} ${inode} ${path}`;
+  const table = head + [row('00010000', '01', 1, '/run/containerd/s/abc'), row('00000000', '03', 2, '/run/containerd/s/abcd'), row('00010000', '01', 3, '/tmp/with space/sock'), row('00000000', '03', 4, '/run/containerd/s/conn')].join('\n') + '\n';
+  assert.equal(listeningIn(table, '/run/containerd/s/abc'), true);
+  assert.equal(listeningIn(table, '/run/containerd/s/ab'), false, 'a prefix of another socket path is not that socket');
+  assert.equal(listeningIn(table, '/run/containerd/s/abcd'), false, 'bound but not listening');
+  assert.equal(listeningIn(table, '/run/containerd/s/conn'), false);
+  assert.equal(listeningIn(table, '/tmp/with space/sock'), true);
+  assert.equal(listeningIn(table, '/run/containerd/s/none'), false);
+  assert.equal(listeningIn(table.trimEnd(), '/run/containerd/s/conn'), false, 'last row without its newline');
+  assert.equal(listeningIn(head + row('00010000', '01', 9, '/last'), '/last'), true, 'last row without its newline, listening');
+});
+
+test('OTLP tracer: a lifecycle through Lifecycles → one OTLP/JSON trace (parents, exact ns times, typed attributes, status)', async () => {
+  const bodies: Array<{ resourceSpans: Array<{ resource: { attributes: unknown[] }; scopeSpans: Array<{ spans: OtlpSpan[] }> }> }> = [];
+  let answer = 200;
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      if (answer === 200) bodies.push(JSON.parse(Buffer.concat(chunks).toString('utf8')) as (typeof bodies)[number]);
+      res.writeHead(answer, { 'content-type': 'application/json' }).end('{}');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(server.address() as { port: number }).port}/v1/traces`;
+  const tracer = new OtlpTracer({ url, serviceName: 'unit', flushDelayMs: 10_000 });
+  try {
+    const lc = new Lifecycles(tracer);
+    const B = 1764063000_000;
+    lc.apply(ev('container-create', B + 800.25, { image: 'img', runtime: 'io.containerd.runc.v2' }));
+    lc.apply(ev('task-create', B + 1000, { pid: 42, bundle: '/b' }), info('c1', { bundleWrittenAt: B + 900 }));
+    lc.apply(ev('task-start', B + 1100, { pid: 42 }));
+    lc.apply(ev('task-oom', B + 1150));
+    lc.apply(ev('task-exit', B + 1200, { execId: 'c1', pid: 42, exitStatus: 137, exitedAt: B + 1200 }));
+    lc.apply(ev('task-delete', B + 1300, { pid: 42, exitStatus: 137 }));
+    lc.apply(ev('container-delete', B + 1400));
+    lc.leakChecked({ target: { namespace: NS, id: 'c1', info: info('c1'), groupStillServing: false }, report: released, findings: [], shimGoneAfterMs: 10, checkedAfterMs: 500 });
+    await tracer.forceFlush();
+    const spans = bodies.flatMap((b) => b.resourceSpans.flatMap((r) => r.scopeSpans.flatMap((s) => s.spans)));
+    assert.deepEqual(bodies[0]?.resourceSpans[0]?.resource.attributes, [{ key: 'service.name', value: { stringValue: 'unit' } }]);
+    const root = spans.find((s) => s.name === 'containerd.container');
+    assert.ok(root && root.parentSpanId === undefined);
+    assert.equal(root.startTimeUnixNano, '1764063000800250000', 'exact nanoseconds, sub-millisecond part kept');
+    assert.equal(root.endTimeUnixNano, '1764063001800000000', 'the root ends with the leak check (delete + 500 ms)');
+    assert.match(root.traceId, /^[0-9a-f]{32}$/);
+    assert.match(root.spanId, /^[0-9a-f]{16}$/);
+    const children = spans.filter((s) => s !== root);
+    assert.deepEqual(children.map((s) => s.name).sort(), ['containerd.container.create', 'containerd.container.delete', 'containerd.leak_check', 'containerd.task.create', 'containerd.task.delete', 'containerd.task.exit', 'containerd.task.oom', 'containerd.task.start']);
+    for (const s of children) {
+      assert.equal(s.traceId, root.traceId);
+      assert.equal(s.parentSpanId, root.spanId);
+      assert.equal(s.kind, 1);
+    }
+    const create = children.find((s) => s.name === 'containerd.task.create');
+    const attr = (s: OtlpSpan | undefined, k: string): unknown => s?.attributes.find((a) => a.key === k)?.value;
+    assert.deepEqual(attr(create, 'process.pid'), { intValue: 42 });
+    assert.deepEqual(attr(create, 'containerd.shim.socket_listening'), { boolValue: true });
+    assert.deepEqual(attr(create, 'containerd.shim.socket'), { stringValue: '/run/containerd/s/c1' });
+    assert.equal(create?.startTimeUnixNano, '1764063000900000000', 'task create starts when the bundle was written');
+    const exit = children.find((s) => s.name === 'containerd.task.exit');
+    assert.deepEqual(exit?.status, { code: 2, message: 'OOM killed' });
+    assert.deepEqual(attr(children.find((s) => s.name === 'containerd.leak_check'), 'containerd.leaks'), { arrayValue: { values: [] } });
+    assert.deepEqual(attr(root, 'process.exit.code'), { intValue: 137 });
+
+    // A collector that refuses (HTTP 400, not retried) costs the batch, counted as failed; the watcher goes on.
+    answer = 400;
+    tracer.startSpan('x').end();
+    await tracer.forceFlush();
+    assert.equal(tracer.exported, spans.length);
+  } finally {
+    await tracer.shutdown();
+    server.close();
+  }
+});
+
+test('OTLP tracer: the span queue is bounded (drops counted) and nanosecond times are exact', () => {
+  const tracer = new OtlpTracer({ url: 'http://127.0.0.1:9/v1/traces', serviceName: 'unit', capacity: 3, batchSize: 100, flushDelayMs: 60_000 });
+  for (let i = 0; i < 5; i++) tracer.startSpan(`s${i}`).end(1000 + i);
+  assert.equal(tracer.spans.backlog, 3);
+  assert.equal(tracer.spans.dropped, 2);
+  assert.equal(unixNano(1764063000123.5), '1764063000123500000');
+  assert.equal(unixNano(1764063000123.0625), '1764063000123062500');
+  assert.equal(unixNano(1764063000999 + 0.9999999), '1764063001000000000', 'rounding carries into the millisecond');
+  assert.equal(unixNano(0.5), '500000');
+  assert.throws(() => new OtlpTracer({ url: 'ftp://x/v1/traces', serviceName: 'unit' }), (e: unknown) => e instanceof TransshipError && e.code === 'TS_USAGE');
+  void tracer.shutdown();
 });

@@ -3,7 +3,7 @@
 // those really gone). Reads are targeted — a handful of files per task, never a walk of /proc — so following a node
 // that starts containers at full speed stays cheap. The doctor's readers and parsers are reused; nothing here
 // trusts the state dir more than the doctor does (no symlink is followed, files are size-capped).
-import { lstatSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, openSync, readFileSync, readSync, realpathSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { TASK_DIR, readSmallFileSync } from '../bundles.js';
 import type { GatherOptions } from '../gather.js';
@@ -58,7 +58,11 @@ export interface ReleaseTarget {
 }
 
 export interface HostProbe {
-  taskCreated(namespace: string, id: string, initPid: number, bundle: string): Promise<TaskHostInfo>;
+  /**
+   * `publishedAt`: containerd's timestamp of the /tasks/create event. A socket-table read taken after it answers for
+   * every task created before it, so the tasks created in one batch of events share one read.
+   */
+  taskCreated(namespace: string, id: string, initPid: number, bundle: string, publishedAt?: number): Promise<TaskHostInfo>;
   liveness(pid: number, startTime?: number): Liveness;
   released(target: ReleaseTarget): ReleaseReport;
   /** Whether a path (a shim socket) exists: a shim that exits cleanly unlinks its socket, a killed one cannot. */
@@ -89,6 +93,65 @@ export function cgroupRelPath(cgroupsPath: string, id: string): string {
     return join('/', expandSlice(slice || 'system.slice'), name.endsWith('.slice') ? name : `${prefix}-${name}.scope`);
   }
   return join('/', cgroupsPath);
+}
+
+/** A small regular file's text and mtime with one open (no symlink followed, size-capped), or undefined. */
+function readWithMtime(path: string, max: number): { text: string; mtimeMs: number } | undefined {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    return undefined; // gone (a fast lifecycle, or the watcher lagging), a symlink, or unreadable
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile() || st.size > max) return undefined;
+    const buf = Buffer.allocUnsafe(st.size + 1);
+    const n = readSync(fd, buf, 0, buf.length, 0);
+    if (n > max) return undefined;
+    return { text: buf.toString('utf8', 0, n), mtimeMs: st.mtimeMs };
+  } catch {
+    return undefined;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Whether /proc/net/unix (its text) has a listening row for `path`: only the rows naming the path are parsed (the
+ * table holds every unix socket of the network namespace; parsing all of it for one path was most of a task create's
+ * cost on a node with many sockets).
+ */
+export function listeningIn(text: string, path: string): boolean {
+  const needle = ` ${path}\n`;
+  const header = text.slice(0, text.indexOf('\n') + 1);
+  for (let at = text.indexOf(needle); at >= 0; at = text.indexOf(needle, at + 1)) {
+    const start = text.lastIndexOf('\n', at) + 1;
+    if (parseNetUnix(header + text.slice(start, at + needle.length)).some((r) => r.listening && r.path === path)) return true;
+  }
+  // the last line of the table may lack its newline
+  if (text.endsWith(` ${path}`)) {
+    const start = text.lastIndexOf('\n', text.length - path.length - 2) + 1;
+    return parseNetUnix(header + text.slice(start)).some((r) => r.listening && r.path === path);
+  }
+  return false;
+}
+
+const procBuf = Buffer.allocUnsafe(8192);
+
+/**
+ * A small /proc file in one read (open, read, close): readFileSync's fstat and second read to find the end are two
+ * more syscalls per file, and on a VM every syscall counts. Files longer than the buffer fall back to readFileSync.
+ */
+function readProc(path: string): Buffer {
+  const fd = openSync(path, constants.O_RDONLY);
+  let n: number;
+  try {
+    n = readSync(fd, procBuf, 0, procBuf.length, null);
+  } finally {
+    closeSync(fd);
+  }
+  return n < procBuf.length ? Buffer.from(procBuf.subarray(0, n)) : readFileSync(path);
 }
 
 function exists(path: string): boolean {
@@ -133,7 +196,7 @@ export class LinuxHost implements HostProbe {
 
   private stat(pid: number): { state: string; ppid: number; startTime: number } | undefined {
     try {
-      return parseStat(readFileSync(join(this.procRoot, String(pid), 'stat'), 'utf8'));
+      return parseStat(readProc(join(this.procRoot, String(pid), 'stat')).toString('utf8'));
     } catch {
       return undefined;
     }
@@ -154,7 +217,7 @@ export class LinuxHost implements HostProbe {
     const init = this.stat(initPid);
     if (!init) return undefined;
     try {
-      const argv = parseCmdline(readFileSync(join(this.procRoot, String(init.ppid), 'cmdline')));
+      const argv = parseCmdline(readProc(join(this.procRoot, String(init.ppid), 'cmdline')));
       const a = parseShimArgv(argv);
       if (!a || a.namespace !== namespace || a.id !== groupId || a.address?.replace(/^unix:\/\//, '') !== this.address) return undefined;
       const shim = this.stat(init.ppid);
@@ -164,26 +227,30 @@ export class LinuxHost implements HostProbe {
     }
   }
 
-  private listening(path: string): boolean {
+  /** The last /proc/net/unix read and when it was taken (wall clock, as containerd's event timestamps). */
+  private socketTable: { text: string; takenAt: number } | undefined;
+
+  private listening(path: string, publishedAt?: number): boolean {
     try {
-      return parseNetUnix(readFileSync(join(this.procRoot, 'self', 'net', 'unix'), 'utf8')).some((r) => r.listening && r.path === path);
+      let table = this.socketTable;
+      if (!table || publishedAt === undefined || table.takenAt < publishedAt) {
+        table = { text: readFileSync(join(this.procRoot, 'self', 'net', 'unix'), 'utf8'), takenAt: Date.now() };
+        this.socketTable = publishedAt === undefined ? undefined : table;
+      }
+      return listeningIn(table.text, path);
     } catch {
       return false;
     }
   }
 
-  async taskCreated(namespace: string, id: string, initPid: number, bundle: string): Promise<TaskHostInfo> {
-    // config.json is written first, before the shim starts: its mtime is when the task create began.
-    let bundleWrittenAt: number | undefined;
-    try {
-      bundleWrittenAt = statSync(join(bundle, 'config.json')).mtimeMs;
-    } catch {
-      bundleWrittenAt = undefined; // already deleted (a fast lifecycle, or the watcher lagging): no start time
-    }
-    const spec = readSmallFileSync(join(bundle, 'config.json'), 4 * 1024 * 1024);
+  async taskCreated(namespace: string, id: string, initPid: number, bundle: string, publishedAt?: number): Promise<TaskHostInfo> {
+    // config.json is written first, before the shim starts: its mtime is when the task create began. One open gives
+    // both (a file already deleted — a fast lifecycle, or the watcher lagging — gives neither).
+    const spec = readWithMtime(join(bundle, 'config.json'), 4 * 1024 * 1024);
+    const bundleWrittenAt = spec?.mtimeMs;
     let annotations: Record<string, unknown> | undefined;
     let cgroupsPath = '';
-    if (spec.text !== undefined) {
+    if (spec !== undefined) {
       try {
         const s = JSON.parse(spec.text) as { annotations?: Record<string, unknown>; linux?: { cgroupsPath?: unknown } };
         annotations = s.annotations;
@@ -198,13 +265,13 @@ export class LinuxHost implements HostProbe {
     const parsed = addr.text !== undefined ? parseShimAddress(addr.text) : undefined;
     const socket = parsed?.kind === 'path' && parsed.path.startsWith(this.socketDir + '/') ? parsed.path : shimSocketPath(this.address, namespace, groupId, this.socketDir);
     // Without a readable spec, guess ctr's `/<ns>/<id>`: a wrong guess only misses a leak, it never invents one.
-    const cgroupDirs = this.cgroupDirs(spec.text === undefined ? join('/', namespace, id) : cgroupRelPath(cgroupsPath, id));
+    const cgroupDirs = this.cgroupDirs(spec === undefined ? join('/', namespace, id) : cgroupRelPath(cgroupsPath, id));
     return {
       bundle,
       bundleWrittenAt,
       groupId,
       socket,
-      socketListening: this.listening(socket),
+      socketListening: this.listening(socket, publishedAt),
       shim: initPid > 0 ? this.shimOf(initPid, namespace, groupId) : undefined,
       cgroupDirs,
       runcStateDir: join(this.runcRoot, namespace, id),

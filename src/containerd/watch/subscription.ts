@@ -1,23 +1,32 @@
 // Staying subscribed to containerd's event stream across containerd restarts, with the project's one retry loop
 // (src/core/retry.ts): exponential backoff with full jitter, cancellation that stops the backoff sleep at once.
 //
-// One "session" = open the stream, prove containerd answers (a Version call on the same channel: containerd sends
-// no stream headers until the first event, so the stream alone cannot say it is established), tell the caller
+// One "session" = open the stream (event-stream.ts: node:http2, not grpc-js), prove containerd answers (a Version
+// call on the same connection: containerd sends no stream headers until the first event, so the stream alone cannot
+// say it is established), tell the caller
 // (who reconciles what it missed), then read until the stream breaks. A session that failed before it was
 // established is retried with growing delays; a session that was established and then lost starts a fresh retry,
 // so a containerd restart after a week of uptime is retried from the base delay, not from the cap.
-import { fromGrpcError, type ContainerdClient, type EnvelopeMessage } from '../client.js';
 import { TransshipError, errorSummary } from '../../core/errors.js';
 import { classify, retry, type Verdict } from '../../core/retry.js';
 import { log } from '../../telemetry/log.js';
+import { openEventStream } from './event-stream.js';
+import type { WatchEvent } from './events.js';
 
 export interface SubscriptionOptions {
-  client: ContainerdClient;
+  /** containerd's socket path. */
+  address: string;
   /** containerd event filters (empty: every namespace and topic). */
   filters: string[];
   signal: AbortSignal;
-  /** Called for every envelope, synchronously on the stream's data path: must not block. */
-  onEvent(env: EnvelopeMessage): void;
+  /** Deadline of the Version call that proves a session. */
+  timeoutMs: number;
+  /** Read coalescing window (event-stream.ts); 0 reads every event as it comes. */
+  coalesceMs: number;
+  /** Called for every event, synchronously on the stream's data path: must not block. */
+  onEvent(ev: WatchEvent): void;
+  /** After the events of one socket read were delivered. */
+  onBatch?(): void;
   /** The stream is established; `resumed` after a loss. The caller reconciles. */
   onSubscribed(info: { resumed: boolean }): void;
   /** The stream was lost after it was established. */
@@ -45,25 +54,18 @@ export async function runSubscription(o: SubscriptionOptions): Promise<void> {
     try {
       await retry(
         async ({ signal }) => {
-          const stream = o.client.openEventStream(o.filters);
-          const onAbort = (): void => stream.cancel();
+          const stream = openEventStream({ address: o.address, filters: o.filters, coalesceMs: o.coalesceMs, onEvent: (ev) => o.onEvent(ev), onBatch: () => o.onBatch?.() });
+          const onAbort = (): void => stream.close();
           signal.addEventListener('abort', onAbort, { once: true });
           try {
-            // Envelopes go to the caller straight from the stream's 'data' events: no per-message promise hops.
-            const ended = new Promise<never>((_, reject) => {
-              stream.on('data', (env: EnvelopeMessage) => o.onEvent(env));
-              stream.on('error', (err: unknown) => reject(fromGrpcError(err, 'containerd Events/Subscribe')));
-              stream.on('end', () => reject(new TransshipError('TS_CONTAINERD_UNREACHABLE', 'containerd ended the event stream')));
-            });
-            ended.catch(() => undefined); // observed below; this only keeps an early failure from being "unhandled"
-            // containerd sends no stream headers until the first event: a Version call on the same channel proves it.
-            await Promise.race([o.client.version({ signal }), ended]);
+            // Events go to the caller straight from the stream's read path: no per-message promise hops.
+            await Promise.race([stream.version(o.timeoutMs, signal), stream.ended]);
             established = true;
             o.onSubscribed({ resumed });
-            await ended;
+            await stream.ended;
           } finally {
             signal.removeEventListener('abort', onAbort);
-            stream.cancel(); // whatever happened, no stream outlives the session
+            stream.close(); // whatever happened, no stream outlives the session
           }
         },
         {

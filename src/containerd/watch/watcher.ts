@@ -9,7 +9,7 @@
 //     └ subscription (one retry)    │  └──► planReconcile (after (re)subscribe, periodically, after drops)
 //                                   └ waits while the span exporter's backlog is above its high-water mark
 import { trace, type Tracer } from '@opentelemetry/api';
-import { ContainerdClient, timestampToDate } from '../client.js';
+import { ContainerdClient, socketPathOf, timestampToDate } from '../client.js';
 import type { GatherOptions } from '../gather.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cancelledError, errorSummary } from '../../core/errors.js';
@@ -28,27 +28,29 @@ import {
   containerdWatchTasksStuckCreated,
   containerdWatchUnexpectedShimExitsTotal,
 } from '../../telemetry/metrics.js';
-import { toWatchEvent, type WatchEvent } from './events.js';
+import type { WatchEvent } from './events.js';
 import { LinuxHost, type HostProbe, type TaskHostInfo, type ShimRef } from './host.js';
 import { DEFAULT_LEAK_CHECK, LeakChecker, type LeakCheckOptions, type LeakCheckResult } from './leak-check.js';
 import { Lifecycles, trackKey, type ContainerTrack, type TaskTrack } from './lifecycle.js';
 import { BoundedQueue } from './queue.js';
 import { planReconcile, taskStateOf, toApiTask, type ApiView } from './reconcile.js';
-import type { BoundedSpanProcessor } from './span-export.js';
+import type { SpanBacklog } from './span-export.js';
 import { DEFAULT_STUCK, checkTracks, severityOf, type StuckOptions, type WatchFinding } from './stuck.js';
 import { runSubscription } from './subscription.js';
 
 /** Where containerd and its leftovers live: the doctor's options (GatherOptions) say it the same way. */
 export interface WatchOptions extends Pick<GatherOptions, 'address' | 'stateDir' | 'namespaces' | 'socketDir' | 'procRoot' | 'cgroupRoot' | 'runcRoot' | 'timeoutMs'> {
   queueCapacity?: number | undefined;
+  /** Read coalescing window of the event stream (event-stream.ts; default 200 ms, 0 = read every event at once). */
+  coalesceMs?: number | undefined;
   reconcileIntervalMs?: number | undefined;
   checkIntervalMs?: number | undefined;
   stuck?: Partial<StuckOptions> | undefined;
   leakCheck?: Partial<LeakCheckOptions> | undefined;
   /** Where lifecycle spans go (default: the global tracer, a no-op unless OTLP is configured). */
   tracer?: Tracer | undefined;
-  /** The span processor behind `tracer`, when it is ours: its backlog pushes back on the event processor. */
-  spans?: BoundedSpanProcessor | undefined;
+  /** The span pipeline behind `tracer`, when it is ours: its backlog pushes back on the event processor. */
+  spans?: SpanBacklog | undefined;
   retry?: { baseDelayMs?: number; maxDelayMs?: number; maxElapsedMs?: number; random?: () => number } | undefined;
   /** Recent findings kept for /findings and --json (oldest dropped first). */
   maxFindings?: number | undefined;
@@ -103,6 +105,8 @@ export class Watcher {
   /** Differences the last periodic reconcile saw, acted on if the next one sees them again. */
   private suspects = new Set<string>();
   private findingCount = 0;
+  /** Per-topic children of the events counter: label lookup once per topic, not per event. */
+  private readonly topicCounters = new Map<string, { inc(): void }>();
 
   constructor(private readonly opts: WatchOptions) {
     this.queue = new BoundedQueue<Queued>(opts.queueCapacity ?? 10_000, () => {
@@ -183,14 +187,20 @@ export class Watcher {
     const processor = this.process(stop.signal);
     try {
       await runSubscription({
-        client: this.client,
+        address: socketPathOf(this.opts.address),
         filters: eventFilters(this.namespaces),
         signal: stop.signal,
+        timeoutMs: this.opts.timeoutMs ?? 5000,
+        coalesceMs: this.opts.coalesceMs ?? DEFAULT_COALESCE_MS,
         baseDelayMs: this.opts.retry?.baseDelayMs,
         maxDelayMs: this.opts.retry?.maxDelayMs,
         maxElapsedMs: this.opts.retry?.maxElapsedMs,
         random: this.opts.retry?.random,
-        onEvent: (env) => this.intake(toWatchEvent(env)),
+        onEvent: (ev) => this.intake(ev),
+        onBatch: () => {
+          containerdWatchLastEventTimestampSeconds.set(Date.now() / 1000);
+          containerdWatchQueueDepth.set(this.queue.size);
+        },
         onSubscribed: ({ resumed }) => {
           this.subscribed = true;
           this.subscribedSince = Date.now();
@@ -222,11 +232,20 @@ export class Watcher {
     }
   }
 
-  /** On the stream's data path: decode, count, enqueue. The only host read is one /proc stat for init exits. */
+  /**
+   * On the stream's data path: count, enqueue. The only host read is one /proc stat for init exits. The gauges of the
+   * data path (last event time, queue depth) are set once per socket read, in onBatch.
+   */
   private intake(ev: WatchEvent): void {
     this.eventsReceived++;
-    containerdWatchEventsTotal.inc({ topic: ev.kind === 'other' ? ev.topic : ev.kind });
-    containerdWatchLastEventTimestampSeconds.set(Date.now() / 1000);
+    const topic = ev.kind === 'other' ? ev.topic : ev.kind;
+    let counter = this.topicCounters.get(topic);
+    if (!counter) {
+      counter = containerdWatchEventsTotal.labels({ topic });
+      // Topics come from containerd; an unbounded set would be a cardinality problem in the metric itself anyway.
+      if (this.topicCounters.size < 64) this.topicCounters.set(topic, counter);
+    }
+    counter.inc();
     if (this.namespaces && !this.namespaces.has(ev.namespace)) return;
     const q: Queued = ev;
     // A shim lives on after its task's exit until the task is deleted, and then unlinks its socket and exits. One
@@ -239,7 +258,6 @@ export class Watcher {
       if (shim && this.host.liveness(shim.pid, shim.startTime) !== 'alive' && this.host.exists(this.sockets.get(key) ?? '')) q.shimGoneAtExit = true;
     }
     this.queue.push(q);
-    containerdWatchQueueDepth.set(this.queue.size);
   }
 
   private async process(signal: AbortSignal): Promise<void> {
@@ -275,14 +293,16 @@ export class Watcher {
           }
         }
       }
+      // Awake anyway: run the post-delete checks that are due, so their timer rarely needs its own wakeup.
+      this.leaks.tick();
       containerdWatchQueueDepth.set(this.queue.size);
       if (this.queue.size > 0) this.queue.wake();
     }
   }
 
-  private async inspect(namespace: string, id: string, pid: number, bundle: string): Promise<TaskHostInfo | undefined> {
+  private async inspect(namespace: string, id: string, pid: number, bundle: string, publishedAt?: number): Promise<TaskHostInfo | undefined> {
     try {
-      return await this.host.taskCreated(namespace, id, pid, bundle);
+      return await this.host.taskCreated(namespace, id, pid, bundle, publishedAt);
     } catch (err) {
       log.debug({ namespace, containerId: id, error: errorSummary(err) }, 'could not inspect task on the host');
       return undefined;
@@ -291,7 +311,7 @@ export class Watcher {
 
   private async apply(ev: Queued): Promise<void> {
     let info: TaskHostInfo | undefined;
-    if (ev.kind === 'task-create') info = await this.inspect(ev.namespace, ev.id, ev.pid, ev.bundle);
+    if (ev.kind === 'task-create') info = await this.inspect(ev.namespace, ev.id, ev.pid, ev.bundle, ev.reconciled ? undefined : ev.at);
     if (ev.kind === 'task-exit' && ev.shimGoneAtExit) {
       const c = this.lifecycles.get(ev.namespace, ev.id);
       if (c?.task && !c.task.shimDied) this.shimDied(c, c.task, 'the shim was already gone when containerd reported the exit');
@@ -435,6 +455,9 @@ export function eventFilters(namespaces: Set<string> | undefined): string[] {
   if (!namespaces) return topics;
   return [...namespaces].flatMap((ns) => topics.map((t) => `namespace==${JSON.stringify(ns)},${t}`));
 }
+
+/** Read coalescing of the event stream: delivery up to this much later, in exchange for one wakeup per burst. */
+export const DEFAULT_COALESCE_MS = 200;
 
 function definedOnly<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
