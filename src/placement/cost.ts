@@ -53,6 +53,10 @@ export function breakEvenResidencyMs(p: Prices): number {
  * read exactly k times pays k crossings where one would do, plus the same T of storage after its last read. So with
  * T ≤ T* (storage over T at most one crossing, ratio ≤ 2) the threshold is 1 — the bench's 200-image workload saves
  * 28% of the bytes of the 2nd-read rule that way (bench/RESULTS.md, placement).
+ * Not modelled: per-copy request charges. A promotion is two PUT-class requests (the copy and its marker, ≈ $0.00001
+ * at list prices), which outweigh one crossing of a blob below ≈ 0.5 MB — manifests, configs, the bench's 128–256 KiB
+ * layers. A size-aware threshold (first read above that size, 2nd read below) would be the refinement; bytes-wise
+ * small blobs do not matter.
  *
  * Without eviction (`evictAfterIdle: never`, or T beyond T*) a copy is paid for as long as it is kept, so expected
  * cost decides: if the observed rate (k reads per window) goes on, not promoting costs k × crossRegionPerGb per
