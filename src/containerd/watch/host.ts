@@ -138,6 +138,8 @@ export function listeningIn(text: string, path: string): boolean {
 }
 
 const procBuf = Buffer.allocUnsafe(8192);
+/** How far below a gone init's pid to look for its shim (a busy node starts other processes in between). */
+const SHIM_LOOKBACK = 64;
 
 /**
  * A small /proc file in one read (open, read, close): readFileSync's fstat and second read to find the end are two
@@ -212,19 +214,32 @@ export class LinuxHost implements HostProbe {
     return s.state === 'Z' || s.state === 'X' ? 'zombie' : 'alive';
   }
 
-  /** The shim serving (ns, group): the parent of the task's init, if its command line says it is ours. */
+  /** The shim at `pid`, if its command line says it serves (ns, group) of our containerd. */
+  private shimAt(pid: number, namespace: string, groupId: string): ShimRef | undefined {
+    try {
+      const a = parseShimArgv(parseCmdline(readProc(join(this.procRoot, String(pid), 'cmdline'))));
+      if (!a || a.namespace !== namespace || a.id !== groupId || a.address?.replace(/^unix:\/\//, '') !== this.address) return undefined;
+      const shim = this.stat(pid);
+      return shim ? { pid, startTime: shim.startTime } : undefined;
+    } catch {
+      return undefined; // no such process (the common answer while looking back)
+    }
+  }
+
+  /**
+   * The shim serving (ns, group): the parent of the task's init. When the init is already gone (a short-lived task,
+   * or a watcher that read the create late), the shim is found by looking back from the init's pid: the shim started
+   * just before it (`shim start` forks the shim, which runs `runc create`, which forks the init), so its pid is a
+   * little lower. The command line must name our containerd, namespace and group: a wrong pid cannot match.
+   */
   private shimOf(initPid: number, namespace: string, groupId: string): ShimRef | undefined {
     const init = this.stat(initPid);
-    if (!init) return undefined;
-    try {
-      const argv = parseCmdline(readProc(join(this.procRoot, String(init.ppid), 'cmdline')));
-      const a = parseShimArgv(argv);
-      if (!a || a.namespace !== namespace || a.id !== groupId || a.address?.replace(/^unix:\/\//, '') !== this.address) return undefined;
-      const shim = this.stat(init.ppid);
-      return shim ? { pid: init.ppid, startTime: shim.startTime } : undefined;
-    } catch {
-      return undefined;
+    if (init) return this.shimAt(init.ppid, namespace, groupId);
+    for (let pid = initPid - 1; pid > 1 && pid >= initPid - SHIM_LOOKBACK; pid--) {
+      const shim = this.shimAt(pid, namespace, groupId);
+      if (shim) return shim;
     }
+    return undefined;
   }
 
   /** The last /proc/net/unix read and when it was taken (wall clock, as containerd's event timestamps). */

@@ -41,7 +41,7 @@ import { runSubscription } from './subscription.js';
 /** Where containerd and its leftovers live: the doctor's options (GatherOptions) say it the same way. */
 export interface WatchOptions extends Pick<GatherOptions, 'address' | 'stateDir' | 'namespaces' | 'socketDir' | 'procRoot' | 'cgroupRoot' | 'runcRoot' | 'timeoutMs'> {
   queueCapacity?: number | undefined;
-  /** Read coalescing window of the event stream (event-stream.ts; default 200 ms, 0 = read every event at once). */
+  /** Read coalescing window of the event stream (event-stream.ts; default 500 ms, 0 = read every event at once). */
   coalesceMs?: number | undefined;
   reconcileIntervalMs?: number | undefined;
   checkIntervalMs?: number | undefined;
@@ -118,7 +118,10 @@ export class Watcher {
     this.host = opts.host ?? new LinuxHost(opts);
     this.stuckOpts = { ...DEFAULT_STUCK, ...definedOnly(opts.stuck ?? {}) };
     this.namespaces = opts.namespaces && opts.namespaces.length > 0 ? new Set(opts.namespaces) : undefined;
-    this.leaks = new LeakChecker(this.host, { ...DEFAULT_LEAK_CHECK, ...definedOnly(opts.leakCheck ?? {}) }, (r) => this.onLeakChecked(r));
+    // Due leak checks run when the processor is awake for events anyway; a timer that waits one coalescing window
+    // longer rarely has to wake the watcher just for them.
+    const leakBatchMs = Math.max(DEFAULT_LEAK_CHECK.batchMs ?? 0, opts.coalesceMs ?? DEFAULT_COALESCE_MS);
+    this.leaks = new LeakChecker(this.host, { ...DEFAULT_LEAK_CHECK, batchMs: leakBatchMs, ...definedOnly(opts.leakCheck ?? {}) }, (r) => this.onLeakChecked(r));
     this.lifecycles = new Lifecycles(opts.tracer ?? trace.getTracer('transship-watch'), {
       taskCreated: (c, t) => {
         if (t.host?.shim) {
@@ -457,7 +460,7 @@ export function eventFilters(namespaces: Set<string> | undefined): string[] {
 }
 
 /** Read coalescing of the event stream: delivery up to this much later, in exchange for one wakeup per burst. */
-export const DEFAULT_COALESCE_MS = 200;
+export const DEFAULT_COALESCE_MS = 500;
 
 function definedOnly<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
