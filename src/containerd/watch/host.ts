@@ -138,7 +138,10 @@ export function listeningIn(text: string, path: string): boolean {
 }
 
 const procBuf = Buffer.allocUnsafe(8192);
-/** How far below a gone init's pid to look for its shim (a busy node starts other processes in between). */
+/**
+ * How far below a gone init's pid to look for its shim: the shim's and runc's Go threads take pids in between, and a
+ * busy node starts other processes too. A miss costs one failed open per pid.
+ */
 const SHIM_LOOKBACK = 64;
 
 /**
@@ -214,6 +217,15 @@ export class LinuxHost implements HostProbe {
     return s.state === 'Z' || s.state === 'X' ? 'zombie' : 'alive';
   }
 
+  private tgid(pid: number): number | undefined {
+    try {
+      const m = /^Tgid:\s+(\d+)/m.exec(readProc(join(this.procRoot, String(pid), 'status')).toString('utf8'));
+      return m ? Number(m[1]) : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
   /** The shim at `pid`, if its command line says it serves (ns, group) of our containerd. */
   private shimAt(pid: number, namespace: string, groupId: string): ShimRef | undefined {
     try {
@@ -236,8 +248,11 @@ export class LinuxHost implements HostProbe {
     const init = this.stat(initPid);
     if (init) return this.shimAt(init.ppid, namespace, groupId);
     for (let pid = initPid - 1; pid > 1 && pid >= initPid - SHIM_LOOKBACK; pid--) {
-      const shim = this.shimAt(pid, namespace, groupId);
-      if (shim) return shim;
+      if (!this.shimAt(pid, namespace, groupId)) continue;
+      // Thread ids share the pid space and /proc/<tid> answers like a process: the shim's threads (started after
+      // it) are met first going down. The process is the thread group's leader.
+      const tgid = this.tgid(pid);
+      return tgid === undefined ? undefined : this.shimAt(tgid, namespace, groupId);
     }
     return undefined;
   }
