@@ -282,15 +282,18 @@ export async function runPlacement(ctx: BenchContext): Promise<Section> {
         `Pulls that moved bytes across regions: ${STRATEGIES.map((s) => `${s.id} ${(results.get(s.id) as Outcome).crossingPulls}`).join(', ')}. ` +
         `A threshold of k makes each pair cross min(pulls, k) times, so the bytes above the lower bound (${mb(bound.bytes)}) are the 2nd…k-th pulls of pairs read more than once.`,
     );
-    // The storage side priced: promoting on the first read saves transfer, then pays storage until eviction.
-    const savedTransfer = (previous.crossRegionBytes - rules.crossRegionBytes) * DEFAULT_PRICES.crossRegionPerGb;
-    const extraStorage = (rules.storedOutsideHome - previous.storedOutsideHome) * DEFAULT_PRICES.storageGbMonth;
-    if (savedTransfer > 0 && extraStorage > 0) {
-      details.push(
-        `- ${catalog} images: promoting on the first read instead of the 2nd saves ${mb(previous.crossRegionBytes - rules.crossRegionBytes)} of transfer and stores ${mb(rules.storedOutsideHome - previous.storedOutsideHome)} more outside home until eviction; it is the cheaper choice as long as those copies are kept less than ${((savedTransfer / extraStorage) * 30).toFixed(0)} days past their last read. ` +
-          `With eviction they are kept ${((rules.residencyMs - DAY_MS) / DAY_MS).toFixed(1)} days (the idle limit) and the eviction pass removed ${mb(rules.storedOutsideHome - rules.storedAfterEviction)} in ${rules.evictionRequests} S3 requests; the previous default keeps its ${mb(previous.storedOutsideHome)} forever.`,
-      );
-    }
+    // The byte side priced (transfer + storage outside home, requests left out): the previous default pays less
+    // storage per month but forever; the default pays its copies' storage only until eviction.
+    const { crossRegionPerGb: x, storageGbMonth: g } = DEFAULT_PRICES;
+    const residencyMonths = rules.residencyMs / MONTH_MS;
+    const rulesBytes = (rules.crossRegionBytes / 1e9) * x + (rules.storedOutsideHome / 1e9) * g * residencyMonths;
+    const prevOnce = (previous.crossRegionBytes / 1e9) * x;
+    const prevMonthly = (previous.storedOutsideHome / 1e9) * g;
+    const crossover = prevMonthly > 0 ? (rulesBytes - prevOnce) / prevMonthly : Number.POSITIVE_INFINITY;
+    details.push(
+      `- ${catalog} images, bytes only (transfer + storage outside home, no request charges): the default pays ${usd(rulesBytes)} in all (${mb(rules.crossRegionBytes)} moved, ${mb(rules.storedOutsideHome)} stored ${(residencyMonths * 30).toFixed(1)} days until the eviction pass removed it in ${rules.evictionRequests} S3 requests); ` +
+        `the previous default pays ${usd(prevOnce)} for ${mb(previous.crossRegionBytes)} moved plus ${usd(prevMonthly)} every month for the ${mb(previous.storedOutsideHome)} it keeps forever, so the default is the cheaper one ${crossover <= 0 ? 'from the start' : Number.isFinite(crossover) ? `from day ${Math.ceil(crossover * 30)} after the workload on` : 'never'}.`,
+    );
     for (const s of STRATEGIES) details.push(`- ${catalog} images, ${s.id}: ${JSON.stringify(results.get(s.id))}`);
   }
   return {
