@@ -124,7 +124,10 @@ const placementSchema = z
       .object({
         /** Between passes in `serve` (default 3600). */
         intervalSeconds: positiveInt.optional(),
-        /** Between a delete and the check that confirms it; ≥ 180 (default 600), see src/placement/evict.ts. */
+        /**
+         * Between a delete and the check that confirms it; ≥ 180, default 22200 (6 h 10 min: longer than the `copy`
+         * presence cache's default TTL, which must stay below it), see src/placement/evict.ts.
+         */
         graceSeconds: z.number().int().min(180, 'must be at least 180 s: the registry may act on a "present" answer for 30 s, plus a manifest write retried for up to 120 s').optional(),
         /** Digests acted on per pass (default 1000). */
         maxPerPass: positiveInt.optional(),

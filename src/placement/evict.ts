@@ -44,12 +44,16 @@ import type { PlacedReader } from './read-path.js';
 import { PLACEMENT_PREFIX, PROMOTED_PREFIX, evictionRecordKey, parseMarkers, type PromotedEntry, type PromotionLedger } from './promoted.js';
 
 /**
- * The grace must outlast a "blob present" answer that a manifest PUT can still act on: the registry's presence
- * cache (30 s, src/registry/context.ts) plus the manifest's own write and link, retried for up to 120 s
- * (DEFAULT_RETRY.maxElapsedMs) — 3 minutes at least, 10 by default.
+ * The grace must outlast a "blob present" answer that a manifest write can still act on. In the registry that is its
+ * presence cache (30 s, src/registry/context.ts) plus the manifest's own write and link, retried for up to 120 s
+ * (DEFAULT_RETRY.maxElapsedMs): 3 minutes at least. But `transship copy` keeps presence hints on disk for
+ * `cache.ttlSeconds` (6 h by default, src/index/presence-cache.ts) and skips blobs it believes present, so a copy
+ * into this region hours after an eviction can still link a manifest to an evicted blob. The default grace
+ * therefore outlasts the default CLI cache: the check after grace then sees that manifest and copies the blob back.
+ * A deployment whose copy clients use a longer TTL must raise graceSeconds above it.
  */
 export const MIN_GRACE_MS = 3 * 60_000;
-export const DEFAULT_GRACE_MS = 10 * 60_000;
+export const DEFAULT_GRACE_MS = 6 * 3600_000 + 10 * 60_000;
 export const DEFAULT_MAX_PER_PASS = 1000;
 
 export interface EvictOptions {

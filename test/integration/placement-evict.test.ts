@@ -16,7 +16,7 @@ import { S3Store } from '../../src/store/s3-store.js';
 import { Regions } from '../../src/placement/regions.js';
 import { Rules } from '../../src/placement/rules.js';
 import { PlacedReader } from '../../src/placement/read-path.js';
-import { Evictor } from '../../src/placement/evict.js';
+import { DEFAULT_GRACE_MS, Evictor } from '../../src/placement/evict.js';
 import { DAY_MS } from '../../src/placement/promoted.js';
 import { digestOf } from '../../src/core/digest.js';
 import { StoreMetaStore } from '../../src/registry/meta.js';
@@ -70,7 +70,7 @@ test('default rules: promoted on the first remote read with a marker; idle past 
   assert.equal(r.bytesEvicted, [img.root.descriptor, ...img.blobs].reduce((n, d) => n + d.size, 0));
   for (const d of all) assert.equal(await b.statBlob(d), undefined, 'gone from b');
   for (const d of all) assert.ok(await a.statBlob(d), 'the original in a is untouched');
-  offset = LATER + 11 * 60_000;
+  offset = LATER + DEFAULT_GRACE_MS + 60_000;
   const confirm = await evictor.pass();
   assert.equal(confirm.confirmed, all.length, 'confirmed after the grace period');
   assert.equal((await reader.ledger.list()).size, 0, 'no markers left');
@@ -182,7 +182,7 @@ test('race with a local push: a manifest accepted on a cached "present" after th
     offset = LATER + 60_000;
     const within = await evictor.pass();
     assert.ok(within.pending >= 1, 'the check waits for the grace period');
-    offset = LATER + 11 * 60_000;
+    offset = LATER + DEFAULT_GRACE_MS + 60_000;
     const after = await evictor.pass();
     assert.deepEqual(after.restored.map((x) => x.digest), [layer.digest], 'copied back: a local repository needs it');
     const back = await buffer(await b.getBlob(layer.digest));
@@ -209,7 +209,7 @@ test('race with a local push and no cached answer: the manifest is refused, the 
     const re = await fetch(`${reg.url}/v2/svc/blobs/uploads/?digest=${layer.digest}`, { method: 'POST', body: bytes, headers: { 'content-type': 'application/octet-stream' } });
     assert.equal(re.status, 201);
     assert.equal((await push.put()).status, 201);
-    offset = LATER + 11 * 60_000;
+    offset = LATER + DEFAULT_GRACE_MS + 60_000;
     const after = await evictor.pass();
     assert.equal(after.restored.length, 0, 'already back: the push re-uploaded it');
     assert.ok(await b.statBlob(layer.digest));

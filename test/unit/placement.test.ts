@@ -5,7 +5,7 @@ import { Rules, globToRegExp } from '../../src/placement/rules.js';
 import { DemandTracker } from '../../src/placement/demand.js';
 import { breakEvenResidencyMs, costInputFromMetrics, estimateCost, promotionThreshold, DEFAULT_PRICES } from '../../src/placement/cost.js';
 import { PromotionLedger, parseIdle, parseMarkers, readKey, evictionRecordKey, stampPeriodMs, DAY_MS } from '../../src/placement/promoted.js';
-import { Evictor } from '../../src/placement/evict.js';
+import { DEFAULT_GRACE_MS, Evictor } from '../../src/placement/evict.js';
 import { Regions } from '../../src/placement/regions.js';
 import { FsStore } from '../../src/store/fs-store.js';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -156,7 +156,7 @@ test('eviction: a promoted copy idle past the limit goes (a lazy fetch later); a
     const { records, entries } = await ledger.listWithEvictions();
     assert.deepEqual(records.map((x) => x.digests), [[idle]], 'one record per pass, written before the deletes');
     assert.deepEqual(entries.get(idle)?.evicted, [now]);
-    now += 11 * 60_000;
+    now += DEFAULT_GRACE_MS + 60_000;
     const confirm = await evictor.pass();
     assert.equal(confirm.confirmed, 1);
     assert.deepEqual((await ledger.listWithEvictions()).records, [], 'the record goes once every digest in it was checked');
