@@ -176,6 +176,29 @@ test('leak checker: re-checks with growing intervals and reports only what is st
   lc2.close();
 });
 
+test('leak checker, paced: no timer of its own while the event stream polls (each timer was an empty wakeup); its own timer again once unpaced', async () => {
+  const host: HostProbe = {
+    taskCreated: () => Promise.reject(new Error('unused')),
+    liveness: () => 'gone',
+    exists: () => false,
+    fallbackInfo: (ns, id) => info(id),
+    released: () => released,
+  };
+  const done: string[] = [];
+  const lc = new LeakChecker(host, { delayMs: 10, timeoutMs: 1000, batchMs: 0 }, (r) => done.push(r.target.id));
+  lc.setPaced(true);
+  lc.schedule({ namespace: NS, id: 'a', info: info('a'), groupStillServing: false });
+  await new Promise((r) => setTimeout(r, 80));
+  assert.deepEqual(done, [], 'paced: the check waits for the next tick, no timer fired');
+  lc.tick();
+  assert.deepEqual(done, ['a'], 'the paced tick (after a poll) runs the due check');
+  lc.schedule({ namespace: NS, id: 'b', info: info('b'), groupStillServing: false });
+  lc.setPaced(false);
+  await new Promise((r) => setTimeout(r, 80));
+  assert.deepEqual(done, ['a', 'b'], 'unpaced (the stream went quiet): the pending check runs on its own timer');
+  lc.close();
+});
+
 function tracked(h: ReturnType<typeof harness>, id: string, state: 'created' | 'running', at: number): ContainerTrack {
   h.lc.apply({ kind: 'task-create', namespace: NS, id, at, pid: 42, bundle: '/b' }, info(id));
   if (state === 'running') h.lc.apply({ kind: 'task-start', namespace: NS, id, at: at + 1, pid: 42 });

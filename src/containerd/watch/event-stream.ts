@@ -36,6 +36,14 @@ export interface EventStreamOptions {
   onEvent(ev: WatchEvent): void;
   /** After the events of one read were delivered. */
   onBatch?(): void;
+  /**
+   * Pacing of the reads: true while the socket is drained by the polling timer (the process is then awake at least
+   * every `coalesceMs`, so other periodic work can ride on those wakeups instead of arming timers of its own), false
+   * when reads are event-driven again (quiet, or the stream ended).
+   */
+  onPacing?(paced: boolean): void;
+  /** After every timer-driven read of the socket, empty or not. */
+  onPoll?(): void;
 }
 
 export interface EventStream {
@@ -132,9 +140,15 @@ function fdOf(sock: Socket): number | undefined {
  * Why not libuv's readStop/readStart alone: libuv drops a stopped descriptor from epoll lazily, at its next event,
  * so each stop still cost one wakeup for the first event that arrived while stopped — half the saving gone.
  */
-function coalescingSocket(path: string, coalesceMs: number, onSocketError: (err: Error) => void): Duplex {
+function coalescingSocket(path: string, coalesceMs: number, onSocketError: (err: Error) => void, pacing: Pick<EventStreamOptions, 'onPacing' | 'onPoll'> = {}): Duplex {
   let timer: NodeJS.Timeout | undefined;
   let emptyPolls = 0;
+  let paced = false;
+  const setPaced = (p: boolean): void => {
+    if (paced === p) return;
+    paced = p;
+    pacing.onPacing?.(p);
+  };
   const pollBuf = Buffer.allocUnsafe(READ_BUFFER);
   // eslint-disable-next-line prefer-const -- assigned once below; the callbacks refer to it
   let sock: Socket;
@@ -157,16 +171,20 @@ function coalescingSocket(path: string, coalesceMs: number, onSocketError: (err:
   const stopPolling = (): void => {
     if (timer) clearTimeout(timer);
     timer = undefined;
+    setPaced(false);
   };
   const poll = (): void => {
     timer = undefined;
     // Only while the socket is open: its descriptor is closed (and may be reused) once it is destroyed.
     const fd = sock.destroyed || duplex.destroyed ? undefined : fdOf(sock);
-    if (fd === undefined) return;
+    if (fd === undefined) return setPaced(false);
     let got = 0;
     let reads = 0;
     for (;;) {
       let n: number;
+      // An empty socket answers EAGAIN, thrown as an Error: built without a stack trace, which was most of its cost.
+      const limit = Error.stackTraceLimit;
+      Error.stackTraceLimit = 0;
       try {
         n = readSync(fd, pollBuf, 0, pollBuf.length, null);
       } catch (err) {
@@ -174,8 +192,11 @@ function coalescingSocket(path: string, coalesceMs: number, onSocketError: (err:
         onSocketError(err as Error);
         duplex.destroy(err as Error);
         return;
+      } finally {
+        Error.stackTraceLimit = limit;
       }
       if (n === 0) {
+        setPaced(false);
         duplex.push(null); // containerd closed the connection
         sock.destroy();
         return;
@@ -186,16 +207,20 @@ function coalescingSocket(path: string, coalesceMs: number, onSocketError: (err:
       if (++reads >= 32) {
         // a flood: hand the loop back for a moment (other I/O, the processor) and drain on at once
         timer = setTimeout(poll, 0);
+        pacing.onPoll?.();
         return;
       }
     }
     if (got === 0 && ++emptyPolls >= 2) {
       emptyPolls = 0;
+      setPaced(false);
       sock.resume(); // quiet again: back to event-driven reads
+      pacing.onPoll?.();
       return;
     }
     if (got > 0) emptyPolls = 0;
     timer = setTimeout(poll, coalesceMs);
+    pacing.onPoll?.();
   };
   sock = netConnect({
     path,
@@ -206,6 +231,7 @@ function coalescingSocket(path: string, coalesceMs: number, onSocketError: (err:
         // A full buffer means more is waiting: let libuv keep reading. Without a descriptor, no polling either.
         if (coalesceMs <= 0 || n >= buf.length || duplex.destroyed || fdOf(sock) === undefined) return true;
         timer = setTimeout(poll, coalesceMs);
+        setPaced(true);
         return false; // readStop: the timer reads from now on
       },
     },
@@ -224,7 +250,7 @@ function coalescingSocket(path: string, coalesceMs: number, onSocketError: (err:
 
 export function openEventStream(o: EventStreamOptions): EventStream {
   let socketError: Error | undefined;
-  const socket = coalescingSocket(o.address, o.coalesceMs, (err) => (socketError ??= err));
+  const socket = coalescingSocket(o.address, o.coalesceMs, (err) => (socketError ??= err), { onPacing: (p) => o.onPacing?.(p), onPoll: () => o.onPoll?.() });
   const session: ClientHttp2Session = http2Connect('http://localhost', {
     createConnection: () => socket,
     settings: { enablePush: false, initialWindowSize: 1 << 20 },

@@ -84,6 +84,7 @@ export class LeakChecker {
   private readonly pending = new Map<string, Pending>();
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Number.POSITIVE_INFINITY;
+  private paced = false;
 
   constructor(
     private readonly host: HostProbe,
@@ -103,13 +104,30 @@ export class LeakChecker {
     this.arm();
   }
 
-  /** (Re)arms the one timer for the earliest due check + the batching slack (re-arming costs no wakeup). */
+  /**
+   * Paced: someone calls tick() at least every `batchMs` anyway (the event stream's polling timer, while events keep
+   * coming), so no timer of our own. Why it matters: Node cannot move a timer later without a wakeup at its old
+   * deadline (clearTimeout leaves libuv's timer armed; the loop wakes, finds nothing due and re-arms), and a timer
+   * re-armed after every pass cost one empty wakeup per pass — half of the watcher's wakeups on a busy node.
+   */
+  setPaced(paced: boolean): void {
+    if (this.paced === paced) return;
+    this.paced = paced;
+    if (paced) this.stopTimer();
+    else this.arm();
+  }
+
+  /**
+   * Arms the one timer for the earliest due check + the batching slack. Only ever earlier: a timer that would be
+   * moved later is left to fire (moving it later costs the same wakeup, see setPaced) and re-arms from there.
+   */
   private arm(): void {
+    if (this.paced) return;
     let earliest = Number.POSITIVE_INFINITY;
     for (const p of this.pending.values()) earliest = Math.min(earliest, p.nextAt);
     if (earliest === Number.POSITIVE_INFINITY) return this.stopTimer();
     const at = Math.max(earliest + (this.opts.batchMs ?? 0), this.now() + 20);
-    if (this.timer && this.timerAt === at) return;
+    if (this.timer && this.timerAt <= at) return;
     this.stopTimer();
     this.timerAt = at;
     this.timer = setTimeout(() => {

@@ -27,6 +27,9 @@ export interface SubscriptionOptions {
   onEvent(ev: WatchEvent): void;
   /** After the events of one socket read were delivered. */
   onBatch?(): void;
+  /** See event-stream.ts: whether the stream's polling timer keeps the process awake every `coalesceMs`. */
+  onPacing?(paced: boolean): void;
+  onPoll?(): void;
   /** The stream is established; `resumed` after a loss. The caller reconciles. */
   onSubscribed(info: { resumed: boolean }): void;
   /** The stream was lost after it was established. */
@@ -54,7 +57,7 @@ export async function runSubscription(o: SubscriptionOptions): Promise<void> {
     try {
       await retry(
         async ({ signal }) => {
-          const stream = openEventStream({ address: o.address, filters: o.filters, coalesceMs: o.coalesceMs, onEvent: (ev) => o.onEvent(ev), onBatch: () => o.onBatch?.() });
+          const stream = openEventStream({ address: o.address, filters: o.filters, coalesceMs: o.coalesceMs, onEvent: (ev) => o.onEvent(ev), onBatch: () => o.onBatch?.(), onPacing: (p) => o.onPacing?.(p), onPoll: () => o.onPoll?.() });
           const onAbort = (): void => stream.close();
           signal.addEventListener('abort', onAbort, { once: true });
           try {

@@ -204,6 +204,10 @@ export class Watcher {
           containerdWatchLastEventTimestampSeconds.set(Date.now() / 1000);
           containerdWatchQueueDepth.set(this.queue.size);
         },
+        // While the stream is polled, the processor runs after every poll (with or without events) and does the due
+        // post-delete checks then: the leak checker needs no timer of its own (each timer is a wakeup).
+        onPacing: (paced) => this.leaks.setPaced(paced),
+        onPoll: () => this.queue.wake(),
         onSubscribed: ({ resumed }) => {
           this.subscribed = true;
           this.subscribedSince = Date.now();
