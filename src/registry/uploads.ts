@@ -10,7 +10,7 @@
 // Sessions are local to this process (a client uploads through one instance), expire after an idle timeout, and
 // are all cancelled and removed on shutdown.
 import { createHash, randomUUID, type Hash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, open, readdir, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
@@ -21,6 +21,7 @@ import { fileStream } from '../core/file-stream.js';
 import type { BlobStore } from '../store/contract.js';
 import { RegistryError } from './errors.js';
 import { SpoolStreamer } from './spool-streamer.js';
+import { SpoolWriter } from './spool-writer.js';
 import { log } from '../telemetry/log.js';
 import { registryUploadBytesTotal, registryUploadSessions } from '../telemetry/metrics.js';
 
@@ -120,7 +121,7 @@ export class UploadSessions {
     const max = this.opts.maxBytes;
     const signal = opts.signal ? AbortSignal.any([opts.signal, s.controller.signal]) : s.controller.signal;
     let bytes = 0;
-    const spool = createWriteStream(s.path, { flags: 'a' });
+    const spool = new SpoolWriter(s.path);
     const streamer = s.streamer;
     const tap = new Transform({
       transform(chunk: Buffer, _enc, cb: TransformCallback) {
@@ -143,7 +144,9 @@ export class UploadSessions {
       streamer?.notify(s.size);
       registryUploadBytesTotal.inc(bytes);
     } catch (err) {
-      // Roll back to the state before this chunk so the client can retry it from `before`.
+      // Roll back to the state before this chunk so the client can retry it from `before` — once the spool's
+      // last write has landed (SpoolWriter closes only after it), or it could land after the truncation.
+      if (!spool.closed) await new Promise((resolve) => spool.once('close', resolve));
       s.hash = hashBefore;
       s.size = before;
       await truncate(s.path, before).catch(() => undefined);
