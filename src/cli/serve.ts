@@ -15,6 +15,7 @@ import { ReplicationKicker, replicateAfterPushes } from '../placement/kicker.js'
 import { startEviction } from '../placement/evict.js';
 import { hashPassword } from '../registry/auth.js';
 import { buildServer } from '../server/server.js';
+import { tuneHeapForStreaming } from '../server/heap.js';
 import { runCommand, loadCliConfig, type GlobalOptions } from './context.js';
 
 interface ServeFlags extends GlobalOptions {
@@ -86,6 +87,7 @@ export function registerServe(program: Command): void {
         const kicker = regions ? new ReplicationKicker(Replicator.fromConfig(config, regions)) : undefined;
         // Promoted copies are a cache: a bounded eviction pass every placement.evict.intervalSeconds (evict.ts).
         const eviction = placed ? startEviction(config, placed) : undefined;
+        tuneHeapForStreaming(); // see src/server/heap.ts: otherwise V8 marks almost continuously while bytes stream
         let app;
         try {
           app = await buildServer({
