@@ -15,7 +15,8 @@ import {
   CreateBucketCommand, DeleteObjectsCommand, ListMultipartUploadsCommand, AbortMultipartUploadCommand, ListObjectsV2Command, S3Client,
 } from '@aws-sdk/client-s3';
 import { startRgw, type Rgw } from '../test/support/rgw.js';
-import { startS3Proxy, type ProxyCounts, type ProxyLogEntry, type S3Proxy } from '../test/support/s3-proxy.js';
+import { type ProxyCounts, type ProxyLogEntry, type S3Proxy } from '../test/support/s3-proxy.js';
+import { startS3Relay } from '../test/support/s3-relay.js';
 import { makeOciLayout, type BuiltImage } from '../test/support/images.js';
 import { check, readHwm, runMeasured, type Measured } from './measure.js';
 
@@ -89,7 +90,8 @@ export async function startContext(opts: { signal: AbortSignal; log: (line: stri
     stops.push(() => rgw.stop());
     log(`rgw ready at ${rgw.endpoints[0]} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     const endpoint = rgw.endpoints[0] as string;
-    const proxy = await startS3Proxy({ target: endpoint });
+    // The counting relay, not the fault-injecting proxy: same counts, a fraction of the CPU (see s3-relay.ts).
+    const proxy = await startS3Relay({ target: endpoint });
     stops.push(() => proxy.close());
     const admin = new S3Client({
       endpoint,
