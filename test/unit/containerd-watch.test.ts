@@ -10,10 +10,13 @@ import { BoundedQueue } from '../../src/containerd/watch/queue.js';
 import { BoundedSpanProcessor } from '../../src/containerd/watch/span-export.js';
 import { OtlpTracer, unixNano, type OtlpSpan } from '../../src/containerd/watch/otlp-tracer.js';
 import { createServer } from 'node:http';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Lifecycles, type ContainerTrack } from '../../src/containerd/watch/lifecycle.js';
 import type { WatchEvent } from '../../src/containerd/watch/events.js';
 import { LeakChecker, allReleased, leakFindings } from '../../src/containerd/watch/leak-check.js';
-import { cgroupRelPath, expandSlice, listeningIn, type HostProbe, type ReleaseReport, type ReleaseTarget, type TaskHostInfo } from '../../src/containerd/watch/host.js';
+import { LinuxHost, cgroupRelPath, expandSlice, listeningIn, type HostProbe, type ReleaseReport, type ReleaseTarget, type TaskHostInfo } from '../../src/containerd/watch/host.js';
 import { checkTracks } from '../../src/containerd/watch/stuck.js';
 import { planReconcile, type ApiView } from '../../src/containerd/watch/reconcile.js';
 import { loadConfig } from '../../src/core/config.js';
@@ -197,6 +200,50 @@ test('leak checker, paced: no timer of its own while the event stream polls (eac
   await new Promise((r) => setTimeout(r, 80));
   assert.deepEqual(done, ['a', 'b'], 'unpaced (the stream went quiet): the pending check runs on its own timer');
   lc.close();
+});
+
+test('shim of a task whose init is already gone: found among the children of the shims\' parent (learned from a live init), by its command line; not looked for once its socket stopped listening', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'ts-watch-host-'));
+  try {
+    const proc = join(root, 'proc');
+    const sockDir = join(root, 's');
+    const address = join(root, 'containerd.sock');
+    const put = (rel: string, text: string): void => {
+      mkdirSync(join(root, rel, '..'), { recursive: true });
+      writeFileSync(join(root, rel), text);
+    };
+    // /proc/<pid>/stat: state, ppid, 17 fields, then starttime (field 22).
+    const stat = (pid: number, comm: string, ppid: number, start: number): void => put(`proc/${pid}/stat`, `${pid} (${comm}) S ${ppid} ${'0 '.repeat(17)}${start} 0 0\n`);
+    const shim = (pid: number, id: string): void => {
+      put(`proc/${pid}/cmdline`, ['/usr/bin/containerd-shim-runc-v2', '-namespace', NS, '-id', id, '-address', address, ''].join('\0'));
+      stat(pid, 'containerd-shim', 7, 1000 + pid);
+    };
+    const bundle = (id: string): string => {
+      put(`bundles/${id}/config.json`, '{}');
+      put(`bundles/${id}/address`, `unix://${sockDir}/${id}`);
+      return join(root, 'bundles', id);
+    };
+    const listening = (...ids: string[]): void =>
+      put('proc/self/net/unix', ['Num       RefCount Protocol Flags    Type St Inode Path', ...ids.map((id, i) => `0000000000000000: 00000002 00000000 00010000 0001 01 ${100 + i} ${sockDir}/${id}`), ''].join('\n'));
+    const host = new LinuxHost({ address, stateDir: join(root, 'state'), socketDir: sockDir, procRoot: proc, cgroupRoot: join(root, 'cgroup'), runcRoot: join(root, 'runc') });
+    // c1's init is alive: its parent is the shim, whose own parent (7) adopts every shim.
+    shim(400, 'c1');
+    stat(500, 'sh', 400, 5000);
+    listening('c1', 'c2');
+    assert.deepEqual((await host.taskCreated(NS, 'c1', 500, bundle('c1'))).shim, { pid: 400, startTime: 1400 });
+    // c2's init (610) is gone; 7's children: c1's shim, c2's shim (600), another container's shim (605) closer below.
+    shim(600, 'c2');
+    shim(605, 'c3');
+    put('proc/7/task/7/children', '400 600 605 700 ');
+    assert.deepEqual((await host.taskCreated(NS, 'c2', 610, bundle('c2'))).shim, { pid: 600, startTime: 1600 }, 'the shim that names c2, not the closest pid');
+    // Socket no longer listening: the shim was shut down, nothing to look for (a pid found now would not be it).
+    listening('c1');
+    const late = await host.taskCreated(NS, 'c2', 610, bundle('c2'));
+    assert.equal(late.socketListening, false);
+    assert.equal(late.shim, undefined);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
 });
 
 function tracked(h: ReturnType<typeof harness>, id: string, state: 'created' | 'running', at: number): ContainerTrack {

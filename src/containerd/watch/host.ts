@@ -157,6 +157,8 @@ const procBuf = Buffer.allocUnsafe(8192);
  * busy node starts other processes too. A miss costs one failed open per pid.
  */
 const SHIM_LOOKBACK = 64;
+/** How far below a gone init's pid its shim may be among the shims' parent's children (processes only, no threads). */
+const SHIM_CHILD_RANGE = 4096;
 
 /**
  * A small /proc file in one read (open, read, close), or undefined when it cannot be opened (the process is gone):
@@ -262,7 +264,9 @@ export class LinuxHost implements HostProbe {
     const a = parseShimArgv(parseCmdline(raw));
     if (!a || a.namespace !== namespace || a.id !== groupId || a.address?.replace(/^unix:\/\//, '') !== this.address) return undefined;
     const shim = this.stat(pid);
-    return shim ? { pid, startTime: shim.startTime } : undefined;
+    if (!shim) return undefined;
+    this.shimParent = shim.ppid;
+    return { pid, startTime: shim.startTime };
   }
 
   /**
@@ -278,6 +282,8 @@ export class LinuxHost implements HostProbe {
     const init = this.stat(initPid);
     if (init) return this.shimAt(init.ppid, namespace, groupId);
     if (!shimMayLive) return undefined;
+    const adopted = this.shimAmongChildren(initPid, namespace, groupId);
+    if (adopted !== null) return adopted;
     for (let pid = initPid - 1; pid > 1 && pid >= initPid - SHIM_LOOKBACK; pid--) {
       // A free pid (the common answer) costs one lstat that throws nothing; another program (the ctr clients, runc)
       // one readlink of its executable; only shims have their command line read.
@@ -287,6 +293,36 @@ export class LinuxHost implements HostProbe {
       // it) are met first going down. The process is the thread group's leader.
       const tgid = this.tgid(pid);
       return tgid === undefined ? undefined : this.shimAt(tgid, namespace, groupId);
+    }
+    return undefined;
+  }
+
+  /**
+   * Who adopts the shims: a shim daemonizes, so its parent is pid 1 or the nearest child subreaper (the same for every
+   * shim of this containerd), learned from the shims found through a live init.
+   */
+  private shimParent: number | undefined;
+
+  /**
+   * The shim of a task whose init is gone, among the children of the shims' parent (one read of its `children` file
+   * instead of walking the pids below the init, threads included, one lstat each): the closest few below the init's
+   * pid are checked by their command line. null when that cannot be done here (no parent learned yet, or no
+   * `children` file: a kernel without CONFIG_PROC_CHILDREN) — the walk below the init's pid does it then.
+   */
+  private shimAmongChildren(initPid: number, namespace: string, groupId: string): ShimRef | undefined | null {
+    const parent = this.shimParent;
+    if (parent === undefined) return null;
+    const raw = readProc(join(this.procRoot, String(parent), 'task', String(parent), 'children'));
+    if (raw === undefined) return null;
+    const below: number[] = [];
+    for (const p of raw.toString('latin1').split(' ')) {
+      const pid = Number(p);
+      if (pid > 0 && pid < initPid && pid >= initPid - SHIM_CHILD_RANGE) below.push(pid);
+    }
+    below.sort((a, b) => b - a);
+    for (const pid of below.slice(0, 8)) {
+      const shim = this.shimAt(pid, namespace, groupId);
+      if (shim) return shim;
     }
     return undefined;
   }
