@@ -501,12 +501,23 @@ export class S3Store implements BlobStore {
         if (state !== 'open') throw new TransshipError('TS_INTERNAL', `staged upload ${key} was already committed or aborted`);
         if (size > MAX_COPY_BYTES) throw new TransshipError('TS_INTERNAL', `staged blob of ${size} bytes is larger than one CopyObject can move`);
         try {
-          const list = await parts.finish();
-          if (parts.bytes !== size) throw new TransshipError('TS_SIZE_MISMATCH', `staged ${parts.bytes} bytes, but the blob has ${size}`);
-          const claim = await this.claim(d, size, o.signal);
+          // The last parts and the claim go out together: neither needs the other, and both sit between the
+          // client's final PUT and its answer.
+          const [finished, claimed] = await Promise.allSettled([parts.finish(), this.claim(d, size, o.signal)]);
+          if (claimed.status === 'rejected') throw claimed.reason; // parts are aborted below
+          const claim = claimed.value;
+          if (finished.status === 'rejected') {
+            if (claim === 'claimed') await this.releaseClaim(d); // or it would block other writers for its lease
+            throw finished.reason;
+          }
+          const list = finished.value;
           if (claim !== 'claimed') {
             await abort();
             return { status: 'exists', size: claim.size };
+          }
+          if (parts.bytes !== size) {
+            await this.releaseClaim(d);
+            throw new TransshipError('TS_SIZE_MISMATCH', `staged ${parts.bytes} bytes, but the blob has ${size}`);
           }
           try {
             state = 'completing';
@@ -518,10 +529,12 @@ export class S3Store implements BlobStore {
             blobUploadBytesTotal.inc({ store: this.name }, size);
             return { status: 'written', size };
           } finally {
-            await this.releaseClaim(d);
-            if (state === 'completing' || state === 'done') {
-              await this.deleteKey(key, AbortSignal.timeout(15_000)).catch((err: unknown) => log.warn({ store: this.name, key, err }, 'could not delete staged object; sweepStaged removes it later'));
-            }
+            await Promise.all([
+              this.releaseClaim(d),
+              state === 'completing' || state === 'done'
+                ? this.deleteKey(key, AbortSignal.timeout(15_000)).catch((err: unknown) => log.warn({ store: this.name, key, err }, 'could not delete staged object; sweepStaged removes it later'))
+                : undefined,
+            ]);
           }
         } catch (err) {
           if (state === 'open') await abort();

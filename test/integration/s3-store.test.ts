@@ -269,3 +269,29 @@ test('a file source is read straight into the part buffers (the stream is never 
   assert.equal(await store.statBlob(digestOf(other)), undefined, 'nothing visible');
   assert.equal(await multipartUploads(bucket), 0, 'no multipart upload left billing');
 });
+
+test('a staged blob whose last part fails during commit: the error surfaces, no claim is left to block writers, nothing is visible', async () => {
+  const { startS3Proxy } = await import('../support/s3-proxy.js');
+  const bucket = await createTestBucket('stagefail');
+  const data = randomBytes(7 * MiB); // one whole 5 MiB part while streaming, the 2 MiB rest at commit
+  // 403 is fatal (not retried): the part sent by commit's finish() is the second UploadPart.
+  const proxy = await startS3Proxy({ target: cfg.endpoint });
+  try {
+    const store = storeOn(bucket, { endpoint: proxy.url });
+    const stage = await store.stageBlob();
+    await stage.addPart(data.subarray(0, 5 * MiB));
+    proxy.setFaults({ rate: 1, kinds: ['forbidden403'], operations: ['UploadPart'] });
+    await stage.addPart(data.subarray(5 * MiB));
+    await assert.rejects(stage.commit(digestOf(data), data.length), (e: unknown) => isTransshipError(e) && e.code !== 'TS_INTERNAL');
+    proxy.setFaults(undefined);
+    assert.ok(proxy.log.some((e) => e.operation === 'PutObject' && e.path.includes('/claims/')), 'the claim was taken while the part went out');
+    assert.deepEqual((await keys(bucket)).filter((k) => !k.startsWith('ts/uploads/')), [], 'no claim marker, no blob');
+    assert.equal(await multipartUploads(bucket), 0, 'the multipart upload was aborted');
+    // The digest is free for the next writer at once (a leaked claim would make it wait for the lease).
+    const t0 = Date.now();
+    assert.equal((await storeOn(bucket).putBlob(digestOf(data), () => Readable.from([data]), { size: data.length })).status, 'written');
+    assert.ok(Date.now() - t0 < 30_000, 'no wait for a lease');
+  } finally {
+    await proxy.close();
+  }
+});
