@@ -282,8 +282,10 @@ export class LinuxHost implements HostProbe {
     const init = this.stat(initPid);
     if (init) return this.shimAt(init.ppid, namespace, groupId);
     if (!shimMayLive) return undefined;
+    // Its socket listens, so the shim lives: when it is not among the children (not learned yet, more exited shims
+    // than candidates closer below the init, another parent), the walk below the init's pid looks for it too.
     const adopted = this.shimAmongChildren(initPid, namespace, groupId);
-    if (adopted !== null) return adopted;
+    if (adopted) return adopted;
     for (let pid = initPid - 1; pid > 1 && pid >= initPid - SHIM_LOOKBACK; pid--) {
       // A free pid (the common answer) costs one lstat that throws nothing; another program (the ctr clients, runc)
       // one readlink of its executable; only shims have their command line read.
@@ -306,21 +308,22 @@ export class LinuxHost implements HostProbe {
   /**
    * The shim of a task whose init is gone, among the children of the shims' parent (one read of its `children` file
    * instead of walking the pids below the init, threads included, one lstat each): the closest few below the init's
-   * pid are checked by their command line. null when that cannot be done here (no parent learned yet, or no
-   * `children` file: a kernel without CONFIG_PROC_CHILDREN) — the walk below the init's pid does it then.
+   * pid are checked by their command line (exited shims not reaped yet are children too, with an empty one).
+   * Undefined when not found or not possible here (no parent learned yet, or no `children` file: a kernel without
+   * CONFIG_PROC_CHILDREN).
    */
-  private shimAmongChildren(initPid: number, namespace: string, groupId: string): ShimRef | undefined | null {
+  private shimAmongChildren(initPid: number, namespace: string, groupId: string): ShimRef | undefined {
     const parent = this.shimParent;
-    if (parent === undefined) return null;
+    if (parent === undefined) return undefined;
     const raw = readProc(join(this.procRoot, String(parent), 'task', String(parent), 'children'));
-    if (raw === undefined) return null;
+    if (raw === undefined) return undefined;
     const below: number[] = [];
     for (const p of raw.toString('latin1').split(' ')) {
       const pid = Number(p);
       if (pid > 0 && pid < initPid && pid >= initPid - SHIM_CHILD_RANGE) below.push(pid);
     }
     below.sort((a, b) => b - a);
-    for (const pid of below.slice(0, 8)) {
+    for (const pid of below.slice(0, 16)) {
       const shim = this.shimAt(pid, namespace, groupId);
       if (shim) return shim;
     }
