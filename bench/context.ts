@@ -90,7 +90,7 @@ export async function startContext(opts: { signal: AbortSignal; log: (line: stri
     stops.push(() => rgw.stop());
     log(`rgw ready at ${rgw.endpoints[0]} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     const endpoint = rgw.endpoints[0] as string;
-    // The counting relay, not the fault-injecting proxy: same counts, a fraction of the CPU (see s3-relay.ts).
+    // The counting relay, not the fault-injecting proxy: same counts, somewhat less CPU (see s3-relay.ts).
     const proxy = await startS3Relay({ target: endpoint });
     stops.push(() => proxy.close());
     const admin = new S3Client({
