@@ -8,9 +8,10 @@
 // bench the relay still spends ~1 s of CPU per 256 MiB push, on the same 2 cores as everything it measures; the
 // bench reports it per operation.
 //
-// One thing is rewritten: a response that refuses a request whose client is waiting for `100 Continue` (a 404 for a
-// bucket that does not exist, say; RGW sends 100 before a 412) gets `Connection: close`. The client never sends the body it announced, so the byte
-// stream can no longer be framed, and a connection that cannot be framed must not carry another request.
+// One thing is rewritten: a response that refuses a request whose client is waiting for `100 Continue` (a 404 for
+// a bucket that does not exist, say; RGW sends 100 before a 412) gets `Connection: close`. The client never sends
+// the body it announced, so the byte stream can no longer be framed, and a connection that cannot be framed must
+// not carry another request.
 import { connect, createServer, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { IncomingHttpHeaders } from 'node:http';
