@@ -15,8 +15,8 @@ import {
   CreateBucketCommand, DeleteObjectsCommand, ListMultipartUploadsCommand, AbortMultipartUploadCommand, ListObjectsV2Command, S3Client,
 } from '@aws-sdk/client-s3';
 import { startRgw, type Rgw } from '../test/support/rgw.js';
-import { type ProxyCounts, type ProxyLogEntry, type S3Proxy } from '../test/support/s3-proxy.js';
-import { startS3Relay } from '../test/support/s3-relay.js';
+import { type ProxyCounts, type ProxyLogEntry } from '../test/support/s3-proxy.js';
+import { startS3Relay, type S3Relay } from '../test/support/s3-relay.js';
 import { makeOciLayout, type BuiltImage } from '../test/support/images.js';
 import { check, readHwm, runMeasured, type Measured } from './measure.js';
 
@@ -51,7 +51,7 @@ export interface BenchContext {
   /** Temp dir for everything this run writes locally. */
   work: string;
   rgw: Rgw;
-  proxy: S3Proxy;
+  proxy: S3Relay;
   /** Straight to RGW (not counted): bucket creation and cleanup. */
   admin: S3Client;
   /** AWS_* variables that point a client at the proxy. */
@@ -90,7 +90,7 @@ export async function startContext(opts: { signal: AbortSignal; log: (line: stri
     stops.push(() => rgw.stop());
     log(`rgw ready at ${rgw.endpoints[0]} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     const endpoint = rgw.endpoints[0] as string;
-    // The counting relay, not the fault-injecting proxy: same counts, somewhat less CPU (see s3-relay.ts).
+    // The counting relay, not the fault-injecting proxy: same counts, a fraction of the CPU (see s3-relay.ts).
     const proxy = await startS3Relay({ target: endpoint });
     stops.push(() => proxy.close());
     const admin = new S3Client({
@@ -159,8 +159,10 @@ export async function startContext(opts: { signal: AbortSignal; log: (line: stri
         }
       },
       async countS3(fn) {
+        await proxy.settle(); // lines still on their way belong to what ran before
         proxy.reset();
         const result = await fn();
+        await proxy.settle();
         return { result, s3: proxy.counts(), requests: proxy.log.map((e) => ({ ...e })) };
       },
       stop,

@@ -31,7 +31,7 @@ interface Op {
   cpuMs?: number;
   /** CPU time of the RGW cluster (radosgw, OSD, monitor) during the operation, ms: the backend work it caused. */
   backendCpuMs?: number;
-  /** CPU time of the bench process during the operation, ms: almost all of it is the counting relay's. */
+  /** CPU time of the counting relay (s3-relay.py) during the operation, ms: the instrument's own cost. */
   relayCpuMs?: number;
 }
 
@@ -77,14 +77,13 @@ export async function runRegistry(ctx: BenchContext): Promise<Section> {
     const withCpu = async (c: Contender, fn: () => Promise<Op>): Promise<Op> => {
       const cpu0 = processCpuMs(c.pid);
       const rgw0 = rgwPids.reduce((n, p) => n + processCpuMs(p), 0);
-      const self0 = process.cpuUsage();
+      const relay0 = processCpuMs(ctx.proxy.pid);
       const op = await fn();
-      const self = process.cpuUsage(self0);
       return {
         ...op,
         cpuMs: processCpuMs(c.pid) - cpu0,
         backendCpuMs: rgwPids.reduce((n, p) => n + processCpuMs(p), 0) - rgw0,
-        relayCpuMs: (self.user + self.system) / 1000,
+        relayCpuMs: processCpuMs(ctx.proxy.pid) - relay0,
       };
     };
 

@@ -26,7 +26,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { createTestBucket, s3TestConfig, testS3Client } from '../support/rgw.js';
 import { startS3Proxy, type S3Proxy } from '../support/s3-proxy.js';
-import { startS3Relay } from '../support/s3-relay.js';
+import { startS3Relay, type S3Relay } from '../support/s3-relay.js';
 
 const config = s3TestConfig();
 const skip = config ? false : 'TRANSSHIP_TEST_S3_* unset: run through `node test/run.mjs rgw-testbed`';
@@ -54,6 +54,11 @@ async function withProxy<T>(fn: (proxy: S3Proxy, s3: S3Client) => Promise<T>, ov
   } finally {
     await proxy.close();
   }
+}
+
+/** Waits until the relay reported every request so far (the proxy counts synchronously). */
+async function settled(proxy: S3Proxy): Promise<void> {
+  if ('settle' in proxy && typeof proxy.settle === 'function') await (proxy as S3Relay).settle();
 }
 
 /** The S3 error a call failed with (asserting it failed with one). */
@@ -161,6 +166,7 @@ for (const kind of KINDS) test(`requests through the ${kind} keep valid signatur
     await s3.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: 'gone', UploadId: aborted.UploadId }));
     await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: 'copy' }));
 
+    await settled(proxy);
     assert.deepEqual(proxy.counts(), {
       total: 14,
       byOperation: {
@@ -240,6 +246,7 @@ for (const kind of KINDS) test(`the ${kind} streams large bodies both ways uncha
       }
       assert.equal(length, size);
       assert.equal(received.digest('hex'), sha256());
+      await settled(proxy);
       assert.deepEqual(proxy.counts().byOperation, { PutObject: 1, GetObject: 1 });
     },
     { requestChecksumCalculation: 'WHEN_REQUIRED' },
@@ -265,6 +272,7 @@ for (const kind of KINDS) test(`a refusal before 100 Continue leaves the ${kind}
         const head = await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: 'k' }));
         assert.equal(head.ContentLength, body.length);
       }
+      await settled(proxy);
       assert.deepEqual(proxy.counts().byOperation, { PutObject: 7, HeadObject: 3 });
       assert.deepEqual(proxy.log.map((e) => e.status), [200, 404, 412, 200, 404, 412, 200, 404, 412, 200]);
     },
