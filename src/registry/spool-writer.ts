@@ -37,7 +37,8 @@ export class SpoolWriter extends Writable {
   }
 
   override _final(cb: (err?: Error | null) => void): void {
-    this.flush().then(() => cb(), cb);
+    this.inflight = this.flush();
+    this.inflight.then(() => cb(), cb);
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
