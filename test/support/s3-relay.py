@@ -177,7 +177,13 @@ class Pair:
                 self.upstream.sendall(head)
                 body_of(headers, self.upstream, side)
         except (Closed, OSError, ValueError):
-            self.shut()
+            # Half-close only: an upstream that refused mid-body has its answer on the way back, and the client must
+            # get it (the response side closes everything once the upstream is done).
+            for s, how in ((self.upstream, socket.SHUT_WR), (self.client, socket.SHUT_RD)):
+                try:
+                    s.shutdown(how)
+                except OSError:
+                    pass
         finally:
             side.close()
 
