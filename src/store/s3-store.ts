@@ -501,6 +501,8 @@ export class S3Store implements BlobStore {
         if (state !== 'open') throw new TransshipError('TS_INTERNAL', `staged upload ${key} was already committed or aborted`);
         if (size > MAX_COPY_BYTES) throw new TransshipError('TS_INTERNAL', `staged blob of ${size} bytes is larger than one CopyObject can move`);
         try {
+          // parts.bytes counts what was handed over, so a wrong size is known before anything more goes out.
+          if (parts.bytes !== size) throw new TransshipError('TS_SIZE_MISMATCH', `staged ${parts.bytes} bytes, but the blob has ${size}`);
           // The last parts and the claim go out together: neither needs the other, and both sit between the
           // client's final PUT and its answer.
           const [finished, claimed] = await Promise.allSettled([parts.finish(), this.claim(d, size, o.signal)]);
@@ -514,10 +516,6 @@ export class S3Store implements BlobStore {
           if (claim !== 'claimed') {
             await abort();
             return { status: 'exists', size: claim.size };
-          }
-          if (parts.bytes !== size) {
-            await this.releaseClaim(d);
-            throw new TransshipError('TS_SIZE_MISMATCH', `staged ${parts.bytes} bytes, but the blob has ${size}`);
           }
           try {
             state = 'completing';

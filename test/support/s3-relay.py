@@ -54,31 +54,29 @@ class Side:
             raise Closed()
         self.buf += data
 
-    def read_head(self):
-        """The next head (bytes up to and including CRLFCRLF), or None at a clean end of stream."""
+    def read_until(self, sep, what, eof_ok=False):
+        """The bytes up to and including `sep`; None at a clean end of stream when `eof_ok`."""
         while True:
-            end = self.buf.find(b"\r\n\r\n")
-            if end >= 0:
-                head, self.buf = self.buf[: end + 4], self.buf[end + 4 :]
-                return head
+            i = self.buf.find(sep)
+            if i >= 0:
+                end = i + len(sep)
+                out, self.buf = self.buf[:end], self.buf[end:]
+                return out
             if len(self.buf) > MAX_HEAD:
-                raise ValueError("head too long")
+                raise ValueError(what + " too long")
             try:
                 self.recv_more()
             except Closed:
-                if self.buf:
-                    raise
-                return None
+                if eof_ok and not self.buf:
+                    return None
+                raise
+
+    def read_head(self):
+        """The next head (up to and including CRLFCRLF), or None at a clean end of stream."""
+        return self.read_until(b"\r\n\r\n", "head", eof_ok=True)
 
     def read_line(self):
-        while True:
-            nl = self.buf.find(b"\n")
-            if nl >= 0:
-                line, self.buf = self.buf[: nl + 1], self.buf[nl + 1 :]
-                return line
-            if len(self.buf) > MAX_HEAD:
-                raise ValueError("chunk line too long")
-            self.recv_more()
+        return self.read_until(b"\n", "chunk line")
 
     def forward(self, n, dst):
         """Moves exactly n body bytes to dst: what is buffered first, the rest by splice."""
