@@ -110,6 +110,20 @@ export function isTransshipError(err: unknown, code?: ErrorCode): err is Transsh
 }
 
 /** True for the errors an AbortSignal produces (ours or the platform's). */
+/**
+ * Runs a synchronous call whose failure is an expected answer (a missing file, an empty non-blocking socket) with
+ * stack capture off: building the Error's stack is most of what such a miss costs, and nobody reads it.
+ */
+export function withoutStackTraces<T>(fn: () => T): T {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    return fn();
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+}
+
 export function isAbortError(err: unknown): boolean {
   if (isTransshipError(err, 'TS_CANCELLED')) return true;
   if (!(err instanceof Error)) return false;

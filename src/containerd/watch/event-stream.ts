@@ -15,7 +15,7 @@ import { connect as http2Connect, type ClientHttp2Session, type ClientHttp2Strea
 import { readSync } from 'node:fs';
 import { connect as netConnect, type Socket } from 'node:net';
 import { Duplex } from 'node:stream';
-import { TransshipError, cancelledError } from '../../core/errors.js';
+import { TransshipError, cancelledError, withoutStackTraces } from '../../core/errors.js';
 import { errorFromGrpcStatus } from '../client.js';
 import { decodeEnvelope } from './envelope.js';
 import type { WatchEvent } from './events.js';
@@ -182,18 +182,14 @@ function coalescingSocket(path: string, coalesceMs: number, onSocketError: (err:
     let reads = 0;
     for (;;) {
       let n: number;
-      // An empty socket answers EAGAIN, thrown as an Error: built without a stack trace, which was most of its cost.
-      const limit = Error.stackTraceLimit;
-      Error.stackTraceLimit = 0;
+      // An empty socket answers EAGAIN, thrown as an Error: built without a stack trace (most of its cost).
       try {
-        n = readSync(fd, pollBuf, 0, pollBuf.length, null);
+        n = withoutStackTraces(() => readSync(fd, pollBuf, 0, pollBuf.length, null));
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'EAGAIN') break;
         onSocketError(err as Error);
         duplex.destroy(err as Error);
         return;
-      } finally {
-        Error.stackTraceLimit = limit;
       }
       if (n === 0) {
         setPaced(false);

@@ -6,6 +6,7 @@
 import { closeSync, constants, fstatSync, lstatSync, openSync, readFileSync, readSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { TASK_DIR } from '../bundles.js';
+import { withoutStackTraces } from '../../core/errors.js';
 import type { GatherOptions } from '../gather.js';
 import { parseCmdline, parseMountinfo, parseNetUnix, parseStat } from '../procfs.js';
 import { DEFAULT_RUNC_ROOT } from '../runc-state.js';
@@ -101,14 +102,10 @@ export function cgroupRelPath(cgroupsPath: string, id: string): string {
  * cost (V8 walks the stack for every Error), and misses are the common answer while looking for a shim.
  */
 function tryOpen(path: string, flags: number): number | undefined {
-  const limit = Error.stackTraceLimit;
-  Error.stackTraceLimit = 0;
   try {
-    return openSync(path, flags);
+    return withoutStackTraces(() => openSync(path, flags));
   } catch {
     return undefined;
-  } finally {
-    Error.stackTraceLimit = limit;
   }
 }
 
@@ -184,15 +181,11 @@ function readProc(path: string): Buffer | undefined {
  * for a gone pid and for any other program. Unreadable (no ptrace access here) says "maybe": the command line decides.
  */
 function mayBeShim(procDir: string): boolean {
-  const limit = Error.stackTraceLimit;
-  Error.stackTraceLimit = 0;
   try {
-    const exe = readlinkSync(join(procDir, 'exe'));
+    const exe = withoutStackTraces(() => readlinkSync(join(procDir, 'exe')));
     return exe.slice(exe.lastIndexOf('/') + 1).startsWith('containerd-shim');
   } catch (err) {
     return (err as NodeJS.ErrnoException).code !== 'ENOENT';
-  } finally {
-    Error.stackTraceLimit = limit;
   }
 }
 
