@@ -2,6 +2,8 @@
 // SIGTERM; then in-flight uploads are cancelled, spool files removed, connections closed, the store closed.
 import type { Command } from 'commander';
 import { isIP } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { DEFAULT_STORE, type Config } from '../core/config.js';
 import { parseHostPort } from './listen.js';
 import { TransshipError } from '../core/errors.js';
@@ -27,10 +29,13 @@ interface ServeFlags extends GlobalOptions {
   uploadDir?: string;
   maxBody?: string;
   redirect?: boolean;
+  blobCacheMaxBytes?: string;
   hashPassword?: boolean;
 }
 
 export const DEFAULT_LISTEN = '127.0.0.1:5000';
+/** Default bound of the local blob cache (serve.blobCache.maxBytes) in front of a remote store. */
+export const DEFAULT_BLOB_CACHE_BYTES = 2 * 1024 ** 3;
 
 
 function storeLocation(flag: string | undefined, config: Config): string {
@@ -53,6 +58,7 @@ export function registerServe(program: Command): void {
     .option('--allow-delete', 'allow DELETE of manifests, tags and blob links')
     .option('--upload-dir <dir>', 'where upload sessions are spooled (default: the OS temp dir)')
     .option('--max-body <bytes>', 'largest blob a client may upload (413 above)')
+    .option('--blob-cache-max-bytes <bytes>', `S3 stores: bytes of blobs kept on local disk to answer GETs (default: serve.blobCache.maxBytes, else ${DEFAULT_BLOB_CACHE_BYTES}; 0 = off)`)
     .option('--redirect', 'S3 stores: answer blob GETs with a redirect to a presigned URL (clients must reach the S3 endpoint)')
     .option('--hash-password', 'read a password on stdin, print its {SSHA256} hash for serve.auth.users / htpasswd, exit')
     .action(async (flags: ServeFlags, cmd: Command) =>
@@ -82,6 +88,13 @@ export function registerServe(program: Command): void {
         const redirect = flags.redirect || serve.redirect ? { expiresInSeconds: serve.redirect?.expiresInSeconds ?? 1200 } : undefined;
         if (redirect && !store.blobUrl) throw new TransshipError('TS_USAGE', `--redirect (serve.redirect) needs an S3 store; ${store.name} cannot hand out URLs`);
         const meta = metaStoreFor(store);
+        const cacheBytes = flags.blobCacheMaxBytes === undefined ? serve.blobCache?.maxBytes : Number(flags.blobCacheMaxBytes);
+        if (cacheBytes !== undefined && (!Number.isInteger(cacheBytes) || cacheBytes < 0)) throw new TransshipError('TS_USAGE', `invalid --blob-cache-max-bytes "${flags.blobCacheMaxBytes}": expected a number of bytes (0 = off)`);
+        const uploadDir = flags.uploadDir ?? serve.uploadDir;
+        // A directory store is local already: caching it on local disk would only copy it.
+        const blobCache = store.stageBlob && cacheBytes !== 0
+          ? { dir: serve.blobCache?.dir ?? join(uploadDir ?? tmpdir(), 'transship-blob-cache'), maxBytes: cacheBytes ?? DEFAULT_BLOB_CACHE_BYTES }
+          : undefined;
         // `dr` rules are eager: a push is replicated right after it is answered, one bounded pass at a time; a kick
         // lost to a crash is picked up by the next push or `transship replicate` (the replicator is idempotent).
         const kicker = regions ? new ReplicationKicker(Replicator.fromConfig(config, regions)) : undefined;
@@ -95,7 +108,8 @@ export function registerServe(program: Command): void {
             meta,
             placed,
             tls,
-            uploadDir: flags.uploadDir ?? serve.uploadDir,
+            uploadDir,
+            blobCache,
             maxBodyBytes: maxBody,
             maxManifestBytes: serve.maxManifestBytes,
             uploadIdleSeconds: serve.uploadIdleSeconds,

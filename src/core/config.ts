@@ -51,6 +51,12 @@ const serveSchema = z
      * URL stays valid for expiresInSeconds (default 1200).
      */
     redirect: z.object({ expiresInSeconds: z.number().int().min(1).max(604800).optional() }).strict().optional(),
+    /**
+     * Remote stores (S3): blob bytes this instance received or served are kept on local disk, and GETs of them are
+     * answered from there (src/registry/blob-cache.ts). dir defaults to `<uploadDir>/transship-blob-cache` (the same
+     * filesystem, so an upload enters by hard link); maxBytes defaults to 2 GiB, 0 turns the cache off.
+     */
+    blobCache: z.object({ dir: z.string().min(1).optional(), maxBytes: z.number().int().min(0).optional() }).strict().optional(),
     /** Allow DELETE of manifests, tags and blob links (405 UNSUPPORTED otherwise). */
     allowDelete: z.boolean().optional(),
     /** Record blob→repository links (default: on when auth is configured). */

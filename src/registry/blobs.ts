@@ -40,6 +40,20 @@ export async function getBlob(call: Call): Promise<void> {
   const { ctx, reply, signal } = call;
   const { name, digest } = call.target;
   if (ctx.auth && !(await ctx.links.isBlobLinked(name, digest, signal))) throw blobUnknown(digest);
+  // Bytes this instance received or served lately come from its local disk (blob-cache.ts). GETs only: a HEAD is
+  // about presence in the store, which the cache does not prove. Redirect mode sends clients to the store instead.
+  const cache = call.method === 'GET' && !ctx.redirect ? ctx.blobCache : undefined;
+  const cachedSize = cache?.has(digest);
+  if (cache && cachedSize !== undefined) {
+    const range = parseRange(call.request.headers.range, cachedSize);
+    const stream = await cache.open(digest, range);
+    if (stream) {
+      if (ctx.placed) blobReadsTotal.inc({ location: 'local' });
+      ctx.placed?.noteLocalRead(digest);
+      sendBlob(call, digest, stream, range ? range.end - range.start + 1 : cachedSize, range ? `bytes ${range.start}-${range.end}/${cachedSize}` : undefined);
+      return;
+    }
+  }
   // A plain GET of a blob not seen lately: open it and learn its size from the same response (one request, where
   // a stat first would cost a HEAD or a listing too). Ranges and redirects need the size first.
   let homeMissed = false;
@@ -52,7 +66,7 @@ export async function getBlob(call: Call): Promise<void> {
       ctx.notePresent(digest, opened.size);
       if (ctx.placed) blobReadsTotal.inc({ location: 'local' });
       ctx.placed?.noteLocalRead(digest);
-      sendBlob(call, digest, opened.stream, opened.size);
+      sendBlob(call, digest, cache ? cache.tee(digest, opened.size, opened.stream) : opened.stream, opened.size);
       return;
     }
     homeMissed = true;
@@ -88,6 +102,7 @@ export async function getBlob(call: Call): Promise<void> {
     ctx.forget(digest);
     throw err;
   }
+  if (cache && !range) stream = cache.tee(digest, info.size, stream);
   sendBlob(call, digest, stream, range ? range.end - range.start + 1 : info.size, range ? `bytes ${range.start}-${range.end}/${info.size}` : undefined);
 }
 

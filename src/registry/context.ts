@@ -14,6 +14,7 @@ import type { Target } from './paths.js';
 import { UploadSessions, type UploadSessionsOptions } from './uploads.js';
 import type { SpoolStreamer } from './spool-streamer.js';
 import type { PlacedReader } from '../placement/read-path.js';
+import { BlobCache, type BlobCacheOptions } from './blob-cache.js';
 
 export interface RegistryOptions {
   store: BlobStore;
@@ -43,6 +44,8 @@ export interface RegistryOptions {
   redirect?: { expiresInSeconds: number } | undefined;
   /** How long "blob present" answers are reused (ms, default 30 s; 0 = never). Must stay below any GC grace. */
   presenceTtlMs?: number | undefined;
+  /** Keep blob bytes on local disk and answer GETs from there (blob-cache.ts); absent or maxBytes 0 = off. */
+  blobCache?: BlobCacheOptions | undefined;
 }
 
 /** Staged uploads older than this are leftovers of a crashed instance. */
@@ -61,6 +64,7 @@ export class RegistryContext {
   readonly placed: PlacedReader | undefined;
   readonly maxManifestBytes: number;
   readonly redirect: { expiresInSeconds: number } | undefined;
+  readonly blobCache: BlobCache | undefined;
   private readonly presence: TtlCache<BlobInfo>;
   private readonly presenceTtl: number;
 
@@ -84,6 +88,7 @@ export class RegistryContext {
     this.redirect = opts.redirect;
     this.presenceTtl = opts.presenceTtlMs ?? 30_000;
     this.presence = new TtlCache(this.presenceTtl);
+    this.blobCache = opts.blobCache && opts.blobCache.maxBytes > 0 ? new BlobCache(opts.blobCache) : undefined;
   }
 
   /**

@@ -59,6 +59,7 @@ export async function registryPlugin(app: FastifyInstance, opts: RegistryPluginO
   const ctx = new RegistryContext(opts);
   opts.onContext?.(ctx);
   app.addHook('onClose', async () => ctx.close());
+  await ctx.blobCache?.init(); // an unusable cache directory stops the start here, with the fix in the message
   void ctx.sweepStaged(); // in the background: it never fails and never delays serving
 
   // Bodies stay unread streams: handlers consume `request.raw` themselves (spool or bounded buffer).

@@ -56,6 +56,8 @@ async function commit(call: Call, s: UploadSession, digest: string): Promise<voi
     }
     await ctx.storeBlob(d.value, s.size, () => ctx.sessions.openSpool(s), signal, s.streamer);
     await ctx.links.linkBlob(s.repo, d.value, signal);
+    // Verified bytes the store now has: a pull through this instance reads them from local disk (no copy made).
+    await ctx.blobCache?.adopt(d.value, s.size, s.path);
   } finally {
     s.busy = false;
     await ctx.sessions.remove(s);

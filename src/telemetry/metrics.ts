@@ -168,6 +168,24 @@ export const registryBlobRedirectsTotal = new Counter({
   ...reg,
 });
 
+export const registryBlobCacheRequestsTotal = new Counter({
+  name: 'registry_blob_cache_requests_total',
+  help: 'Blob GETs looked up in the local disk cache (serve.blobCache), by result (hit, miss).',
+  labelNames: ['result'] as const,
+  ...reg,
+});
+export const registryBlobCacheBytes = new Gauge({
+  name: 'registry_blob_cache_bytes',
+  help: 'Bytes of blobs held in the local disk cache (serve.blobCache).',
+  ...reg,
+});
+export const registryBlobCacheFillsTotal = new Counter({
+  name: 'registry_blob_cache_fills_total',
+  help: 'Blobs added to the local disk cache, by source (upload: a verified upload spool; read: a store read, verified while it was served) and outcome (ok, skipped, failed).',
+  labelNames: ['source', 'outcome'] as const,
+  ...reg,
+});
+
 // --- containerd watch (`transship watch`, src/containerd/watch) ---
 export const containerdWatchEventsTotal = new Counter({
   name: 'containerd_watch_events_total',

@@ -3,7 +3,7 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { createTestBucket, s3TestConfig } from '../support/rgw.js';
+import { createTestBucket, requestsDuring, s3TestConfig } from '../support/rgw.js';
 import { startTestRegistry, type TestRegistry } from '../support/registry.js';
 import { S3Store } from '../../src/store/s3-store.js';
 import { StoreMetaStore } from '../../src/registry/meta.js';
@@ -28,15 +28,6 @@ async function registry(store: S3Store): Promise<TestRegistry> {
   return reg;
 }
 
-/** Requests `store` sent while `fn` ran, by operation. */
-async function counted(store: S3Store, fn: () => Promise<void>): Promise<Record<string, number>> {
-  const before = store.requestCounts();
-  await fn();
-  const out: Record<string, number> = {};
-  for (const [op, n] of Object.entries(store.requestCounts())) if (n !== (before[op] ?? 0)) out[op] = n - (before[op] ?? 0);
-  return out;
-}
-
 before(async () => {
   if (!s3) return;
   bucket = await createTestBucket('reg-gets');
@@ -52,7 +43,7 @@ test('a cold plain GET is one GetObject; the next one too (no HEAD, no listing)'
   const store = open();
   const reg = await registry(store);
   for (let i = 0; i < 2; i++) {
-    const ops = await counted(store, async () => {
+    const ops = await requestsDuring(store, async () => {
       const r = await fetch(`${reg.url}/v2/any/repo/blobs/${digest}`);
       assert.equal(r.status, 200);
       assert.equal(r.headers.get('content-length'), String(data.length));
@@ -76,7 +67,7 @@ test('an unknown blob: 404 BLOB_UNKNOWN after one GetObject', { skip: !s3 }, asy
   const store = open();
   const reg = await registry(store);
   const unknown = `sha256:${'1'.repeat(64)}`;
-  const ops = await counted(store, async () => {
+  const ops = await requestsDuring(store, async () => {
     const r = await fetch(`${reg.url}/v2/any/repo/blobs/${unknown}`);
     assert.equal(r.status, 404);
     assert.equal((JSON.parse(await r.text()) as { errors: Array<{ code: string }> }).errors[0]?.code, 'BLOB_UNKNOWN');

@@ -487,3 +487,12 @@ function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T
     void p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
   });
 }
+
+/** Requests a store (anything with the S3 store's requestCounts()) sent while `fn` ran, by operation. */
+export async function requestsDuring(store: { requestCounts(): Record<string, number> }, fn: () => Promise<void>): Promise<Record<string, number>> {
+  const before = store.requestCounts();
+  await fn();
+  const out: Record<string, number> = {};
+  for (const [op, n] of Object.entries(store.requestCounts())) if (n !== (before[op] ?? 0)) out[op] = n - (before[op] ?? 0);
+  return out;
+}

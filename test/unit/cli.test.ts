@@ -91,6 +91,17 @@ test('config errors are exit 2 with the field named', async () => {
   assert.match(r.stderr, /TS_CONFIG_INVALID.*concurrency/s);
 });
 
+test('serve: a bad blob cache bound is exit 2 with the flag or field named, before anything listens', async () => {
+  const flag = run(['serve', '--store', `dir:${join(tmp, 'serve-store')}`, '--listen', '127.0.0.1:0', '--blob-cache-max-bytes', 'lots']);
+  assert.equal(flag.code, 2);
+  assert.match(flag.stderr, /TS_USAGE.*--blob-cache-max-bytes "lots"/s);
+  const cfg = join(tmp, 'bad-cache.yaml');
+  await writeFile(cfg, 'serve:\n  blobCache:\n    maxBytes: -1\n');
+  const field = run(['--config', cfg, 'serve', '--listen', '127.0.0.1:0']);
+  assert.equal(field.code, 2);
+  assert.match(field.stderr, /TS_CONFIG_INVALID.*blobCache\.maxBytes/s);
+});
+
 test('--metrics-file writes node_exporter textfile metrics with the seed names', async () => {
   const file = join(tmp, 'metrics', 'transship.prom');
   const r = run(['copy', 'oci:examples/hello:latest', `dir:${join(tmp, 'store-m')}/hello:v1`, '--metrics-file', file, '--no-cache']);
