@@ -16,9 +16,18 @@ export interface PositionalFile {
   length: number | undefined;
 }
 
-/** `handle.createReadStream` (closing the handle when the stream ends or is destroyed), readable positionally too. */
-export function fileStream(handle: FileHandle, range?: { start: number; end: number }, signal?: AbortSignal): Readable {
-  const stream = handle.createReadStream({ autoClose: true, ...(range ? { start: range.start, end: range.end } : {}), ...(signal ? { signal } : {}) });
+/**
+ * `handle.createReadStream` (closing the handle when the stream ends or is destroyed), readable positionally too.
+ * `chunkBytes` (default: Node's 64 KiB) sets the read size: a server sending a whole file to a socket spends about
+ * half the CPU with 1 MiB reads (one thread-pool trip and one socket write per MiB instead of per 64 KiB).
+ */
+export function fileStream(handle: FileHandle, range?: { start: number; end: number }, signal?: AbortSignal, chunkBytes?: number): Readable {
+  const stream = handle.createReadStream({
+    autoClose: true,
+    ...(range ? { start: range.start, end: range.end } : {}),
+    ...(signal ? { signal } : {}),
+    ...(chunkBytes ? { highWaterMark: chunkBytes } : {}),
+  });
   const file: PositionalFile = { handle, start: range?.start ?? 0, length: range ? range.end - range.start + 1 : undefined };
   Object.defineProperty(stream, kFile, { value: file });
   return stream;
