@@ -18,6 +18,7 @@ import { startEviction } from '../placement/evict.js';
 import { hashPassword } from '../registry/auth.js';
 import { buildServer } from '../server/server.js';
 import { tuneHeapForStreaming } from '../server/heap.js';
+import { raiseMallocTrimThreshold } from '../server/malloc.js';
 import { runCommand, loadCliConfig, type GlobalOptions } from './context.js';
 
 interface ServeFlags extends GlobalOptions {
@@ -101,6 +102,7 @@ export function registerServe(program: Command): void {
         // Promoted copies are a cache: a bounded eviction pass every placement.evict.intervalSeconds (evict.ts).
         const eviction = placed ? startEviction(config, placed) : undefined;
         tuneHeapForStreaming(); // see src/server/heap.ts: otherwise V8 marks almost continuously while bytes stream
+        raiseMallocTrimThreshold(); // see src/server/malloc.ts: otherwise body chunks fault their pages in again and again
         let app;
         try {
           app = await buildServer({
