@@ -16,6 +16,9 @@ export interface PositionalFile {
   length: number | undefined;
 }
 
+/** Read size for files served whole to a socket (a blob GET): see fileStream. */
+export const SERVING_CHUNK_BYTES = 1024 * 1024;
+
 /**
  * `handle.createReadStream` (closing the handle when the stream ends or is destroyed), readable positionally too.
  * `chunkBytes` (default: Node's 64 KiB) sets the read size: a server sending a whole file to a socket spends about

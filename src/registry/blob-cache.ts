@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream';
 import { parseDigest } from '../core/digest.js';
 import { TransshipError } from '../core/errors.js';
-import { fileStream } from '../core/file-stream.js';
+import { fileStream, SERVING_CHUNK_BYTES } from '../core/file-stream.js';
 import type { ByteRange } from '../store/contract.js';
 import { log } from '../telemetry/log.js';
 import { registryBlobCacheBytes, registryBlobCacheFillsTotal, registryBlobCacheRequestsTotal } from '../telemetry/metrics.js';
@@ -35,8 +35,6 @@ export interface BlobCacheOptions {
 const FILL_PREFIX = '.fill-';
 /** A fill left by a crashed process is removed at start once it is this old (a live one is being written to). */
 const STALE_FILL_MS = 3600_000;
-/** Read size when serving a cached file (see file-stream.ts: half the CPU of 64 KiB reads). */
-const SERVE_CHUNK_BYTES = 1024 * 1024;
 /** A fill whose disk writes fall this far behind the client is dropped: serving the client comes first. */
 const FILL_BACKLOG_BYTES = 32 * 1024 * 1024;
 
@@ -108,7 +106,7 @@ export class BlobCache {
     this.entries.delete(digest);
     this.entries.set(digest, size as number);
     registryBlobCacheRequestsTotal.inc({ result: 'hit' });
-    return fileStream(handle, range, undefined, SERVE_CHUNK_BYTES);
+    return fileStream(handle, range, undefined, SERVING_CHUNK_BYTES);
   }
 
   /**
