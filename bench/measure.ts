@@ -151,3 +151,20 @@ export function median(values: number[]): number {
   const mid = Math.floor(s.length / 2);
   return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
 }
+
+/**
+ * Waits until the processes `pids` together use less than `share` of one CPU over a `windowMs` window (giving up
+ * after `maxMs`) and returns how long it waited, ms. Contenders share one RGW: work that one of them leaves running
+ * in it (deletes, an OSD handing memory back) must not be charged to the next one's wall time or "CPU caused".
+ */
+export async function waitForIdle(pids: number[], opts: { share?: number; windowMs?: number; maxMs?: number } = {}): Promise<number> {
+  const { share = 0.05, windowMs = 250, maxMs = 5000 } = opts;
+  const total = () => pids.reduce((n, p) => n + processCpuMs(p), 0);
+  const started = Date.now();
+  for (;;) {
+    const before = total();
+    await new Promise((resolve) => setTimeout(resolve, windowMs));
+    // /proc CPU times tick in 10 ms steps: one tick in the window is noise, not work.
+    if (total() - before <= Math.max(share * windowMs, 10) || Date.now() - started >= maxMs) return Date.now() - started - windowMs;
+  }
+}
