@@ -47,6 +47,9 @@ function sessionReply(call: Call, s: UploadSession, status: number): void {
 /** Verifies the spooled bytes against `digest`, stores them once, links them to the repository, ends the session. */
 async function commit(call: Call, s: UploadSession, digest: string): Promise<void> {
   const { ctx, signal } = call;
+  // A PATCH still writing to the spool (a client's final PUT overtaking its own chunk) would change the bytes under
+  // the digest check and the store's read: the session stays open for the client to finish in order.
+  if (s.busy) throw new RegistryError('BLOB_UPLOAD_INVALID', 'another request is still writing to this upload session; finish it before the final PUT', { id: s.id }, 416, { range: s.range });
   s.busy = true; // keeps the idle sweeper away while the store reads the spool
   try {
     const d = parseDigest(digest);

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createHash } from 'node:crypto';
+import type { Readable } from 'node:stream';
 import { pino } from 'pino';
 import type { FastifyInstance } from 'fastify';
 import { buildServer, type ServerOptions } from '../../src/server/server.js';
@@ -200,7 +201,7 @@ export interface Injected {
   json<T = unknown>(): T;
 }
 
-export type Inject = (opts: { method: string; url: string; headers?: Record<string, string>; payload?: string | Buffer }) => Promise<Injected>;
+export type Inject = (opts: { method: string; url: string; headers?: Record<string, string>; payload?: string | Buffer | Readable }) => Promise<Injected>;
 
 export function injector(app: FastifyInstance): Inject {
   return async (opts) => {

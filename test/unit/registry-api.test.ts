@@ -13,6 +13,7 @@ import { request as httpRequest } from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import type { ServerOptions } from '../../src/server/server.js';
 
 const cleanups: Array<() => Promise<unknown>> = [];
@@ -125,6 +126,25 @@ test('chunked upload: POST → PATCH in order → status → PUT; out-of-order c
   assert.deepEqual((await filesUnder(spool)).filter((f) => f.endsWith('.spool')), [], 'spool removed after commit');
   const gone = await inject({ method: 'GET', url: location });
   assert.equal(errorCode(gone), 'BLOB_UPLOAD_UNKNOWN');
+});
+
+test('a final PUT that overtakes a PATCH still writing to the session → 416, nothing stored, the upload goes on', async () => {
+  const { inject, store } = await setup();
+  const start = await inject({ method: 'POST', url: '/v2/repo/blobs/uploads/' });
+  const location = String(start.headers.location);
+  const body = new PassThrough();
+  const patch = inject({ method: 'PATCH', url: location, headers: { 'content-type': 'application/octet-stream' }, payload: body });
+  body.write('hello ');
+  await new Promise((resolve) => setTimeout(resolve, 50)); // the PATCH is now writing
+  const early = await inject({ method: 'PUT', url: `${location}?digest=${sha('hello ')}`, headers: { 'content-length': '0' } });
+  assert.equal(early.statusCode, 416);
+  assert.equal(errorCode(early), 'BLOB_UPLOAD_INVALID');
+  assert.equal(await store.statBlob(sha('hello ')), undefined, 'nothing stored');
+  body.end('world');
+  assert.equal((await patch).statusCode, 202);
+  const done = await inject({ method: 'PUT', url: `${location}?digest=${sha('hello world')}` });
+  assert.equal(done.statusCode, 201);
+  assert.equal((await store.statBlob(sha('hello world')))?.size, 11);
 });
 
 test('PUT with the last chunk in the body finishes the upload', async () => {
