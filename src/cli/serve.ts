@@ -2,6 +2,7 @@
 // SIGTERM; then in-flight uploads are cancelled, spool files removed, connections closed, the store closed.
 import type { Command } from 'commander';
 import { isIP } from 'node:net';
+import { statfs } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_STORE, type Config } from '../core/config.js';
@@ -9,6 +10,7 @@ import { parseHostPort } from './listen.js';
 import { TransshipError } from '../core/errors.js';
 import { openStore, parseStoreLocation } from '../store/open.js';
 import { metaStoreFor } from '../registry/meta.js';
+import type { BlobCacheOptions } from '../registry/blob-cache.js';
 import { Regions } from '../placement/regions.js';
 import { Rules } from '../placement/rules.js';
 import { PlacedReader } from '../placement/read-path.js';
@@ -42,6 +44,25 @@ export const DEFAULT_BLOB_CACHE_BYTES = 2 * 1024 ** 3;
 function storeLocation(flag: string | undefined, config: Config): string {
   const home = config.region ? config.regions?.[config.region]?.store : undefined;
   return flag ?? config.store ?? home ?? DEFAULT_STORE;
+}
+
+/** statfs(2) f_type of tmpfs: files there live in RAM. */
+const TMPFS_MAGIC = 0x01021994;
+
+/**
+ * The blob cache `serve` runs with. Explicit settings are taken as they are. The default lives next to the upload
+ * spools (same filesystem, so uploads enter by hard link); under the OS temp dir its name carries the uid, so users
+ * do not collide — and it stays off when that is tmpfs, where 2 GiB of "disk" cache would be 2 GiB of RAM.
+ */
+async function blobCacheFor(dir: string | undefined, maxBytes: number | undefined, uploadDir: string | undefined): Promise<BlobCacheOptions | undefined> {
+  if (dir !== undefined) return { dir, maxBytes: maxBytes ?? DEFAULT_BLOB_CACHE_BYTES };
+  const parent = uploadDir ?? tmpdir();
+  const fsType = await statfs(parent).then((s) => s.type, () => undefined);
+  if (fsType === TMPFS_MAGIC && maxBytes === undefined) {
+    process.stderr.write(`transship: blob cache off: ${parent} is tmpfs (memory); set serve.blobCache.dir to a directory on disk to turn it on\n`);
+    return undefined;
+  }
+  return { dir: join(parent, uploadDir ? 'transship-blob-cache' : `transship-blob-cache-${process.getuid?.() ?? 0}`), maxBytes: maxBytes ?? DEFAULT_BLOB_CACHE_BYTES };
 }
 
 function isLoopback(host: string): boolean {
@@ -94,7 +115,7 @@ export function registerServe(program: Command): void {
         const uploadDir = flags.uploadDir ?? serve.uploadDir;
         // A directory store is local already: caching it on local disk would only copy it.
         const blobCache = store.stageBlob && cacheBytes !== 0
-          ? { dir: serve.blobCache?.dir ?? join(uploadDir ?? tmpdir(), 'transship-blob-cache'), maxBytes: cacheBytes ?? DEFAULT_BLOB_CACHE_BYTES }
+          ? await blobCacheFor(serve.blobCache?.dir, cacheBytes, uploadDir)
           : undefined;
         // `dr` rules are eager: a push is replicated right after it is answered, one bounded pass at a time; a kick
         // lost to a crash is picked up by the next push or `transship replicate` (the replicator is idempotent).

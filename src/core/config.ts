@@ -54,7 +54,9 @@ const serveSchema = z
     /**
      * Remote stores (S3): blob bytes this instance received or served are kept on local disk, and GETs of them are
      * answered from there (src/registry/blob-cache.ts). dir defaults to `<uploadDir>/transship-blob-cache` (the same
-     * filesystem, so an upload enters by hard link); maxBytes defaults to 2 GiB, 0 turns the cache off.
+     * filesystem, so an upload enters by hard link), or `<os temp dir>/transship-blob-cache-<uid>` without an
+     * uploadDir — left off when that is tmpfs. The directory must belong to the server's user (it is made 0700).
+     * maxBytes defaults to 2 GiB, 0 turns the cache off.
      */
     blobCache: z.object({ dir: z.string().min(1).optional(), maxBytes: z.number().int().min(0).optional() }).strict().optional(),
     /** Allow DELETE of manifests, tags and blob links (405 UNSUPPORTED otherwise). */

@@ -11,10 +11,14 @@
 // presence hints), so a cached file can never make a push skip a blob. Should garbage collection ever delete
 // blobs from the store, it must purge instance caches too, or a client knowing a digest could still read it here.
 //
-// Bounded by `maxBytes`, least recently used first out. Several processes may share the directory: files appear by
-// link or rename (atomic), and unlinking a file another process is reading does not disturb that read.
+// Bounded by `maxBytes`, least recently used first out. The directory is private to the process's user (0700, and
+// refused when another user owns it): it holds blobs that registry auth guards, and a file planted in it would be
+// served as a blob. Several processes of that user may share it — files appear by link or rename (atomic), and
+// unlinking a file another process is reading does not disturb that read — but each bounds only what it knows of,
+// so N processes on one directory may use up to N × maxBytes.
 import { createHash, randomUUID } from 'node:crypto';
-import { link, mkdir, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { chmod, link, lstat, mkdir, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream';
 import { parseDigest } from '../core/digest.js';
@@ -36,7 +40,7 @@ const FILL_PREFIX = '.fill-';
 /** A fill left by a crashed process is removed at start once it is this old (a live one is being written to). */
 const STALE_FILL_MS = 3600_000;
 /** A fill whose disk writes fall this far behind the client is dropped: serving the client comes first. */
-const FILL_BACKLOG_BYTES = 32 * 1024 * 1024;
+const FILL_BACKLOG_BYTES = 8 * 1024 * 1024;
 
 export class BlobCache {
   /** digest → size, least recently used first (a Map keeps insertion order). */
@@ -45,6 +49,8 @@ export class BlobCache {
   private readonly filling = new Set<string>();
   private ready: Promise<void> | undefined;
   private warnedCrossDevice = false;
+  /** Set by close(): fills that finish afterwards are thrown away instead of entering the directory. */
+  private closed = false;
 
   constructor(readonly opts: BlobCacheOptions) {}
 
@@ -54,6 +60,7 @@ export class BlobCache {
    */
   init(): Promise<void> {
     this.ready ??= this.load().catch((err: unknown) => {
+      if (err instanceof TransshipError) throw err;
       const code = (err as NodeJS.ErrnoException).code;
       throw new TransshipError(code === 'EACCES' || code === 'EPERM' ? 'TS_PERMISSION_DENIED' : 'TS_CONFIG_INVALID',
         `blob cache directory ${this.opts.dir} is not usable (${(err as Error).message}): set serve.blobCache.dir to a writable directory, or serve.blobCache.maxBytes to 0 to turn the cache off`, { cause: err });
@@ -63,11 +70,12 @@ export class BlobCache {
 
   private async load(): Promise<void> {
     const { dir } = this.opts;
-    await mkdir(dir, { recursive: true });
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await this.checkPrivate(dir);
     const found: Array<{ digest: string; size: number; at: number }> = [];
     for (const name of await readdir(dir)) {
       const path = join(dir, name);
-      const st = await stat(path).catch(() => undefined);
+      const st = await lstat(path).catch(() => undefined); // a symlink is never a cached blob
       if (!st?.isFile()) continue;
       if (name.startsWith(FILL_PREFIX)) {
         if (Date.now() - st.mtimeMs > STALE_FILL_MS) await unlink(path).catch(() => undefined);
@@ -80,33 +88,65 @@ export class BlobCache {
     for (const f of found) this.add(f.digest, f.size);
   }
 
+  /** The directory must be ours and closed to others; a loose mode on our own directory is tightened. */
+  private async checkPrivate(dir: string): Promise<void> {
+    const st = await lstat(dir);
+    if (!st.isDirectory()) throw new TransshipError('TS_CONFIG_INVALID', `blob cache directory ${dir} is not a directory (a symlink or a file): set serve.blobCache.dir to a directory of its own`);
+    const uid = process.getuid?.();
+    if (uid !== undefined && st.uid !== uid) {
+      throw new TransshipError('TS_PERMISSION_DENIED', `blob cache directory ${dir} belongs to uid ${st.uid}, not to this process (uid ${uid}): another user could read cached blobs or plant files in it; set serve.blobCache.dir to a directory of this user`);
+    }
+    if (st.mode & 0o077) await chmod(dir, 0o700);
+  }
+
   get size(): number {
     return this.bytes;
   }
 
-  /** Size of `digest` when it is cached (without marking it used). */
+  /** Size of `digest` when it is cached (without marking it used or counting a lookup). */
   has(digest: string): number | undefined {
     return this.entries.get(digest);
   }
 
+  /** A GET's lookup: the size when cached (open() follows), else undefined, counted as a miss. */
+  lookup(digest: string): number | undefined {
+    const size = this.entries.get(digest);
+    if (size === undefined) registryBlobCacheRequestsTotal.inc({ result: 'miss' });
+    return size;
+  }
+
   /**
-   * The cached bytes of `digest` (a range of them), or undefined on a miss. A file removed meanwhile (evicted by
-   * another process sharing the directory) is a miss too.
+   * The cached bytes of `digest` (a range of them, else the entry's `size` bytes), or undefined on a miss. A file
+   * removed meanwhile (evicted by another process sharing the directory) is a miss, and so is a file whose length
+   * is not the blob's: it is removed rather than served under a wrong Content-Length.
    */
   async open(digest: string, range?: ByteRange): Promise<Readable | undefined> {
     await this.init();
     const size = this.entries.get(digest);
     let handle: FileHandle | undefined;
-    if (size !== undefined) handle = await open(this.path(digest), 'r').catch(() => undefined);
-    if (!handle) {
+    if (size !== undefined) {
+      handle = await open(this.path(digest), constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => undefined);
+      if (handle && (await handle.stat()).size !== size) {
+        log.warn({ digest, dir: this.opts.dir }, 'blob cache: a cached file does not have its blob\'s size; removed');
+        await handle.close();
+        handle = undefined;
+        await unlink(this.path(digest)).catch(() => undefined);
+      }
+    }
+    if (!handle || size === undefined) {
       if (size !== undefined) this.forget(digest);
       registryBlobCacheRequestsTotal.inc({ result: 'miss' });
       return undefined;
     }
     this.entries.delete(digest);
-    this.entries.set(digest, size as number);
+    this.entries.set(digest, size);
     registryBlobCacheRequestsTotal.inc({ result: 'hit' });
-    return fileStream(handle, range, undefined, SERVING_CHUNK_BYTES);
+    return fileStream(handle, range ?? { start: 0, end: size - 1 }, undefined, SERVING_CHUNK_BYTES);
+  }
+
+  /** Fills that finish from now on are discarded (the server is shutting down). */
+  close(): void {
+    this.closed = true;
   }
 
   /**
@@ -116,6 +156,12 @@ export class BlobCache {
   async adopt(digest: string, size: number, spoolPath: string): Promise<void> {
     await this.init();
     if (!this.accepts(digest, size)) return;
+    // The commit verified `size` bytes; a spool of any other length is not that blob (belt and braces: a session
+    // refuses to commit while a chunk is still being written to it).
+    if ((await stat(spoolPath).catch(() => undefined))?.size !== size) {
+      registryBlobCacheFillsTotal.inc({ source: 'upload', outcome: 'skipped' });
+      return;
+    }
     try {
       await link(spoolPath, this.path(digest));
     } catch (err) {
@@ -197,7 +243,11 @@ export class BlobCache {
     });
   }
 
-  private async keep(digest: string, size: number, tmp: string, seen: number, hex: string): Promise<'ok' | 'failed'> {
+  private async keep(digest: string, size: number, tmp: string, seen: number, hex: string): Promise<'ok' | 'skipped' | 'failed'> {
+    if (this.closed) {
+      await unlink(tmp).catch(() => undefined);
+      return 'skipped';
+    }
     if (seen !== size || hex !== parseDigest(digest).hex) {
       log.warn({ digest, expectedSize: size, size: seen }, 'blob cache: a blob read from the store did not match its digest; not cached');
       await unlink(tmp).catch(() => undefined);
@@ -209,7 +259,8 @@ export class BlobCache {
   }
 
   private accepts(digest: string, size: number): boolean {
-    return size <= this.opts.maxBytes / 4 && !this.entries.has(digest) && !this.filling.has(digest);
+    // Empty blobs are not worth a file (and a fill of nothing writes none to rename).
+    return !this.closed && size > 0 && size <= this.opts.maxBytes / 4 && !this.entries.has(digest) && !this.filling.has(digest);
   }
 
   private path(digest: string): string {

@@ -43,7 +43,7 @@ export async function getBlob(call: Call): Promise<void> {
   // Bytes this instance received or served lately come from its local disk (blob-cache.ts). GETs only: a HEAD is
   // about presence in the store, which the cache does not prove. Redirect mode sends clients to the store instead.
   const cache = call.method === 'GET' && !ctx.redirect ? ctx.blobCache : undefined;
-  const cachedSize = cache?.has(digest);
+  const cachedSize = cache?.lookup(digest);
   if (cache && cachedSize !== undefined) {
     const range = parseRange(call.request.headers.range, cachedSize);
     const stream = await cache.open(digest, range);

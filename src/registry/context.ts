@@ -228,6 +228,7 @@ export class RegistryContext {
 
   async close(): Promise<void> {
     this.closing.abort(new Error('registry closing'));
+    this.blobCache?.close();
     await this.sweeping;
     await this.sessions.close();
     await this.links.meta.close();

@@ -3,7 +3,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, rm, utimes, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, chown, mkdir, mkdtemp, readdir, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -163,4 +163,61 @@ test('an unusable cache directory fails init with a stable code and the fix in t
     assert.match((err as Error).message, /serve\.blobCache\.dir/);
     return true;
   });
+});
+
+test('a cached file whose length is not its blob\'s is removed, not served under a wrong Content-Length', async () => {
+  const dir = await tempDir();
+  const cache = new BlobCache({ dir: join(dir, 'cache'), maxBytes: 1024 * 1024 });
+  await cache.init();
+  const b = blob(10_000);
+  await cache.adopt(b.digest, b.data.length, await spool(dir, b.data));
+  await appendFile(join(dir, 'cache', `sha256-${b.digest.slice(7)}`), 'trailing bytes from somewhere else');
+  assert.equal(await cache.open(b.digest), undefined);
+  assert.equal(cache.has(b.digest), undefined);
+  assert.deepEqual(await readdir(join(dir, 'cache')), []);
+  // A spool that is not the committed size is not adopted either.
+  await cache.adopt(b.digest, b.data.length, await spool(dir, Buffer.concat([b.data, Buffer.from('x')])));
+  assert.equal(cache.has(b.digest), undefined);
+});
+
+test('the directory is private: created 0700, a loose one of ours tightened, another user\'s refused, symlinks never served', async () => {
+  const dir = await tempDir();
+  const fresh = new BlobCache({ dir: join(dir, 'fresh'), maxBytes: 1000 });
+  await fresh.init();
+  assert.equal((await stat(join(dir, 'fresh'))).mode & 0o777, 0o700);
+
+  const loose = join(dir, 'loose');
+  await mkdir(loose, { mode: 0o777 });
+  await chmod(loose, 0o777);
+  const secret = join(dir, 'secret.txt');
+  await writeFile(secret, 'not a blob');
+  const planted = blob(10);
+  await symlink(secret, join(loose, `sha256-${planted.digest.slice(7)}`));
+  const cache = new BlobCache({ dir: loose, maxBytes: 1000 });
+  await cache.init();
+  assert.equal((await stat(loose)).mode & 0o777, 0o700);
+  assert.equal(cache.has(planted.digest), undefined, 'a symlink is not taken over as a cached blob');
+
+  if (process.getuid?.() === 0) {
+    const foreign = join(dir, 'foreign');
+    await mkdir(foreign, { mode: 0o700 });
+    await chown(foreign, 65534, 65534);
+    await assert.rejects(new BlobCache({ dir: foreign, maxBytes: 1000 }).init(), (err: unknown) => {
+      assert.ok(isTransshipError(err, 'TS_PERMISSION_DENIED'), String(err));
+      assert.match((err as Error).message, /belongs to uid 65534/);
+      return true;
+    });
+  }
+});
+
+test('empty blobs are not cached (no file, no failed fill)', async () => {
+  const dir = await tempDir();
+  const cache = new BlobCache({ dir, maxBytes: 1000 });
+  await cache.init();
+  const empty = blob(0);
+  assert.equal(await buffer(cache.tee(empty.digest, 0, Readable.from([]))).then((b) => b.length), 0);
+  await cache.adopt(empty.digest, 0, await spool(await tempDir(), empty.data));
+  await sleep(50);
+  assert.equal(cache.has(empty.digest), undefined);
+  assert.deepEqual(await readdir(dir), []);
 });
