@@ -11,6 +11,7 @@ import type { ProxyCounts, ProxyLogEntry } from '../test/support/s3-proxy.js';
 import { PULL_FLAGS, PUSH_FLAGS, TRANSSHIP_BIN, requestLines, serveUnavailable, type BenchContext } from './context.js';
 import { check, median, processCpuMs, readHwm, waitForIdle } from './measure.js';
 import { fmt, type Row, type Section } from './report.js';
+import { SERVE_MALLOC_ENV } from '../src/server/malloc.js';
 import { peerNotes } from './transfer.js';
 
 const CONCURRENT_GETS = 50;
@@ -302,7 +303,8 @@ export async function runRegistry(ctx: BenchContext): Promise<Section> {
         '"Ratio" is transship ÷ Distribution. Each 256 MiB round pushes a new layer, so nothing is deduplicated away; one unmeasured warm-up push of another ' +
         '256 MiB layer comes first on both sides (its numbers are in the details). Every operation starts once the RGW ' +
         'cluster is idle (under 5 % of a core for 250 ms; at most 5 s, the wait is in the details), so background work one ' +
-        'contender left in the shared backend is not charged to the other.',
+        'contender left in the shared backend is not charged to the other. `serve` runs with the glibc malloc settings ' +
+        'deploy/ ships (MALLOC_TRIM_THRESHOLD_=64 MiB, MALLOC_MMAP_THRESHOLD_=4 MiB; src/server/malloc.ts).',
       '`transship serve` runs as configured by default: on an S3 store it keeps blobs it received or served in a local disk ' +
         'cache (`serve.blobCache`, 2 GiB, LRU) and answers GETs of them from there, so the pull rows read what the pushes ' +
         'before them left on its disk (one instance, as in a single-instance deployment). The "cache off" rows pull the same ' +
@@ -421,7 +423,8 @@ export async function startServe(ctx: BenchContext, store: string, extraArgs: st
     // Its own upload dir, so its blob cache (<uploadDir>/transship-blob-cache) starts empty and dies with the run.
     const uploads = join(ctx.work, `serve-uploads-${port}`);
     child = spawn(process.execPath, [TRANSSHIP_BIN, 'serve', '--store', store, '--listen', host, '--upload-dir', uploads, ...extraArgs], {
-      env: ctx.transshipEnv(),
+      // glibc malloc settings as deploy/ ships them (src/server/malloc.ts).
+      env: { ...ctx.transshipEnv(), ...SERVE_MALLOC_ENV },
       cwd: ctx.work,
       stdio: ['ignore', fd, fd],
       detached: true,

@@ -20,7 +20,8 @@ import { startEviction } from '../placement/evict.js';
 import { hashPassword } from '../registry/auth.js';
 import { buildServer } from '../server/server.js';
 import { tuneHeapForStreaming } from '../server/heap.js';
-import { raiseMallocTrimThreshold } from '../server/malloc.js';
+import { mallocHint } from '../server/malloc.js';
+import { collectWhenIdle } from '../server/idle-gc.js';
 import { runCommand, loadCliConfig, type GlobalOptions } from './context.js';
 
 interface ServeFlags extends GlobalOptions {
@@ -123,7 +124,6 @@ export function registerServe(program: Command): void {
         // Promoted copies are a cache: a bounded eviction pass every placement.evict.intervalSeconds (evict.ts).
         const eviction = placed ? startEviction(config, placed) : undefined;
         tuneHeapForStreaming(); // see src/server/heap.ts: otherwise V8 marks almost continuously while bytes stream
-        raiseMallocTrimThreshold(); // see src/server/malloc.ts: otherwise body chunks fault their pages in again and again
         let app;
         try {
           app = await buildServer({
@@ -143,6 +143,7 @@ export function registerServe(program: Command): void {
             auth: serve.auth,
           });
           if (kicker) replicateAfterPushes(app, kicker);
+          collectWhenIdle(app); // see src/server/idle-gc.ts: a burst's buffers would otherwise stay until the next request
           await app.listen({ host: listen.host, port: listen.port });
         } catch (err) {
           await app?.close();
@@ -155,6 +156,8 @@ export function registerServe(program: Command): void {
         const port = typeof addr === 'object' && addr ? addr.port : listen.port;
         const shownHost = isIP(listen.host) === 6 ? `[${listen.host}]` : listen.host;
         process.stdout.write(`transship: registry listening on ${tls ? 'https' : 'http'}://${shownHost}:${port} (store ${store.name}${serve.auth ? ', auth on' : ''})\n`);
+        const hint = mallocHint(); // see src/server/malloc.ts
+        if (hint) process.stderr.write(`transship: note: ${hint}\n`);
         if (!serve.auth && !isLoopback(listen.host)) process.stderr.write('transship: warning: auth is off and the registry listens beyond loopback; configure serve.auth\n');
         await new Promise<void>((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve(), { once: true })));
         // Closing the app cancels in-flight uploads and removes their spools (registry onClose), then the store.

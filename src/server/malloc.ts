@@ -1,39 +1,27 @@
 // Why this exists: every HTTP body chunk Node receives is copied into a fresh 64 KiB allocation (llhttp's on_body),
-// which glibc's malloc serves from its heap. With glibc's default trim threshold (128 KiB) the heap top is given
-// back to the kernel as soon as two such chunks are free, and the next chunks fault their pages in again. When S3
-// answers in bursts — measured behind a relay, as with HAProxy or nginx in front of RGW — a `serve` that pulls a
-// 30 MiB image from S3 took ~10,700 page faults and 300-470 ms of CPU; with the trim threshold raised, 37 faults
-// and 90-150 ms (straight to RGW on loopback: 36 faults either way).
+// which glibc's malloc serves from its heap. With glibc's default trim threshold (128 KiB) the heap top goes back to
+// the kernel as soon as a few such chunks are free, and the next chunks fault their pages in again. When S3 answers
+// in bursts — measured behind a relay, as with HAProxy or nginx in front of RGW — a `serve` pulling a 30 MiB image
+// from S3 took 160-4,100 page faults and 100-280 ms of CPU per pull from the second pull on; with the settings below
+// 20-420 faults and 80-120 ms (straight to RGW on loopback: ~36 faults either way).
 //
-// glibc reads MALLOC_TRIM_THRESHOLD_ only at process start, but it also raises its thresholds by itself: freeing a
-// chunk that came from mmap (anything over 128 KiB, up to 32 MiB) sets the mmap threshold to that chunk's size and
-// the trim threshold to twice it (mallopt(3), "dynamic mmap threshold"). So one 31 MiB buffer allocated and freed at
-// start-up gives the server a 62 MiB trim threshold (an 8 MiB one, from a 4 MiB block, still faulted 5-15k times
-// per pull). The cost: allocations below 31 MiB, S3's 8 MiB part buffers included, now come from the heap, where
-// fragmentation can keep a burst's memory. glibc makes that same move by itself the first time a part buffer is
-// freed, though: after 8 parallel 64 MiB pushes RSS stayed at 462 MB with glibc's defaults and at 454 MB with this,
-// 20 s later both unchanged. This only moves it before the first pull instead of after the first push.
-// Freeing the block needs a garbage collection, which needs `gc`; V8 hands that to a new context once --expose-gc
-// is set. Operators who set glibc's malloc tunables keep theirs (MALLOC_TRIM_THRESHOLD_ alone is the cleaner
-// setting where the environment can be chosen: it leaves the mmap threshold alone), and on other C libraries this
-// does nothing.
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
+// The fix is two glibc settings, which glibc reads only at process start, so they live where `serve` is launched
+// (deploy/systemd, deploy/kubernetes, the bench) and `serve` says so when they are missing:
+// - MALLOC_TRIM_THRESHOLD_=64 MiB: keep up to 64 MiB of freed heap top mapped;
+// - MALLOC_MMAP_THRESHOLD_=4 MiB: S3's 8 MiB part buffers still come from mmap and go back to the kernel when freed.
+// Tried and dropped: raising the thresholds from inside the process (freeing one 31 MiB mmap'ed block moves glibc's
+// dynamic thresholds). It cut the faults as well, but it cannot set the two apart: the mmap threshold went to 31 MiB
+// with it, part buffers came from the heap, and after 8 parallel 64 MiB pushes plus a full collection RSS stayed at
+// 311 MB, against 172 MB with the settings below and 149 MB with glibc's defaults.
 
-const BUFFER_BYTES = 31 * 1024 * 1024;
-
-/**
- * Allocates the block and writes a byte of it. In a function of its own, so nothing refers to the block once this
- * returns: a temporary in the caller's frame (the interpreter keeps call arguments in its registers) would keep it
- * alive through the collection below.
- */
-function allocateBlock(): void {
-  const block = Buffer.allocUnsafeSlow(BUFFER_BYTES);
-  block[0] = 0;
-}
+/** The glibc malloc settings `serve` is meant to run with (environment variables, read by glibc at start). */
+export const SERVE_MALLOC_ENV: Readonly<Record<string, string>> = {
+  MALLOC_TRIM_THRESHOLD_: String(64 * 1024 * 1024),
+  MALLOC_MMAP_THRESHOLD_: String(4 * 1024 * 1024),
+};
 
 /** Node's diagnostic report says which C library it runs on (asked without network details: no DNS lookups). */
-function runsOnGlibc(): boolean {
+export function runsOnGlibc(): boolean {
   // excludeNetwork is newer than @types/node 20's ProcessReport.
   const report = process.report as (NodeJS.ProcessReport & { excludeNetwork?: boolean }) | undefined;
   if (!report) return false;
@@ -51,14 +39,9 @@ export function mallocTunedByOperator(env: NodeJS.ProcessEnv = process.env): boo
   return Object.keys(env).some((k) => k.startsWith('MALLOC_') && k.endsWith('_')) || /glibc\.malloc\./.test(env.GLIBC_TUNABLES ?? '');
 }
 
-/** Raises glibc's malloc trim threshold for this process (see above). Returns whether it did anything. */
-export function raiseMallocTrimThreshold(env: NodeJS.ProcessEnv = process.env): boolean {
-  if (process.platform !== 'linux' || mallocTunedByOperator(env)) return false;
-  if (!runsOnGlibc()) return false; // musl and others: no dynamic threshold to lean on
-  setFlagsFromString('--expose-gc');
-  const gc = runInNewContext('gc') as (() => void) | undefined;
-  if (typeof gc !== 'function') return false;
-  allocateBlock();
-  gc();
-  return true;
+/** A one-line hint for the start-up log when `serve` runs on glibc without malloc settings; otherwise undefined. */
+export function mallocHint(env: NodeJS.ProcessEnv = process.env, glibc = process.platform === 'linux' && runsOnGlibc()): string | undefined {
+  if (!glibc || mallocTunedByOperator(env)) return undefined;
+  const vars = Object.entries(SERVE_MALLOC_ENV).map(([k, v]) => `${k}=${v}`).join(' ');
+  return `glibc malloc runs with its defaults; pulls through a bursty S3 endpoint cost up to 3x the CPU. Start serve with ${vars} (deploy/ does; see src/server/malloc.ts)`;
 }

@@ -1,49 +1,55 @@
-// serve raises glibc's malloc thresholds (src/server/malloc.ts) unless the operator tuned malloc. The trim threshold
-// itself cannot be read back, so the test checks its twin, which glibc moves with it: after the call, 3 MiB
-// allocations come from the heap (the [heap] mapping grows by them); without it, from mmap (it does not). The effect this is for (page faults per
-// pull through a bursty S3 endpoint) is measured in bench/RESULTS.md and docs/architecture.md.
+// serve's malloc settings (src/server/malloc.ts) are environment variables glibc reads at start, so what the code
+// owns is the hint when they are missing, and the launchers that set them. Checked here: the hint's conditions,
+// that the settings really change glibc's behaviour in a process started with them (3 MiB buffers come from the
+// heap, 8 MiB ones still from mmap), and that deploy/ passes them. Their effect on pulls is in docs/architecture.md.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { mallocTunedByOperator, raiseMallocTrimThreshold } from '../../src/server/malloc.js';
+import { mallocHint, mallocTunedByOperator, SERVE_MALLOC_ENV } from '../../src/server/malloc.js';
 
-const MODULE = fileURLToPath(new URL('../../src/server/malloc.ts', import.meta.url));
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
-/** How much [heap] grew while ten 3 MiB buffers were allocated, in a fresh process, with or without the call. */
-function heapGrowth(raise: boolean): { raised: boolean; grew: number } {
+/** How much [heap] grew while ten buffers of `mib` MiB were allocated, in a fresh process with `env`. */
+function heapGrowth(mib: number, env: Record<string, string>): number {
   const script = `
-    import { raiseMallocTrimThreshold } from ${JSON.stringify(MODULE)};
-    import { readFileSync } from 'node:fs';
-    const SIZE = 3 * 1024 * 1024;
     const heap = () => {
-      const line = readFileSync('/proc/self/maps', 'utf8').split('\\n').find((l) => l.endsWith('[heap]')) ?? '0-0';
+      const line = require('fs').readFileSync('/proc/self/maps', 'utf8').split('\\n').find((l) => l.endsWith('[heap]')) ?? '0-0';
       const [a, b] = line.split(' ')[0].split('-').map((x) => parseInt(x, 16));
       return b - a;
     };
-    const raised = ${raise} ? raiseMallocTrimThreshold({}) : false;
     const before = heap();
     const keep = [];
-    for (let i = 0; i < 10; i++) keep.push(Buffer.allocUnsafeSlow(SIZE));
-    process.stdout.write(JSON.stringify({ raised, grew: heap() - before }));
+    for (let i = 0; i < 10; i++) keep.push(Buffer.allocUnsafeSlow(${mib} * 1024 * 1024));
+    process.stdout.write(String(heap() - before));
   `;
-  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, GLIBC_TUNABLES: '' } });
+  const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('MALLOC_') && k !== 'GLIBC_TUNABLES'));
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...base, ...env } });
   assert.equal(r.status, 0, r.stderr);
-  return JSON.parse(r.stdout) as { raised: boolean; grew: number };
+  return Number(r.stdout);
 }
 
-test('malloc settings an operator chose (MALLOC_*_ variables, GLIBC_TUNABLES) are left alone', () => {
-  assert.equal(mallocTunedByOperator({ MALLOC_TRIM_THRESHOLD_: '1048576' }), true);
+test('the hint: only on glibc, only when the operator set no malloc variables or tunables', () => {
+  assert.match(mallocHint({}, true) ?? '', /MALLOC_TRIM_THRESHOLD_=67108864 MALLOC_MMAP_THRESHOLD_=4194304/);
+  assert.equal(mallocHint({}, false), undefined);
+  assert.equal(mallocHint({ MALLOC_TRIM_THRESHOLD_: '1048576' }, true), undefined);
   assert.equal(mallocTunedByOperator({ GLIBC_TUNABLES: 'glibc.malloc.trim_threshold=1048576' }), true);
   assert.equal(mallocTunedByOperator({ MALLOC_ARENA_MAX: '2', GLIBC_TUNABLES: 'glibc.rtld.optional_static_tls=1' }), false);
-  assert.equal(raiseMallocTrimThreshold({ MALLOC_TOP_PAD_: '0' }), false);
 });
 
-test('on glibc the thresholds move: 3 MiB buffers come from the heap afterwards, from mmap without the call', () => {
+test('with the settings, 3 MiB buffers come from the heap and 8 MiB ones from mmap; glibc\'s default mmaps both', () => {
   const MiB = 1024 * 1024;
-  const without = heapGrowth(false);
-  const raised = heapGrowth(true);
-  assert.equal(raised.raised, true, 'this machine runs glibc');
-  assert.ok(without.grew < 10 * MiB, `glibc's default: 3 MiB buffers are mmap'ed, the heap grew only ${without.grew} bytes`);
-  assert.ok(raised.grew >= 25 * MiB, `after the call they come from the heap: it grew ${raised.grew} bytes`);
+  assert.ok(heapGrowth(3, {}) < 10 * MiB, 'default: 3 MiB buffers are mmap\'ed');
+  assert.ok(heapGrowth(3, { ...SERVE_MALLOC_ENV }) >= 25 * MiB, 'with the settings: from the heap');
+  assert.ok(heapGrowth(8, { ...SERVE_MALLOC_ENV }) < 10 * MiB, 'with the settings: part-sized buffers still mmap\'ed');
+});
+
+test('deploy/ starts serve with the settings (systemd unit and Kubernetes Deployment)', () => {
+  const unit = readFileSync(`${ROOT}/deploy/systemd/transship-serve.service`, 'utf8');
+  const k8s = readFileSync(`${ROOT}/deploy/kubernetes/transship-serve.yaml`, 'utf8');
+  for (const [k, v] of Object.entries(SERVE_MALLOC_ENV)) {
+    assert.match(unit, new RegExp(`^Environment=${k}=${v}$`, 'm'), `systemd: ${k}`);
+    assert.match(k8s, new RegExp(`\\{ name: ${k}, value: "${v}" \\}`), `kubernetes: ${k}`);
+  }
 });
