@@ -82,7 +82,7 @@ export class BlobCache {
         continue;
       }
       const digest = digestOfName(name);
-      if (digest) found.push({ digest, size: st.size, at: st.mtimeMs });
+      if (digest && st.size > 0) found.push({ digest, size: st.size, at: st.mtimeMs }); // empty blobs are never cached
     }
     found.sort((a, b) => a.at - b.at);
     for (const f of found) this.add(f.digest, f.size);
