@@ -50,7 +50,7 @@ export async function getBlob(call: Call): Promise<void> {
     if (stream) {
       if (ctx.placed) blobReadsTotal.inc({ location: 'local' });
       ctx.placed?.noteLocalRead(digest);
-      sendBlob(call, digest, stream, range ? range.end - range.start + 1 : cachedSize, range ? `bytes ${range.start}-${range.end}/${cachedSize}` : undefined);
+      sendBlob(call, digest, stream, cachedSize, range);
       return;
     }
   }
@@ -103,15 +103,16 @@ export async function getBlob(call: Call): Promise<void> {
     throw err;
   }
   if (cache && !range) stream = cache.tee(digest, info.size, stream);
-  sendBlob(call, digest, stream, range ? range.end - range.start + 1 : info.size, range ? `bytes ${range.start}-${range.end}/${info.size}` : undefined);
+  sendBlob(call, digest, stream, info.size, range);
 }
 
-/** Blob response headers, then the body (none for HEAD); a content range makes it a 206. */
-function sendBlob(call: Call, digest: string, stream: Readable | undefined, length: number, contentRange?: string): void {
+/** Blob response headers, then the body (none for HEAD); a range of the blob's `size` bytes makes it a 206. */
+function sendBlob(call: Call, digest: string, stream: Readable | undefined, size: number, range?: ByteRange): void {
   const { reply } = call;
+  const length = range ? range.end - range.start + 1 : size;
   reply.header('docker-content-digest', digest).header('accept-ranges', 'bytes').header('etag', `"${digest}"`).type('application/octet-stream');
-  reply.code(contentRange ? 206 : 200).header('content-length', String(length));
-  if (contentRange) reply.header('content-range', contentRange);
+  reply.code(range ? 206 : 200).header('content-length', String(length));
+  if (range) reply.header('content-range', `bytes ${range.start}-${range.end}/${size}`);
   if (!stream) {
     reply.send();
     return;

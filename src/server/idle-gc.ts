@@ -5,8 +5,19 @@
 // flight for a while and Buffers still hold more than a threshold, `serve` runs one full collection. It never runs
 // while a request is in flight, and at most once per quiet spell.
 import type { FastifyInstance } from 'fastify';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { log } from '../telemetry/log.js';
-import { fullGc } from './gc.js';
+
+/**
+ * V8's full, synchronous collection as a function; undefined if V8 will not hand one out. Node only exposes `gc`
+ * with --expose-gc at start, but a context created after the flag is set gets it too: no launcher flag needed.
+ */
+function fullGc(): (() => void) | undefined {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as unknown;
+  return typeof gc === 'function' ? (gc as () => void) : undefined;
+}
 
 export interface IdleCollectorOptions {
   /** How long nothing may be in flight before collecting, and how often that is checked (ms). */
@@ -30,7 +41,6 @@ export class IdleCollector {
   private readonly gc: (() => void) | undefined;
   private readonly bufferBytes: () => number;
   private readonly now: () => number;
-  collections = 0;
 
   constructor(opts: IdleCollectorOptions = {}) {
     this.quietMs = opts.quietMs ?? 5_000;
@@ -66,7 +76,6 @@ export class IdleCollector {
     const started = performance.now();
     this.gc();
     this.collected = true;
-    this.collections++;
     log.debug({ buffersBefore: before, buffersAfter: this.bufferBytes(), ms: Math.round(performance.now() - started) }, 'idle: collected garbage left by a burst');
     return true;
   }
