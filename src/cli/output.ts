@@ -3,7 +3,7 @@
 import { writeFileSync, renameSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ERROR_CODES, ExitCode, TransshipError, errorSummary, isAbortError } from '../core/errors.js';
-import { registry } from '../telemetry/metrics.js';
+import { processMetrics } from '../telemetry/metrics-registry.js';
 
 export function printJson(value: unknown): void {
   process.stdout.write(JSON.stringify(value, null, 2) + '\n');
@@ -30,6 +30,6 @@ export function reportError(err: unknown, json: boolean): number {
 export async function writeMetricsFile(file: string): Promise<void> {
   mkdirSync(dirname(file), { recursive: true });
   const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, await registry.metrics());
+  writeFileSync(tmp, await processMetrics().metrics());
   renameSync(tmp, file);
 }

@@ -10,7 +10,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TransshipError, cancelledError, type ErrorCode } from '../core/errors.js';
 import { retry, classify, RetryBudget } from '../core/retry.js';
-import { containerdRpcTotal } from '../telemetry/metrics.js';
+import { containerdRpcTotal } from './metrics.js';
 
 const PROTO_DIR = join(dirname(fileURLToPath(import.meta.url)), 'proto');
 const PROTO_FILES = ['types.proto', 'version.proto', 'namespaces.proto', 'containers.proto', 'tasks.proto', 'events.proto', 'task-events.proto'];

@@ -13,7 +13,7 @@ import { lstat, readFile, realpath, rm, rmdir, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TransshipError, errorSummary, throwIfAborted } from '../core/errors.js';
-import { containerdDoctorRepairActionsTotal } from '../telemetry/metrics.js';
+import { containerdDoctorRepairActionsTotal } from './metrics.js';
 import { withSpan } from '../telemetry/tracing.js';
 import { TASK_DIR, readSmallFile } from './bundles.js';
 import { parseRuncState } from './runc-state.js';

@@ -9,7 +9,7 @@ import {
   containerdDoctorRepairActionsTotal,
   containerdDoctorUp,
   registry,
-} from '../telemetry/metrics.js';
+} from './metrics.js';
 import type { Diagnosis } from './diagnose.js';
 import { FINDING_CODES, countsAsUnhealthy, type Finding, type EvidenceValue } from './findings.js';
 import type { Action, ActionResult } from './repair.js';

@@ -1,10 +1,11 @@
-// The long-running service: the registry plugin plus /metrics (the one prom-client registry the CLI uses too),
+// The long-running service: the registry plugin plus /metrics (this process's metrics, see telemetry/metrics-registry.ts),
 // /healthz (the process answers) and /readyz (the store answers), request logs through pino, TLS when given a
 // certificate. Building is separate from listening so tests can `inject` or `listen(0)` the same server.
 import { readFileSync } from 'node:fs';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { registry as metricsRegistry } from '../telemetry/metrics.js';
+import { processMetrics } from '../telemetry/metrics-registry.js';
+import '../telemetry/metrics.js';
 import { log as rootLog } from '../telemetry/log.js';
 import { registryPlugin, type RegistryPluginOptions } from '../registry/plugin.js';
 import { digestOf } from '../core/digest.js';
@@ -40,7 +41,10 @@ export async function buildServer(opts: ServerOptions): Promise<FastifyInstance>
       return reply.code(503).send({ status: 'unavailable', store: opts.store.name, error: (err as Error).message.split('\n')[0] });
     }
   });
-  app.get('/metrics', async (_req, reply) => reply.code(200).type(metricsRegistry.contentType).send(await metricsRegistry.metrics()));
+  app.get('/metrics', async (_req, reply) => {
+    const registry = processMetrics();
+    return reply.code(200).type(registry.contentType).send(await registry.metrics());
+  });
 
   await app.register(registryPlugin, opts);
   return app;

@@ -1,8 +1,11 @@
-// Every metric the project exports, defined in this one file on one prom-client registry. The names marked "seed"
-// are the spec from DESIGN.md and must not change: dashboards and alerts depend on them.
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+// Every metric of the image transfer service (store, placement, registry, server), defined in this one file on its
+// own registry (see metrics-registry.ts: a process exports only the parts it loaded). The names marked "seed" are
+// the spec from DESIGN.md and must not change: dashboards and alerts depend on them. The retry metrics (seed names
+// too) live in retry-metrics.ts because every part shares the one observed retry.
+import { Counter, Gauge, Histogram } from 'prom-client';
+import { metricsRegistry } from './metrics-registry.js';
 
-export const registry = new Registry();
+export const registry = metricsRegistry();
 
 const reg = { registers: [registry] };
 
@@ -13,19 +16,6 @@ export const s3PutSkippedDueToDedup = new Counter({
   labelNames: ['reason'] as const,
   ...reg,
 });
-export const uploadRetryTotal = new Counter({
-  name: 'upload_retry_total',
-  help: 'Remote operations that needed more than one attempt, by final status and the last failure reason.',
-  labelNames: ['status', 'reason'] as const,
-  ...reg,
-});
-export const uploadRetryLatencySeconds = new Histogram({
-  name: 'upload_retry_latency_seconds',
-  help: 'Time from the first attempt to the final outcome of retried operations.',
-  buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
-  ...reg,
-});
-
 // --- placement (seed names; registered now, fed by the placement module) ---
 export const blobReadsTotal = new Counter({
   name: 'blob_reads_total',
@@ -99,40 +89,6 @@ export const multipartAbortsTotal = new Counter({
 });
 
 // --- containerd ---
-export const containerdDoctorFindings = new Gauge({
-  name: 'containerd_doctor_findings',
-  help: 'Findings of the last containerd doctor run, by finding code and severity.',
-  labelNames: ['code', 'severity'] as const,
-  ...reg,
-});
-export const containerdDoctorUp = new Gauge({
-  name: 'containerd_doctor_up',
-  help: '1 when the last doctor run could reach containerd and see what it needed, 0 otherwise.',
-  ...reg,
-});
-export const containerdDoctorLastRunTimestampSeconds = new Gauge({
-  name: 'containerd_doctor_last_run_timestamp_seconds',
-  help: 'Unix time at which the last doctor run finished.',
-  ...reg,
-});
-export const containerdDoctorDurationSeconds = new Gauge({
-  name: 'containerd_doctor_duration_seconds',
-  help: 'Wall time of the last doctor diagnosis.',
-  ...reg,
-});
-export const containerdDoctorRepairActionsTotal = new Counter({
-  name: 'containerd_doctor_repair_actions_total',
-  help: 'Repair actions by kind and outcome (done, skipped_precondition, failed).',
-  labelNames: ['action', 'outcome'] as const,
-  ...reg,
-});
-export const containerdRpcTotal = new Counter({
-  name: 'containerd_rpc_total',
-  help: 'containerd gRPC calls by method and gRPC status name.',
-  labelNames: ['method', 'status'] as const,
-  ...reg,
-});
-
 // --- registry ---
 export const registryRequestsTotal = new Counter({
   name: 'registry_requests_total',
@@ -187,106 +143,3 @@ export const registryBlobCacheFillsTotal = new Counter({
 });
 
 // --- containerd watch (`transship watch`, src/containerd/watch) ---
-export const containerdWatchEventsTotal = new Counter({
-  name: 'containerd_watch_events_total',
-  help: "containerd events received from the event stream, by topic (before the bounded queue).",
-  labelNames: ['topic'] as const,
-  ...reg,
-});
-export const containerdWatchEventsDroppedTotal = new Counter({
-  name: 'containerd_watch_events_dropped_total',
-  help: 'Events dropped because the bounded queue between intake and export was full (a reconcile then repairs the state).',
-  labelNames: ['reason'] as const,
-  ...reg,
-});
-export const containerdWatchQueueDepth = new Gauge({
-  name: 'containerd_watch_queue_depth',
-  help: 'Events waiting in the bounded queue between the event stream and the lifecycle processor.',
-  ...reg,
-});
-export const containerdWatchSpansDroppedTotal = new Counter({
-  name: 'containerd_watch_spans_dropped_total',
-  help: 'Lifecycle spans dropped because the span export queue was full (exporter slower than the event rate).',
-  ...reg,
-});
-export const containerdWatchPhaseDurationSeconds = new Histogram({
-  name: 'containerd_watch_phase_duration_seconds',
-  help: 'Duration of container lifecycle phases (prepare, task_create, created, running, exited, container_delete, lifetime), from containerd event timestamps.',
-  labelNames: ['phase'] as const,
-  buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 86400],
-  ...reg,
-});
-export const containerdWatchOomKillsTotal = new Counter({
-  name: 'containerd_watch_oom_kills_total',
-  help: 'OOM kills reported by containerd (/tasks/oom), by namespace.',
-  labelNames: ['namespace'] as const,
-  ...reg,
-});
-export const containerdWatchTaskExitsTotal = new Counter({
-  name: 'containerd_watch_task_exits_total',
-  help: 'Init process exits by namespace and outcome (zero, nonzero, oom, shim_died).',
-  labelNames: ['namespace', 'outcome'] as const,
-  ...reg,
-});
-export const containerdWatchUnexpectedShimExitsTotal = new Counter({
-  name: 'containerd_watch_unexpected_shim_exits_total',
-  help: 'Shim processes that went away while their task still existed (killed, crashed, OOM-killed), by namespace.',
-  labelNames: ['namespace'] as const,
-  ...reg,
-});
-export const containerdWatchLeaksTotal = new Counter({
-  name: 'containerd_watch_leaks_total',
-  help: 'Resources not released after a task delete, by kind (the doctor finding code: stale-socket, leaked-bundle, …).',
-  labelNames: ['kind'] as const,
-  ...reg,
-});
-export const containerdWatchLeakChecksTotal = new Counter({
-  name: 'containerd_watch_leak_checks_total',
-  help: 'Post-delete leak checks finished, by result (clean, leaked).',
-  labelNames: ['result'] as const,
-  ...reg,
-});
-export const containerdWatchTasksStuckCreated = new Gauge({
-  name: 'containerd_watch_tasks_stuck_created',
-  help: 'Tasks CREATED (never started) for longer than the threshold at the last check, by namespace.',
-  labelNames: ['namespace'] as const,
-  ...reg,
-});
-export const containerdWatchExitEventsMissingTotal = new Counter({
-  name: 'containerd_watch_exit_events_missing_total',
-  help: 'Task init processes that were gone for longer than the grace period without a /tasks/exit event, by namespace.',
-  labelNames: ['namespace'] as const,
-  ...reg,
-});
-export const containerdWatchReconciledTotal = new Counter({
-  name: 'containerd_watch_reconciled_total',
-  help: 'Lifecycle transitions the event stream did not deliver and a reconcile with the API supplied, by transition.',
-  labelNames: ['transition'] as const,
-  ...reg,
-});
-export const containerdWatchSubscriptionUp = new Gauge({
-  name: 'containerd_watch_subscription_up',
-  help: "1 while subscribed to containerd's event stream, 0 while reconnecting.",
-  ...reg,
-});
-export const containerdWatchResubscriptionsTotal = new Counter({
-  name: 'containerd_watch_resubscriptions_total',
-  help: 'Times the event stream was lost and subscribed again.',
-  ...reg,
-});
-export const containerdWatchContainersTracked = new Gauge({
-  name: 'containerd_watch_containers_tracked',
-  help: 'Containers whose lifecycle the watcher currently follows.',
-  ...reg,
-});
-export const containerdWatchLastEventTimestampSeconds = new Gauge({
-  name: 'containerd_watch_last_event_timestamp_seconds',
-  help: 'Unix time of the last event received from containerd.',
-  ...reg,
-});
-export const containerdWatchReconcilesTotal = new Counter({
-  name: 'containerd_watch_reconciles_total',
-  help: 'Reconciles with the containerd API (after each subscribe, periodically, after drops), by outcome.',
-  labelNames: ['outcome'] as const,
-  ...reg,
-});

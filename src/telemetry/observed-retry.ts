@@ -4,7 +4,7 @@
 // attempt carrying digest, attempt, store and the error summary.
 import { retry, type RetryBudget, type RetryOptions } from '../core/retry.js';
 import { errorSummary } from '../core/errors.js';
-import { uploadRetryLatencySeconds, uploadRetryTotal } from './metrics.js';
+import { uploadRetryLatencySeconds, uploadRetryTotal } from './retry-metrics.js';
 import { log, uploadLog } from './log.js';
 import { markSpan, withSpan } from './tracing.js';
 

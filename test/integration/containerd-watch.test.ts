@@ -25,7 +25,7 @@ import {
   containerdWatchTasksStuckCreated,
   containerdWatchUnexpectedShimExitsTotal,
   containerdWatchExitEventsMissingTotal,
-} from '../../src/telemetry/metrics.js';
+} from '../../src/containerd/metrics.js';
 
 const BIN = fileURLToPath(new URL('../../bin/transship.js', import.meta.url));
 

@@ -12,7 +12,11 @@ import { copyImage } from '../../src/transfer/copy.js';
 import { openOciLayoutSource, OciLayoutDestination } from '../../src/transfer/sources/oci-layout.js';
 import { PresenceCache } from '../../src/index/presence-cache.js';
 import { isTransshipError } from '../../src/core/errors.js';
-import { registry } from '../../src/telemetry/metrics.js';
+import '../../src/telemetry/metrics.js';
+import '../../src/telemetry/retry-metrics.js';
+import { processMetrics } from '../../src/telemetry/metrics-registry.js';
+
+const registry = processMetrics();
 import { makeOciLayout, type BuiltImage } from '../support/images.js';
 import { createTestBucket, s3TestConfig } from '../support/rgw.js';
 import { startS3Proxy } from '../support/s3-proxy.js';

@@ -17,7 +17,11 @@ import { Rules, type Rule } from '../../src/placement/rules.js';
 import { PlacedReader } from '../../src/placement/read-path.js';
 import { Replicator } from '../../src/placement/replicator.js';
 import { isTransshipError } from '../../src/core/errors.js';
-import { registry } from '../../src/telemetry/metrics.js';
+import '../../src/telemetry/metrics.js';
+import '../../src/telemetry/retry-metrics.js';
+import { processMetrics } from '../../src/telemetry/metrics-registry.js';
+
+const registry = processMetrics();
 import { RepoLinks } from '../../src/registry/links.js';
 import { metaStoreFor } from '../../src/registry/meta.js';
 import { copyRepoLinks } from '../../src/placement/links.js';

@@ -6,6 +6,7 @@ import { mkdtemp, readFile, writeFile, rm, readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { spawnServe } from '../support/registry.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const bin = join(root, 'bin', 'transship.js');
@@ -109,5 +110,18 @@ test('--metrics-file writes node_exporter textfile metrics with the seed names',
   const text = await readFile(file, 'utf8');
   for (const name of ['s3_put_skipped_due_to_dedup', 'upload_retry_total', 'upload_retry_latency_seconds', 'blob_hit_ratio_local_vs_remote', 'cross_region_upload_bytes_total']) {
     assert.match(text, new RegExp(`# TYPE ${name} `), name);
+  }
+  assert.doesNotMatch(text, /containerd_/, 'a copy exports no containerd series');
+});
+
+test('regression: serve exports only its own metrics (no containerd_watch_subscription_up 0 firing the watch alert on every serve pod)', async () => {
+  const serve = await spawnServe(['--store', `dir:${join(tmp, 'store-serve-metrics')}`], { ...process.env, TRANSSHIP_CONFIG: '' });
+  try {
+    const text = await (await fetch(`${serve.url}/metrics`)).text();
+    assert.match(text, /# TYPE registry_requests_total /);
+    assert.match(text, /# TYPE upload_retry_total /);
+    assert.doesNotMatch(text, /containerd_/);
+  } finally {
+    await serve.stop();
   }
 });

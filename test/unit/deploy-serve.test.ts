@@ -10,7 +10,11 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
-import { registry } from '../../src/telemetry/metrics.js';
+import '../../src/telemetry/metrics.js';
+import '../../src/telemetry/retry-metrics.js';
+import { processMetrics } from '../../src/telemetry/metrics-registry.js';
+
+const registry = processMetrics();
 import { registerServe } from '../../src/cli/serve.js';
 import { loadConfig } from '../../src/core/config.js';
 

@@ -7,7 +7,11 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
-import { registry } from '../../src/telemetry/metrics.js';
+import '../../src/containerd/metrics.js';
+import '../../src/telemetry/retry-metrics.js';
+import { processMetrics } from '../../src/telemetry/metrics-registry.js';
+
+const registry = processMetrics();
 import { registerWatch } from '../../src/cli/watch.js';
 
 const deploy = (p: string): string => readFileSync(fileURLToPath(new URL(`../../deploy/${p}`, import.meta.url)), 'utf8');

@@ -13,7 +13,11 @@ import { PlacedReader } from '../../src/placement/read-path.js';
 import { copyImage } from '../../src/transfer/copy.js';
 import { StoreDestination } from '../../src/transfer/store-destination.js';
 import { openOciLayoutSource } from '../../src/transfer/sources/oci-layout.js';
-import { registry } from '../../src/telemetry/metrics.js';
+import '../../src/telemetry/metrics.js';
+import '../../src/telemetry/retry-metrics.js';
+import { processMetrics } from '../../src/telemetry/metrics-registry.js';
+
+const registry = processMetrics();
 import { makeOciLayout } from '../support/images.js';
 import { startTestRegistry } from '../support/registry.js';
 import { hashPassword } from '../../src/registry/auth.js';

@@ -1,9 +1,10 @@
-// The watcher's HTTP face: /metrics (the project's one prom-client registry), /healthz (200 while subscribed to
+// The watcher's HTTP face: /metrics (this process's metrics: containerd's and the shared retry's), /healthz (200 while subscribed to
 // containerd, 503 while reconnecting — a liveness probe should not restart the watcher for containerd's sake, a
 // readiness probe may), /findings (recent findings as JSON). node:http, not fastify: this is three routes in a node
 // agent whose memory budget matters.
 import { createServer, type Server } from 'node:http';
-import { registry } from '../../telemetry/metrics.js';
+import { processMetrics } from '../../telemetry/metrics-registry.js';
+import '../metrics.js';
 import type { Watcher } from './watcher.js';
 
 export async function serveWatchHttp(watcher: Watcher, host: string, port: number): Promise<{ server: Server; port: number; close(): Promise<void> }> {
@@ -14,6 +15,7 @@ export async function serveWatchHttp(watcher: Watcher, host: string, port: numbe
       return;
     }
     if (path === '/metrics') {
+      const registry = processMetrics();
       registry.metrics().then(
         (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
         (err: unknown) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${(err as Error).message}\n`),

@@ -17,7 +17,7 @@
 // the right timeline. The class holds no I/O: host facts come in with the events (TaskHostInfo), so unit tests
 // drive it with plain objects and an in-memory span exporter.
 import { ROOT_CONTEXT, SpanStatusCode, trace, type Attributes, type Context, type Span, type Tracer } from '@opentelemetry/api';
-import { containerdWatchContainersTracked, containerdWatchOomKillsTotal, containerdWatchPhaseDurationSeconds, containerdWatchReconciledTotal, containerdWatchTaskExitsTotal } from '../../telemetry/metrics.js';
+import { containerdWatchContainersTracked, containerdWatchOomKillsTotal, containerdWatchPhaseDurationSeconds, containerdWatchReconciledTotal, containerdWatchTaskExitsTotal } from '../metrics.js';
 import type { WatchEvent } from './events.js';
 import type { TaskHostInfo } from './host.js';
 import type { LeakCheckResult } from './leak-check.js';

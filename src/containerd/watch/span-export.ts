@@ -8,7 +8,7 @@ import type { Context } from '@opentelemetry/api';
 import type { ReadableSpan, Span, SpanExporter, SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cancelledError } from '../../core/errors.js';
-import { containerdWatchSpansDroppedTotal } from '../../telemetry/metrics.js';
+import { containerdWatchSpansDroppedTotal } from '../metrics.js';
 import { log } from '../../telemetry/log.js';
 import { BoundedQueue } from './queue.js';
 

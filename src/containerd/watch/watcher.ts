@@ -27,7 +27,7 @@ import {
   containerdWatchSubscriptionUp,
   containerdWatchTasksStuckCreated,
   containerdWatchUnexpectedShimExitsTotal,
-} from '../../telemetry/metrics.js';
+} from '../metrics.js';
 import type { WatchEvent } from './events.js';
 import { LinuxHost, type HostProbe, type TaskHostInfo, type ShimRef } from './host.js';
 import { DEFAULT_LEAK_CHECK, LeakChecker, type LeakCheckOptions, type LeakCheckResult } from './leak-check.js';
