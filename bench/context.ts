@@ -21,7 +21,7 @@ import { makeOciLayout, type BuiltImage } from '../test/support/images.js';
 import { check, readHwm, runMeasured, type Measured } from './measure.js';
 
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-export const TRANSSHIP_BIN = join(REPO_ROOT, 'bin', 'transship.js');
+export const TRANSSHIP_BIN = join(REPO_ROOT, 'packages', 'transship', 'dist', 'cli', 'main.js');
 const MiB = 1024 * 1024;
 
 /**

@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { startContainerd, IMAGE } from '../test/support/containerd.js';
-import { diagnose } from '../src/containerd/diagnose.js';
+import { diagnose } from '@transship/containerd/diagnose';
 
 const total = Number(process.argv[2] ?? 200);
 const running = Number(process.argv[3] ?? 100);
@@ -42,8 +42,8 @@ try {
 
   // Cold, separate process: peak RSS of one full diagnosis (including journal/dmesg evidence lookups), once from
   // source through tsx and once from the compiled dist/ build (what `transship doctor` runs after `npm run build`).
-  const source = new URL('../src/containerd/diagnose.ts', import.meta.url).pathname;
-  const compiled = new URL('../dist/src/containerd/diagnose.js', import.meta.url).pathname;
+  const source = new URL('../packages/containerd/src/diagnose.ts', import.meta.url).pathname;
+  const compiled = new URL('../packages/containerd/dist/diagnose.js', import.meta.url).pathname;
   const runIn = async (module: string, loader: string[], diagnoseToo: boolean): Promise<{ ms: number; maxRssKb: number }> => {
     const script = diagnoseToo
       ? `

@@ -11,7 +11,7 @@ import type { ProxyCounts, ProxyLogEntry } from '../test/support/s3-proxy.js';
 import { PULL_FLAGS, PUSH_FLAGS, TRANSSHIP_BIN, requestLines, serveUnavailable, type BenchContext } from './context.js';
 import { check, median, processCpuMs, readHwm, waitForIdle } from './measure.js';
 import { fmt, type Row, type Section } from './report.js';
-import { SERVE_MALLOC_ENV } from '../src/server/malloc.js';
+import { SERVE_MALLOC_ENV } from '../packages/transship/src/server/malloc.js';
 import { peerNotes } from './transfer.js';
 
 const CONCURRENT_GETS = 50;

@@ -4,7 +4,7 @@
 //
 // Run: node --import tsx bench/watch.ts [lifecycles=1000] [concurrency=4] [--no-build] [--no-write]
 //
-// What is measured: the compiled CLI (`npm run build` first, then `node dist/src/cli/main.js watch`), in its own
+// What is measured: the compiled CLI (`npm run build` first, then `node packages/transship/dist/cli/main.js watch`), in its own
 // process, with OTLP span export on (to a sink in this process that counts the spans), so the cost includes the
 // traces. Each lifecycle is `ctr run --rm` of busybox `true`: container create, task create, start, exit, task
 // delete, container delete — 6+ events, 9 spans, a post-delete leak check. CPU is utime+stime from /proc/<pid>/stat
@@ -25,7 +25,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startContainerd, IMAGE } from '../test/support/containerd.js';
 import { machineLine, replaceSection } from './report.js';
-import type { WatchStatus } from '../src/containerd/watch/watcher.js';
+import type { WatchStatus } from '@transship/containerd/watch/watcher';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const positional = process.argv.slice(2).filter((a) => !a.startsWith('--'));
@@ -160,7 +160,7 @@ const watcher = spawn(process.execPath, [...nodeArgs, entry, 'watch', '--address
   env: { ...process.env, TRANSSHIP_CONFIG: '', TRANSSHIP_LOG_LEVEL: 'warn' },
   stdio: ['ignore', 'ignore', 'pipe'],
 });
-// WATCH_BENCH_BASELINE=<another build's dist/src/cli/main.js>: a second watcher from that build follows the same
+// WATCH_BENCH_BASELINE=<another build's packages/transship/dist/cli/main.js>: a second watcher from that build follows the same
 // containerd beside this one (same events, same load at the same moment), so a change's effect on CPU is measured
 // side by side instead of across runs on a machine whose load varies. Its spans go to a sink that only counts its task
 // creates and how many name the shim (how often a shim is gone before it is read depends on the moment, so coverage is

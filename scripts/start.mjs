@@ -9,7 +9,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const listen = process.env.TRANSSHIP_LISTEN ?? '127.0.0.1:5000';
 // glibc malloc settings for serve, as deploy/ ships them (src/server/malloc.ts).
 const mallocEnv = { MALLOC_TRIM_THRESHOLD_: '67108864', MALLOC_MMAP_THRESHOLD_: '4194304' };
-const server = spawn(process.execPath, [join(root, 'bin', 'transship.js'), 'serve', '--listen', listen, ...process.argv.slice(2)], { stdio: 'inherit', env: { ...mallocEnv, ...process.env } });
+const server = spawn(process.execPath, [join(root, 'packages', 'transship', 'dist', 'cli', 'main.js'), 'serve', '--listen', listen, ...process.argv.slice(2)], { stdio: 'inherit', env: { ...mallocEnv, ...process.env } });
 const stop = () => server.kill('SIGTERM');
 process.on('SIGINT', stop);
 process.on('SIGTERM', stop);

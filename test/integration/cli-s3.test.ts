@@ -1,12 +1,12 @@
 // The CLI against real RGW: credentials from the standard AWS variables, --json request counts, and SIGINT in the
 // middle of a multipart upload (exit 130 within 2 s, multipart aborted, the re-run uploads only what is missing).
 import { test } from 'node:test';
+import { CLI } from '../support/cli.js';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { makeOciLayout } from '../support/images.js';
 import { createTestBucket, s3TestConfig, testS3Client } from '../support/rgw.js';
@@ -14,8 +14,7 @@ import { startS3Proxy } from '../support/s3-proxy.js';
 
 const cfg = s3TestConfig();
 if (!cfg) throw new Error('TRANSSHIP_TEST_S3_* not set: run through `npm test`');
-const root = fileURLToPath(new URL('../..', import.meta.url));
-const bin = join(root, 'bin', 'transship.js');
+const bin = CLI;
 const tmp = await mkdtemp(join(tmpdir(), 'ts-cli-s3-'));
 test.after(() => rm(tmp, { recursive: true, force: true }));
 

@@ -13,8 +13,8 @@ import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { startContainerd, IMAGE, type TestContainerd } from '../support/containerd.js';
-import { runDoctor, type DoctorOptions, type DoctorResult } from '../../src/containerd/doctor.js';
-import type { Finding, FindingCode } from '../../src/containerd/findings.js';
+import { runDoctor, type DoctorOptions, type DoctorResult } from '@transship/containerd/doctor';
+import type { Finding, FindingCode } from '@transship/containerd/findings';
 
 const run = promisify(execFile);
 

@@ -3,18 +3,18 @@
 // trace of each container (span names, parents, attributes), the metrics, and the findings of the post-delete leak
 // check and of the stuck/dead detection. Spans go to an in-memory exporter; metrics are read from the one registry.
 import { after, before, describe, test } from 'node:test';
+import { CLI } from '../support/cli.js';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan, type SpanExporter } from '@opentelemetry/sdk-trace-base';
 import type { Counter, Gauge, Histogram } from 'prom-client';
 import { startContainerd, IMAGE, type TestContainerd } from '../support/containerd.js';
-import { Watcher } from '../../src/containerd/watch/watcher.js';
-import { BoundedSpanProcessor } from '../../src/containerd/watch/span-export.js';
-import type { WatchFinding } from '../../src/containerd/watch/stuck.js';
+import { Watcher } from '@transship/containerd/watch/watcher';
+import { BoundedSpanProcessor } from '@transship/containerd/watch/span-export';
+import type { WatchFinding } from '@transship/containerd/watch/stuck';
 import {
   containerdWatchEventsDroppedTotal,
   containerdWatchLeaksTotal,
@@ -25,9 +25,9 @@ import {
   containerdWatchTasksStuckCreated,
   containerdWatchUnexpectedShimExitsTotal,
   containerdWatchExitEventsMissingTotal,
-} from '../../src/containerd/metrics.js';
+} from '@transship/containerd/metrics';
 
-const BIN = fileURLToPath(new URL('../../bin/transship.js', import.meta.url));
+const BIN = CLI;
 
 let c: TestContainerd;
 let watcher: Watcher;

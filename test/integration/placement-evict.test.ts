@@ -4,30 +4,29 @@
 // a manifest accepted on a "present" answer cached before the delete — is repaired by the check after grace
 // (with no cache, the push is refused and the client re-uploads: nothing lost either way).
 import { test } from 'node:test';
+import { CLI } from '../support/cli.js';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { buffer } from 'node:stream/consumers';
 import { stringify } from 'yaml';
-import { S3Store } from '../../src/store/s3-store.js';
-import { Regions } from '../../src/placement/regions.js';
-import { Rules } from '../../src/placement/rules.js';
-import { PlacedReader } from '../../src/placement/read-path.js';
-import { DEFAULT_GRACE_MS, Evictor } from '../../src/placement/evict.js';
-import { DAY_MS } from '../../src/placement/promoted.js';
-import { digestOf } from '../../src/core/digest.js';
-import { StoreMetaStore } from '../../src/registry/meta.js';
-import type { Descriptor } from '../../src/transfer/types.js';
+import { S3Store } from '../../packages/transship/src/store/s3-store.js';
+import { Regions } from '../../packages/transship/src/placement/regions.js';
+import { Rules } from '../../packages/transship/src/placement/rules.js';
+import { PlacedReader } from '../../packages/transship/src/placement/read-path.js';
+import { DEFAULT_GRACE_MS, Evictor } from '../../packages/transship/src/placement/evict.js';
+import { DAY_MS } from '../../packages/transship/src/placement/promoted.js';
+import { digestOf } from '@transship/core/digest';
+import { StoreMetaStore } from '../../packages/transship/src/registry/meta.js';
+import type { Descriptor } from '../../packages/transship/src/transfer/types.js';
 import { makeOciLayout, type BuiltImage } from '../support/images.js';
 import { createTestBucket } from '../support/rgw.js';
 import { placementTestConfig, pushTo, regionStore } from '../support/placement.js';
 import { startTestRegistry } from '../support/registry.js';
 
 const { cfg, endpoints } = placementTestConfig();
-const root = fileURLToPath(new URL('../..', import.meta.url));
 const tmp = await mkdtemp(join(tmpdir(), 'ts-evict-'));
 test.after(() => rm(tmp, { recursive: true, force: true }));
 
@@ -233,7 +232,7 @@ test('cli: `placement evict --dry-run` deletes nothing, `placement evict` does; 
   await readAll(reader, img, 'app');
   await new Promise((r) => setTimeout(r, 2500)); // idle past 1 s (stamps are per second at this limit)
   const env = { ...process.env, AWS_ACCESS_KEY_ID: cfg.accessKeyId, AWS_SECRET_ACCESS_KEY: cfg.secretAccessKey, AWS_REGION: cfg.region, TRANSSHIP_CONFIG: file };
-  const cli = (args: string[]) => spawnSync(process.execPath, [join(root, 'bin', 'transship.js'), ...args], { env, encoding: 'utf8', timeout: 60_000 });
+  const cli = (args: string[]) => spawnSync(process.execPath, [CLI, ...args], { env, encoding: 'utf8', timeout: 60_000 });
   const all = [img.root.descriptor, ...img.blobs];
   const total = all.reduce((n, d) => n + d.size, 0);
   const st = cli(['placement', 'status', '--json']);

@@ -3,35 +3,34 @@
 // replicating eagerly, kill -9 of the replicator and a restart that does not re-copy, a region that is down, and a
 // blob corrupted in flight (rejected, never stored).
 import { test } from 'node:test';
+import { CLI } from '../support/cli.js';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { buffer } from 'node:stream/consumers';
 import { stringify } from 'yaml';
-import { S3Store } from '../../src/store/s3-store.js';
-import { Regions } from '../../src/placement/regions.js';
-import { Rules, type Rule } from '../../src/placement/rules.js';
-import { PlacedReader } from '../../src/placement/read-path.js';
-import { Replicator } from '../../src/placement/replicator.js';
-import { isTransshipError } from '../../src/core/errors.js';
-import '../../src/telemetry/metrics.js';
-import '../../src/telemetry/retry-metrics.js';
-import { processMetrics } from '../../src/telemetry/metrics-registry.js';
+import { S3Store } from '../../packages/transship/src/store/s3-store.js';
+import { Regions } from '../../packages/transship/src/placement/regions.js';
+import { Rules, type Rule } from '../../packages/transship/src/placement/rules.js';
+import { PlacedReader } from '../../packages/transship/src/placement/read-path.js';
+import { Replicator } from '../../packages/transship/src/placement/replicator.js';
+import { isTransshipError } from '@transship/core/errors';
+import '../../packages/transship/src/telemetry/metrics.js';
+import '@transship/core/retry-metrics';
+import { processMetrics } from '@transship/core/metrics-registry';
 
 const registry = processMetrics();
-import { RepoLinks } from '../../src/registry/links.js';
-import { metaStoreFor } from '../../src/registry/meta.js';
-import { copyRepoLinks } from '../../src/placement/links.js';
+import { RepoLinks } from '../../packages/transship/src/registry/links.js';
+import { metaStoreFor } from '../../packages/transship/src/registry/meta.js';
+import { copyRepoLinks } from '../../packages/transship/src/placement/links.js';
 import { makeOciLayout } from '../support/images.js';
 import { createTestBucket } from '../support/rgw.js';
 import { placementTestConfig, pushTo, regionStore } from '../support/placement.js';
 import { startS3Proxy } from '../support/s3-proxy.js';
 
 const { cfg, endpoints } = placementTestConfig();
-const root = fileURLToPath(new URL('../..', import.meta.url));
 const tmp = await mkdtemp(join(tmpdir(), 'ts-place-'));
 test.after(() => rm(tmp, { recursive: true, force: true }));
 
@@ -164,7 +163,7 @@ test('kill -9 of the replicator midway: the restart finishes without re-copying 
   const file = join(tmp, 'kill.yaml');
   await writeFile(file, stringify(config));
   const env = { ...process.env, AWS_ACCESS_KEY_ID: cfg.accessKeyId, AWS_SECRET_ACCESS_KEY: cfg.secretAccessKey, AWS_REGION: cfg.region, TRANSSHIP_CONFIG: file };
-  const child = spawn(process.execPath, [join(root, 'bin', 'transship.js'), 'replicate', '--json'], { env, stdio: 'ignore' });
+  const child = spawn(process.execPath, [CLI, 'replicate', '--json'], { env, stdio: 'ignore' });
   const blobPuts = () => proxy.log.filter((e) => e.operation === 'PutObject' && e.status === 200 && e.path.includes('/blobs/')).length;
   const deadline = Date.now() + 60_000;
   while (blobPuts() < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
@@ -250,7 +249,7 @@ test('cli: `placement status` shows where tags live and what is pending; `replic
     placement: { rules: [{ repos: ['prod/**'], reason: 'dr' }] },
   }));
   const env = { ...process.env, AWS_ACCESS_KEY_ID: cfg.accessKeyId, AWS_SECRET_ACCESS_KEY: cfg.secretAccessKey, AWS_REGION: cfg.region, TRANSSHIP_CONFIG: file };
-  const cli = (args: string[]) => spawnSync(process.execPath, [join(root, 'bin', 'transship.js'), ...args], { env, encoding: 'utf8', timeout: 60_000 });
+  const cli = (args: string[]) => spawnSync(process.execPath, [CLI, ...args], { env, encoding: 'utf8', timeout: 60_000 });
   const before = cli(['placement', 'status', '--json']);
   assert.equal(before.status, 0, before.stderr);
   const st = JSON.parse(before.stdout);

@@ -11,8 +11,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { createTestBucket, requestsDuring, s3TestConfig, testS3Client } from '../support/rgw.js';
 import { startTestRegistry, type TestRegistry } from '../support/registry.js';
-import { S3Store } from '../../src/store/s3-store.js';
-import { StoreMetaStore } from '../../src/registry/meta.js';
+import { S3Store } from '../../packages/transship/src/store/s3-store.js';
+import { StoreMetaStore } from '../../packages/transship/src/registry/meta.js';
 
 const s3 = s3TestConfig();
 const cleanups: Array<() => Promise<unknown>> = [];

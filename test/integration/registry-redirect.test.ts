@@ -1,6 +1,7 @@
 // Redirect mode on S3 (Ceph RGW): blob GETs answer 307 with a presigned URL, so skopeo fetches the bytes from the
 // store itself and none pass through transship; HEADs, auth and unknown blobs are still answered by the registry.
 import { test, after, before } from 'node:test';
+import { CLI } from '../support/cli.js';
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -8,10 +9,10 @@ import { join } from 'node:path';
 import { makeOciLayout, type BuiltImage } from '../support/images.js';
 import { createTestBucket, s3TestConfig } from '../support/rgw.js';
 import { layoutBlobs, run, skopeo, startTestRegistry, type TestRegistry } from '../support/registry.js';
-import { S3Store } from '../../src/store/s3-store.js';
-import { StoreMetaStore } from '../../src/registry/meta.js';
-import { hashPassword } from '../../src/registry/auth.js';
-import { registryServedBytesTotal } from '../../src/telemetry/metrics.js';
+import { S3Store } from '../../packages/transship/src/store/s3-store.js';
+import { StoreMetaStore } from '../../packages/transship/src/registry/meta.js';
+import { hashPassword } from '../../packages/transship/src/registry/auth.js';
+import { registryServedBytesTotal } from '../../packages/transship/src/telemetry/metrics.js';
 
 const s3 = s3TestConfig();
 const cleanups: Array<() => Promise<unknown>> = [];
@@ -92,7 +93,7 @@ test('with auth on, a client without pull rights gets 401, never a presigned URL
 
 test('serve --redirect on a directory store is a usage error (exit 2) that names the problem', async () => {
   const dir = await tempDir('ts-redir-dir-');
-  const r = await run(process.execPath, ['bin/transship.js', 'serve', '--redirect', '--store', `dir:${dir}`, '--listen', '127.0.0.1:0'], { timeoutMs: 60_000 });
+  const r = await run(process.execPath, [CLI, 'serve', '--redirect', '--store', `dir:${dir}`, '--listen', '127.0.0.1:0'], { timeoutMs: 60_000 });
   assert.equal(r.code, 2, r.stderr);
   assert.match(r.stderr, /needs an S3 store/);
 });

@@ -5,8 +5,8 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { createTestBucket, requestsDuring, s3TestConfig } from '../support/rgw.js';
 import { startTestRegistry, type TestRegistry } from '../support/registry.js';
-import { S3Store } from '../../src/store/s3-store.js';
-import { StoreMetaStore } from '../../src/registry/meta.js';
+import { S3Store } from '../../packages/transship/src/store/s3-store.js';
+import { StoreMetaStore } from '../../packages/transship/src/registry/meta.js';
 
 const s3 = s3TestConfig();
 const cleanups: Array<() => Promise<unknown>> = [];

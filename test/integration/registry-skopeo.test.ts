@@ -10,11 +10,11 @@ import { ListMultipartUploadsCommand, ListObjectsV2Command } from '@aws-sdk/clie
 import { makeOciLayout, type BuiltImage } from '../support/images.js';
 import { createTestBucket, s3TestConfig, testS3Client } from '../support/rgw.js';
 import { filesUnder, layoutBlobs, skopeo, snapshot, spawnServe, startTestRegistry, tempFsStore, type RunResult } from '../support/registry.js';
-import { S3Store } from '../../src/store/s3-store.js';
-import { StoreMetaStore, type MetaStore } from '../../src/registry/meta.js';
-import type { BlobStore } from '../../src/store/contract.js';
-import { digestOf } from '../../src/core/digest.js';
-import { hashPassword } from '../../src/registry/auth.js';
+import { S3Store } from '../../packages/transship/src/store/s3-store.js';
+import { StoreMetaStore, type MetaStore } from '../../packages/transship/src/registry/meta.js';
+import type { BlobStore } from '../../packages/transship/src/store/contract.js';
+import { digestOf } from '@transship/core/digest';
+import { hashPassword } from '../../packages/transship/src/registry/auth.js';
 
 const cleanups: Array<() => Promise<unknown>> = [];
 after(async () => {

@@ -13,8 +13,8 @@ import { ListMultipartUploadsCommand, ListObjectsV2Command, ListPartsCommand, Pu
 import { createTestBucket, s3TestConfig, testS3Client } from '../support/rgw.js';
 import { mulberry32 } from '../support/s3-proxy.js';
 import { startTestRegistry, type TestRegistry } from '../support/registry.js';
-import { S3Store } from '../../src/store/s3-store.js';
-import { StoreMetaStore } from '../../src/registry/meta.js';
+import { S3Store } from '../../packages/transship/src/store/s3-store.js';
+import { StoreMetaStore } from '../../packages/transship/src/registry/meta.js';
 
 const MiB = 1024 * 1024;
 const s3 = s3TestConfig();

@@ -8,10 +8,10 @@ import { mkdtemp, open, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ListMultipartUploadsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { S3Store, type S3StoreOptions } from '../../src/store/s3-store.js';
-import { digestOf } from '../../src/core/digest.js';
-import { isTransshipError, type ErrorCode } from '../../src/core/errors.js';
-import { fileStream } from '../../src/core/file-stream.js';
+import { S3Store, type S3StoreOptions } from '../../packages/transship/src/store/s3-store.js';
+import { digestOf } from '@transship/core/digest';
+import { isTransshipError, type ErrorCode } from '@transship/core/errors';
+import { fileStream } from '@transship/core/file-stream';
 import { blobStoreConformance } from '../support/store-conformance.js';
 import { createTestBucket, s3TestConfig, testS3Client } from '../support/rgw.js';
 

@@ -16,9 +16,9 @@ import { pipeline } from 'node:stream/promises';
 import { once } from 'node:events';
 import { createGzip, gunzipSync } from 'node:zlib';
 import tar from 'tar-stream';
-import { digestOf } from '../../src/core/digest.js';
-import { MediaTypes, type Descriptor, type FetchedManifest, type ImageDestination, type ImageSource } from '../../src/transfer/types.js';
-import { synthesizeDockerManifest } from '../../src/transfer/sources/docker-archive.js';
+import { digestOf } from '@transship/core/digest';
+import { MediaTypes, type Descriptor, type FetchedManifest, type ImageDestination, type ImageSource } from '../../packages/transship/src/transfer/types.js';
+import { synthesizeDockerManifest } from '../../packages/transship/src/transfer/sources/docker-archive.js';
 
 type TarHeader = Partial<tar.Header> & Pick<tar.Header, 'name'>;
 

@@ -1,9 +1,9 @@
 // Test support for placement on real RGW: the test bed's S3 settings, one S3 store per "region" (each region its
 // own radosgw endpoint when the test bed started several), and a push of a built image into a store.
-import { copyImage } from '../../src/transfer/copy.js';
-import { StoreDestination } from '../../src/transfer/store-destination.js';
-import { openOciLayoutSource } from '../../src/transfer/sources/oci-layout.js';
-import { S3Store } from '../../src/store/s3-store.js';
+import { copyImage } from '../../packages/transship/src/transfer/copy.js';
+import { StoreDestination } from '../../packages/transship/src/transfer/store-destination.js';
+import { openOciLayoutSource } from '../../packages/transship/src/transfer/sources/oci-layout.js';
+import { S3Store } from '../../packages/transship/src/store/s3-store.js';
 import type { BuiltImage } from './images.js';
 import { s3TestConfig, type S3TestConfig } from './rgw.js';
 

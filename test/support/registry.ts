@@ -1,22 +1,22 @@
-// Test support for the registry: an in-process server on listen(0), a `transship serve` child process (this file
-// is also its entry point until the CLI wires `serve` in: `node --import tsx test/support/registry.ts serve …`),
-// skopeo (installed with apt-get when missing) and a store snapshot for "nothing changed" assertions.
+// Test support for the registry: an in-process server on listen(0), a real `transship serve` child process (the
+// compiled CLI, test/support/cli.ts), skopeo (installed with apt-get when missing) and a store snapshot for "nothing changed" assertions.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
+import { CLI } from './cli.js';
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { pino } from 'pino';
 import type { FastifyInstance } from 'fastify';
-import { buildServer, type ServerOptions } from '../../src/server/server.js';
-import type { RegistryContext } from '../../src/registry/context.js';
-import type { BlobStore } from '../../src/store/contract.js';
-import type { MetaStore } from '../../src/registry/meta.js';
-import { FsStore } from '../../src/store/fs-store.js';
-import { StoreMetaStore } from '../../src/registry/meta.js';
+import { buildServer, type ServerOptions } from '../../packages/transship/src/server/server.js';
+import type { RegistryContext } from '../../packages/transship/src/registry/context.js';
+import type { BlobStore } from '../../packages/transship/src/store/contract.js';
+import type { MetaStore } from '../../packages/transship/src/registry/meta.js';
+import { FsStore } from '../../packages/transship/src/store/fs-store.js';
+import { StoreMetaStore } from '../../packages/transship/src/registry/meta.js';
 
 const ROOT = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..');
 
@@ -143,7 +143,7 @@ export interface ServeProcess {
 
 /** Starts `transship serve` as a child process on a free port; resolves once it printed its URL. */
 export async function spawnServe(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<ServeProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), 'serve', '--listen', '127.0.0.1:0', ...args], {
+  const child = spawn(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', ...args], {
     cwd: ROOT,
     env: { ...env, TRANSSHIP_LOG_LEVEL: env.TRANSSHIP_LOG_LEVEL ?? 'warn' },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -181,15 +181,6 @@ export async function spawnServe(args: string[], env: NodeJS.ProcessEnv = proces
       return code;
     },
   };
-}
-
-// Entry point for spawnServe: the `serve` command alone, as the CLI will register it.
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href && process.argv[2] === 'serve') {
-  const { Command } = await import('commander');
-  const { registerServe } = await import('../../src/cli/serve.js');
-  const program = new Command('transship').option('--config <file>').option('--log-level <level>').option('--otlp-endpoint <url>');
-  registerServe(program);
-  await program.parseAsync(process.argv);
 }
 
 // ---- inject helpers (unit tests) -----------------------------------------------------------------------------

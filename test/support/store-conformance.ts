@@ -5,9 +5,9 @@ import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { randomBytes } from 'node:crypto';
-import { digestOf } from '../../src/core/digest.js';
-import { isTransshipError } from '../../src/core/errors.js';
-import type { BlobStore } from '../../src/store/contract.js';
+import { digestOf } from '@transship/core/digest';
+import { isTransshipError } from '@transship/core/errors';
+import type { BlobStore } from '../../packages/transship/src/store/contract.js';
 
 export interface ConformanceOptions {
   /** A fresh, empty store per call. */

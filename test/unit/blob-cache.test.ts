@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BlobCache } from '../../src/registry/blob-cache.js';
-import { isTransshipError } from '../../src/core/errors.js';
+import { BlobCache } from '../../packages/transship/src/registry/blob-cache.js';
+import { isTransshipError } from '@transship/core/errors';
 
 const dirs: string[] = [];
 after(async () => {

@@ -1,5 +1,6 @@
 // The CLI as users run it (a subprocess): the README's main job, --json summaries, exit codes, verify, metrics file.
 import { test } from 'node:test';
+import { CLI } from '../support/cli.js';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdtemp, readFile, writeFile, rm, readdir } from 'node:fs/promises';
@@ -9,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { spawnServe } from '../support/registry.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
-const bin = join(root, 'bin', 'transship.js');
+const bin = CLI;
 const tmp = await mkdtemp(join(tmpdir(), 'ts-cli-'));
 test.after(() => rm(tmp, { recursive: true, force: true }));
 

@@ -4,8 +4,8 @@ import assert from 'node:assert/strict';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig } from '../../src/core/config.js';
-import { isTransshipError } from '../../src/core/errors.js';
+import { loadConfig } from '../../packages/transship/src/config.js';
+import { isTransshipError } from '@transship/core/errors';
 
 async function file(text: string): Promise<string> {
   const d = await mkdtemp(join(tmpdir(), 'ts-cfg-'));

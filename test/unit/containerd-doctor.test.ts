@@ -8,14 +8,14 @@ import { mkdtemp, mkdir, writeFile, symlink, rm, readFile } from 'node:fs/promis
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseStat, parseNetUnix, listProcesses, socketOwners, parseMountinfo } from '../../src/containerd/procfs.js';
-import { scanBundles } from '../../src/containerd/bundles.js';
-import { parseShimAddress, parseShimArgv, shimSocketPath, shimGroupId } from '../../src/containerd/shim-socket.js';
-import { correlate, DEFAULT_DIAGNOSE } from '../../src/containerd/diagnose.js';
-import type { Snapshot } from '../../src/containerd/gather.js';
-import { plan, execute, type Action } from '../../src/containerd/repair.js';
-import { ContainerdClient } from '../../src/containerd/client.js';
-import { parseDuration } from '../../src/cli/doctor.js';
+import { parseStat, parseNetUnix, listProcesses, socketOwners, parseMountinfo } from '@transship/containerd/procfs';
+import { scanBundles } from '@transship/containerd/bundles';
+import { parseShimAddress, parseShimArgv, shimSocketPath, shimGroupId } from '@transship/containerd/shim-socket';
+import { correlate, DEFAULT_DIAGNOSE } from '@transship/containerd/diagnose';
+import type { Snapshot } from '@transship/containerd/gather';
+import { plan, execute, type Action } from '@transship/containerd/repair';
+import { ContainerdClient } from '@transship/containerd/client';
+import { parseDuration } from '../../packages/transship/src/cli/doctor.js';
 
 async function tmp(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'ts-doctor-unit-'));

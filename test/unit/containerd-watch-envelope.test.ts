@@ -4,11 +4,11 @@
 // type wrong in the decoder, containerd's negative zero time, unknown fields, messages split across HTTP/2 chunks.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { protoMethod } from '../../src/containerd/client.js';
-import { decodeEnvelope } from '../../src/containerd/watch/envelope.js';
-import { GrpcMessageReader, subscribeRequestFrame } from '../../src/containerd/watch/event-stream.js';
-import type { WatchEvent } from '../../src/containerd/watch/events.js';
-import { TransshipError } from '../../src/core/errors.js';
+import { protoMethod } from '@transship/containerd/client';
+import { decodeEnvelope } from '@transship/containerd/watch/envelope';
+import { GrpcMessageReader, subscribeRequestFrame } from '@transship/containerd/watch/event-stream';
+import type { WatchEvent } from '@transship/containerd/watch/events';
+import { TransshipError } from '@transship/core/errors';
 
 const envelope = protoMethod('containerd.services.events.v1.Events', 'Subscribe');
 

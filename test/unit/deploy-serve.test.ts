@@ -10,13 +10,13 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
-import '../../src/telemetry/metrics.js';
-import '../../src/telemetry/retry-metrics.js';
-import { processMetrics } from '../../src/telemetry/metrics-registry.js';
+import '../../packages/transship/src/telemetry/metrics.js';
+import '@transship/core/retry-metrics';
+import { processMetrics } from '@transship/core/metrics-registry';
 
 const registry = processMetrics();
-import { registerServe } from '../../src/cli/serve.js';
-import { loadConfig } from '../../src/core/config.js';
+import { registerServe } from '../../packages/transship/src/cli/serve.js';
+import { loadConfig } from '../../packages/transship/src/config.js';
 
 const deploy = (p: string): string => readFileSync(fileURLToPath(new URL(`../../deploy/${p}`, import.meta.url)), 'utf8');
 

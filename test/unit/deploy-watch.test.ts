@@ -7,12 +7,12 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
-import '../../src/containerd/metrics.js';
-import '../../src/telemetry/retry-metrics.js';
-import { processMetrics } from '../../src/telemetry/metrics-registry.js';
+import '@transship/containerd/metrics';
+import '@transship/core/retry-metrics';
+import { processMetrics } from '@transship/core/metrics-registry';
 
 const registry = processMetrics();
-import { registerWatch } from '../../src/cli/watch.js';
+import { registerWatch } from '../../packages/transship/src/cli/watch.js';
 
 const deploy = (p: string): string => readFileSync(fileURLToPath(new URL(`../../deploy/${p}`, import.meta.url)), 'utf8');
 

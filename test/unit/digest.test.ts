@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
-import { parseDigest, VerifyingStream, digestOf } from '../../src/core/digest.js';
-import { isTransshipError } from '../../src/core/errors.js';
+import { parseDigest, VerifyingStream, digestOf } from '@transship/core/digest';
+import { isTransshipError } from '@transship/core/errors';
 
 const sink = () => new Writable({ write: (_c, _e, cb) => cb() });
 

@@ -6,9 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { spawnSync } from 'node:child_process';
-import { FsStore } from '../../src/store/fs-store.js';
-import { digestOf } from '../../src/core/digest.js';
-import { isTransshipError } from '../../src/core/errors.js';
+import { FsStore } from '../../packages/transship/src/store/fs-store.js';
+import { digestOf } from '@transship/core/digest';
+import { isTransshipError } from '@transship/core/errors';
 import { blobStoreConformance } from '../support/store-conformance.js';
 
 const dirs: string[] = [];
@@ -37,15 +37,14 @@ test('fs store: permission denied is TS_PERMISSION_DENIED with the path in the m
   dirs.push(d);
   await chmod(d, 0o555);
   const script = `
-    import { FsStore } from ${JSON.stringify(new URL('../../src/store/fs-store.ts', import.meta.url).pathname)};
+    import { FsStore } from ${JSON.stringify(new URL('../../packages/transship/src/store/fs-store.ts', import.meta.url).pathname)};
     import { Readable } from 'node:stream';
-import { spawnSync } from 'node:child_process';
     import { createHash } from 'node:crypto';
     const d = 'sha256:' + createHash('sha256').update('x').digest('hex');
     try { await new FsStore(${JSON.stringify(d)}).putBlob(d, () => Readable.from([Buffer.from('x')])); console.log('WROTE'); }
     catch (e) { console.log(e.code, e.message); }`;
   // root ignores file modes, so the check runs as an unprivileged user when we are root.
-  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+  const r = spawnSync(process.execPath, ['--conditions=development', '--import', 'tsx', '--input-type=module', '-e', script], {
     encoding: 'utf8',
     cwd: new URL('../..', import.meta.url).pathname,
     ...(process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {}),

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseManifest } from '../../src/transfer/manifest.js';
-import { isTransshipError } from '../../src/core/errors.js';
+import { parseManifest } from '../../packages/transship/src/transfer/manifest.js';
+import { isTransshipError } from '@transship/core/errors';
 
 const d = (c: string) => `sha256:${c.repeat(64)}`;
 const manifest = { schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: d('a'), size: 2 }, layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: d('b'), size: 3 }] };

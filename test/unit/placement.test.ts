@@ -1,20 +1,20 @@
 // Placement rules, demand measurement and cost arithmetic (the S3 behaviour is in test/integration/placement.test.ts).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Rules, globToRegExp } from '../../src/placement/rules.js';
-import { DemandTracker } from '../../src/placement/demand.js';
-import { breakEvenResidencyMs, costInputFromMetrics, estimateCost, promotionThreshold, DEFAULT_PRICES } from '../../src/placement/cost.js';
-import { PromotionLedger, parseIdle, parseMarkers, readKey, evictionRecordKey, stampPeriodMs, DAY_MS } from '../../src/placement/promoted.js';
-import { DEFAULT_GRACE_MS, Evictor } from '../../src/placement/evict.js';
-import { Regions } from '../../src/placement/regions.js';
-import { FsStore } from '../../src/store/fs-store.js';
+import { Rules, globToRegExp } from '../../packages/transship/src/placement/rules.js';
+import { DemandTracker } from '../../packages/transship/src/placement/demand.js';
+import { breakEvenResidencyMs, costInputFromMetrics, estimateCost, promotionThreshold, DEFAULT_PRICES } from '../../packages/transship/src/placement/cost.js';
+import { PromotionLedger, parseIdle, parseMarkers, readKey, evictionRecordKey, stampPeriodMs, DAY_MS } from '../../packages/transship/src/placement/promoted.js';
+import { DEFAULT_GRACE_MS, Evictor } from '../../packages/transship/src/placement/evict.js';
+import { Regions } from '../../packages/transship/src/placement/regions.js';
+import { FsStore } from '../../packages/transship/src/store/fs-store.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { digestOf } from '../../src/core/digest.js';
-import { loadConfig } from '../../src/core/config.js';
-import { isTransshipError } from '../../src/core/errors.js';
+import { digestOf } from '@transship/core/digest';
+import { loadConfig } from '../../packages/transship/src/config.js';
+import { isTransshipError } from '@transship/core/errors';
 
 test('globs: * stays within a component, ** crosses components', () => {
   assert.ok(globToRegExp('prod/*').test('prod/api'));

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, writeFile, appendFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PresenceCache } from '../../src/index/presence-cache.js';
+import { PresenceCache } from '../../packages/transship/src/index/presence-cache.js';
 
 test('presence cache: hits expire after the TTL (a hint, never proof)', () => {
   let now = 1000;

@@ -2,7 +2,7 @@
 // that must never reach a path or a key.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { formatReference, normalizeDockerName, parseImageReference, parseReference, parseStoreReference } from '../../src/transfer/reference.js';
+import { formatReference, normalizeDockerName, parseImageReference, parseReference, parseStoreReference } from '../../packages/transship/src/transfer/reference.js';
 
 const D = `sha256:${'a'.repeat(64)}`;
 

@@ -3,10 +3,10 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { FsStore } from '../../src/store/fs-store.js';
-import type { StoreMetaStore } from '../../src/registry/meta.js';
-import { buildServer } from '../../src/server/server.js';
-import type { RegistryContext } from '../../src/registry/context.js';
+import { FsStore } from '../../packages/transship/src/store/fs-store.js';
+import type { StoreMetaStore } from '../../packages/transship/src/registry/meta.js';
+import { buildServer } from '../../packages/transship/src/server/server.js';
+import type { RegistryContext } from '../../packages/transship/src/registry/context.js';
 import { pino } from 'pino';
 import { errorCode, filesUnder, injector, pushImage, snapshot, startTestRegistry, tempFsStore, testImage, uploadBlob, type Inject } from '../support/registry.js';
 import { request as httpRequest } from 'node:http';
@@ -14,7 +14,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
-import type { ServerOptions } from '../../src/server/server.js';
+import type { ServerOptions } from '../../packages/transship/src/server/server.js';
 
 const cleanups: Array<() => Promise<unknown>> = [];
 after(async () => {

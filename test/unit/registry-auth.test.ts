@@ -4,9 +4,9 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { pino } from 'pino';
-import { buildServer, type ServerOptions } from '../../src/server/server.js';
-import { Authenticator, hashPassword, parseHtpasswd, verifyPassword } from '../../src/registry/auth.js';
-import { isTransshipError } from '../../src/core/errors.js';
+import { buildServer, type ServerOptions } from '../../packages/transship/src/server/server.js';
+import { Authenticator, hashPassword, parseHtpasswd, verifyPassword } from '../../packages/transship/src/registry/auth.js';
+import { isTransshipError } from '@transship/core/errors';
 import { errorCode, injector, pushImage, snapshot, tempFsStore, testImage, uploadBlob, type Inject } from '../support/registry.js';
 
 const cleanups: Array<() => Promise<unknown>> = [];

@@ -1,9 +1,9 @@
 // The retry discipline: classification, backoff with full jitter and caps, Retry-After, budget, cancellation.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { retry, classify, backoffDelay, RetryBudget } from '../../src/core/retry.js';
-import { TransshipError, isTransshipError } from '../../src/core/errors.js';
-import { mapS3Error } from '../../src/store/s3-errors.js';
+import { retry, classify, backoffDelay, RetryBudget } from '@transship/core/retry';
+import { TransshipError, isTransshipError } from '@transship/core/errors';
+import { mapS3Error } from '../../packages/transship/src/store/s3-errors.js';
 
 const s3err = (name: string, status: number) => Object.assign(new Error(name), { name, $metadata: { httpStatusCode: status } });
 const ctx = { store: 's3://b', operation: 'PutObject' };

@@ -2,7 +2,7 @@
 // failure cancels the rest, and only its own buffers are recycled.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { PartUploader, type SendPart } from '../../src/store/s3-parts.js';
+import { PartUploader, type SendPart } from '../../packages/transship/src/store/s3-parts.js';
 
 const SIZE = 16;
 

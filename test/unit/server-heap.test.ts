@@ -1,7 +1,7 @@
 // serve raises V8's heap growth factor (src/server/heap.ts) unless the operator picked one.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { tuneHeapForStreaming } from '../../src/server/heap.js';
+import { tuneHeapForStreaming } from '../../packages/transship/src/server/heap.js';
 
 test('an operator-chosen --heap-growing-percent (node flags or NODE_OPTIONS) is left alone', () => {
   assert.equal(tuneHeapForStreaming(['--heap-growing-percent=50'], ''), false);

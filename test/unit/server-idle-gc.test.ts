@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import Fastify from 'fastify';
-import { IdleCollector, collectWhenIdle } from '../../src/server/idle-gc.js';
+import { IdleCollector, collectWhenIdle } from '../../packages/transship/src/server/idle-gc.js';
 
 function rig(bytes = 100 * 1024 * 1024) {
   let now = 1_000_000;

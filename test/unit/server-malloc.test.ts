@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { mallocHint, mallocTunedByOperator, SERVE_MALLOC_ENV } from '../../src/server/malloc.js';
+import { mallocHint, mallocTunedByOperator, SERVE_MALLOC_ENV } from '../../packages/transship/src/server/malloc.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 

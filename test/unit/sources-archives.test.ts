@@ -8,12 +8,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
-import { digestOf } from '../../src/core/digest.js';
-import { openOciArchiveSource, OciArchiveDestination } from '../../src/transfer/sources/oci-archive.js';
-import { DockerArchiveSource } from '../../src/transfer/sources/docker-archive.js';
-import { openOciLayoutSource } from '../../src/transfer/sources/oci-layout.js';
-import { TarIndex } from '../../src/transfer/sources/tar-index.js';
-import type { Descriptor } from '../../src/transfer/types.js';
+import { digestOf } from '@transship/core/digest';
+import { openOciArchiveSource, OciArchiveDestination } from '../../packages/transship/src/transfer/sources/oci-archive.js';
+import { DockerArchiveSource } from '../../packages/transship/src/transfer/sources/docker-archive.js';
+import { openOciLayoutSource } from '../../packages/transship/src/transfer/sources/oci-layout.js';
+import { TarIndex } from '../../packages/transship/src/transfer/sources/tar-index.js';
+import type { Descriptor } from '../../packages/transship/src/transfer/types.js';
 import { buffer as drain } from 'node:stream/consumers';
 import { copyImageForTest, ensureSkopeo, makeDockerArchive, makeOciArchive, makeOciLayout, runSkopeo, writeTar } from '../support/images.js';
 

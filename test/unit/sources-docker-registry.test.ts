@@ -9,11 +9,11 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { digestOf } from '../../src/core/digest.js';
-import { parseReference, type DockerReference } from '../../src/transfer/reference.js';
-import { DockerRegistrySource, type DockerRegistryOptions } from '../../src/transfer/sources/docker-registry.js';
-import { parseChallenge } from '../../src/transfer/sources/registry-auth.js';
-import type { Descriptor } from '../../src/transfer/types.js';
+import { digestOf } from '@transship/core/digest';
+import { parseReference, type DockerReference } from '../../packages/transship/src/transfer/reference.js';
+import { DockerRegistrySource, type DockerRegistryOptions } from '../../packages/transship/src/transfer/sources/docker-registry.js';
+import { parseChallenge } from '../../packages/transship/src/transfer/sources/registry-auth.js';
+import type { Descriptor } from '../../packages/transship/src/transfer/types.js';
 import { makeOciLayout, type BuiltImage } from '../support/images.js';
 
 interface Fake {

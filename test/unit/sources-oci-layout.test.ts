@@ -8,10 +8,10 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { openOciLayoutSource, OciLayoutDestination } from '../../src/transfer/sources/oci-layout.js';
-import { openDestination, openSource } from '../../src/transfer/sources/index.js';
-import { digestOf } from '../../src/core/digest.js';
-import type { Descriptor } from '../../src/transfer/types.js';
+import { openOciLayoutSource, OciLayoutDestination } from '../../packages/transship/src/transfer/sources/oci-layout.js';
+import { openDestination, openSource } from '../../packages/transship/src/transfer/sources/index.js';
+import { digestOf } from '@transship/core/digest';
+import type { Descriptor } from '../../packages/transship/src/transfer/types.js';
 import { buffer as drain } from 'node:stream/consumers';
 import { copyImageForTest, ensureSkopeo, makeOciLayout, runSkopeo } from '../support/images.js';
 
@@ -197,9 +197,9 @@ void test('hostile layouts fail with stable codes', async (t) => {
     }
     // root reads any file whatever its mode: ask the same question as an unprivileged user in a child process.
     for (const d of [work, base, a.dir]) await chmod(d, 0o755);
-    const module = fileURLToPath(new URL('../../src/transfer/sources/oci-layout.ts', import.meta.url));
+    const module = fileURLToPath(new URL('../../packages/transship/src/transfer/sources/oci-layout.ts', import.meta.url));
     const script = `import(${JSON.stringify(module)}).then((m) => m.openOciLayoutSource(${JSON.stringify(a.dir)})).then(() => console.log('opened'), (e) => console.log(e.code))`;
-    const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', script], { uid: 65534, gid: 65534, encoding: 'utf8', cwd: fileURLToPath(new URL('../..', import.meta.url)) });
+    const r = spawnSync(process.execPath, ['--conditions=development', '--import', 'tsx', '-e', script], { uid: 65534, gid: 65534, encoding: 'utf8', cwd: fileURLToPath(new URL('../..', import.meta.url)) });
     assert.equal(r.stdout.trim(), 'TS_PERMISSION_DENIED', r.stderr);
   });
 });

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { test } from 'node:test';
-import { SpoolWriter } from '../../src/registry/spool-writer.js';
+import { SpoolWriter } from '../../packages/transship/src/registry/spool-writer.js';
 
 async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'ts-spool-writer-'));

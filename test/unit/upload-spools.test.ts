@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { UploadSessions, removeLeftoverSpools } from '../../src/registry/uploads.js';
+import { UploadSessions, removeLeftoverSpools } from '../../packages/transship/src/registry/uploads.js';
 
 /** The pid of a process that has exited. */
 function deadPid(): number {

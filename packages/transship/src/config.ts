@@ -1,0 +1,299 @@
+// Configuration: a YAML file, then environment variables, then flags — each layer overrides the one before, and
+// the merged result is validated once with precise messages (path of the bad field + what was expected).
+import { readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { TransshipError } from '@transship/core/errors';
+
+const positiveInt = z.number().int().positive();
+
+const s3Schema = z
+  .object({
+    endpoint: z.string().url().optional(),
+    /** Signing region (AWS_REGION). */
+    region: z.string().min(1).optional(),
+    accessKeyId: z.string().min(1).optional(),
+    secretAccessKey: z.string().min(1).optional(),
+    sessionToken: z.string().min(1).optional(),
+    multipartThreshold: positiveInt.optional(),
+    partSize: positiveInt.min(5 * 1024 * 1024, 'partSize must be at least 5 MiB (S3 minimum)').optional(),
+    partConcurrency: positiveInt.max(64).optional(),
+  })
+  .strict();
+
+const regionSchema = z
+  .object({
+    /** `s3://bucket/prefix` or `dir:/path`. */
+    store: z.string().min(1),
+    s3: s3Schema.optional(),
+  })
+  .strict();
+
+/** `transship serve` (the registry). */
+const serveSchema = z
+  .object({
+    /** HOST:PORT to listen on. */
+    listen: z.string().min(1).optional(),
+    /** Parent directory for upload spool files (default: the OS temp dir). */
+    uploadDir: z.string().min(1).optional(),
+    /** Largest blob a client may upload, bytes (413 SIZE_INVALID above). */
+    maxBodyBytes: positiveInt.optional(),
+    /** Largest manifest accepted, bytes (default 4 MiB). */
+    maxManifestBytes: positiveInt.optional(),
+    /** Upload sessions idle this long are removed. */
+    uploadIdleSeconds: positiveInt.optional(),
+    /** S3 stores: sessions past this many bytes stream to S3 while they arrive (default 32 MiB; 0 = off). */
+    streamUploadsAfterBytes: z.number().int().min(0).optional(),
+    /**
+     * S3 stores: answer blob GETs with a redirect to a presigned URL (clients must reach the S3 endpoint); the
+     * URL stays valid for expiresInSeconds (default 1200).
+     */
+    redirect: z.object({ expiresInSeconds: z.number().int().min(1).max(604800).optional() }).strict().optional(),
+    /**
+     * Remote stores (S3): blob bytes this instance received or served are kept on local disk, and GETs of them are
+     * answered from there (src/registry/blob-cache.ts). dir defaults to `<uploadDir>/transship-blob-cache` (the same
+     * filesystem, so an upload enters by hard link), or `<os temp dir>/transship-blob-cache-<uid>` without an
+     * uploadDir — left off when that is tmpfs. The directory must belong to the server's user (it is made 0700).
+     * maxBytes defaults to 2 GiB, 0 turns the cache off.
+     */
+    blobCache: z.object({ dir: z.string().min(1).optional(), maxBytes: z.number().int().min(0).optional() }).strict().optional(),
+    /** Allow DELETE of manifests, tags and blob links (405 UNSUPPORTED otherwise). */
+    allowDelete: z.boolean().optional(),
+    /** Record blob→repository links (default: on when auth is configured). */
+    blobLinks: z.boolean().optional(),
+    tls: z.object({ cert: z.string().min(1), key: z.string().min(1) }).strict().optional(),
+    auth: z
+      .object({
+        realm: z.string().url().optional(),
+        service: z.string().min(1).optional(),
+        tokenSecret: z.string().min(16, 'tokenSecret must have at least 16 characters').optional(),
+        tokenTtlSeconds: positiveInt.optional(),
+        htpasswd: z.string().min(1).optional(),
+        users: z.record(z.string(), z.string()).optional(),
+        access: z
+          .array(z.object({ users: z.array(z.string()).min(1), repositories: z.array(z.string()).min(1), actions: z.array(z.enum(['pull', 'push', 'delete'])).min(1) }).strict())
+          .optional(),
+        basicOnly: z.boolean().optional(),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict();
+
+/** `transship watch` (src/containerd/watch): durations as `30s`, `5m`, `1h`, `500ms`. */
+const DURATION = /^\d+(?:\.\d+)?(?:ms|s|m|h)?$/;
+const durationString = z.string().regex(DURATION, 'expected a duration like 500ms, 30s, 5m or 1h');
+const watchSchema = z
+  .object({
+    /** containerd's gRPC socket. */
+    address: z.string().min(1).optional(),
+    /** containerd's state dir (task bundles live under it). */
+    state: z.string().min(1).optional(),
+    /** HOST:PORT for /metrics, /healthz and /findings. */
+    listen: z.string().min(1).optional(),
+    namespaces: z.array(z.string().min(1)).optional(),
+    socketDir: z.string().min(1).optional(),
+    createdThreshold: durationString.optional(),
+    exitGrace: durationString.optional(),
+    leakCheckDelay: durationString.optional(),
+    leakCheckTimeout: durationString.optional(),
+    reconcileInterval: durationString.optional(),
+    checkInterval: durationString.optional(),
+    queueSize: positiveInt.max(10_000_000).optional(),
+  })
+  .strict();
+
+/** Placement across regions (src/placement): rules, on-demand promotion, the replicator. */
+const REGION_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
+const placementSchema = z
+  .object({
+    /**
+     * Replication-on-demand: promote a remotely-read blob into the home region after `reads` remote reads within
+     * `windowSeconds` (default 3600). Default `reads`: derived from `prices` (src/placement/cost.ts promotionThreshold;
+     * 2 at AWS list prices).
+     */
+    promote: z
+      .object({
+        policy: z.enum(['demand', 'always', 'never']).optional(),
+        reads: positiveInt.optional(),
+        windowSeconds: positiveInt.optional(),
+        /**
+         * Promoted copies not read for this long are evicted (src/placement/evict.ts): `never`, or `12h`, `7d`…
+         * Default: the price table's break-even residency (transfer ÷ storage price; ≈ 26 days at AWS list prices).
+         */
+        evictAfterIdle: z.string().regex(/^(?:never|\d+(?:\.\d+)?(?:ms|s|m|h|d))$/, 'expected "never" or a duration like 12h, 7d or 30d (units ms, s, m, h, d)').optional(),
+      })
+      .strict()
+      .optional(),
+    /** Eviction passes in `serve` (and the limits of `transship placement evict`). */
+    evict: z
+      .object({
+        /** Between passes in `serve` (default 3600). */
+        intervalSeconds: positiveInt.optional(),
+        /**
+         * Between a delete and the check that confirms it; ≥ 180, default 22200 (6 h 10 min: longer than the `copy`
+         * presence cache's default TTL, which must stay below it), see src/placement/evict.ts.
+         */
+        graceSeconds: z.number().int().min(180, 'must be at least 180 s: the registry may act on a "present" answer for 30 s, plus a manifest write retried for up to 120 s').optional(),
+        /** Digests acted on per pass (default 1000). */
+        maxPerPass: positiveInt.optional(),
+      })
+      .strict()
+      .optional(),
+    rules: z
+      .array(
+        z
+          .object({
+            /** Repository globs: `*` matches within a path component, `**` across components. */
+            repos: z.array(z.string().min(1)).min(1),
+            /** dr: copy every push eagerly; demand: promote after measured remote reads; never: stay where pushed. */
+            reason: z.enum(['dr', 'demand', 'never']),
+            /** Target regions (dr); empty/omitted = every other region. */
+            regions: z.array(z.string().regex(REGION_NAME)).optional(),
+          })
+          .strict(),
+      )
+      .optional(),
+    replicator: z
+      .object({
+        concurrency: positiveInt.max(64).optional(),
+        /** Cap on cross-region copy bandwidth, bytes per second (0 or omitted = unlimited). */
+        bandwidthBytesPerSecond: z.number().int().nonnegative().optional(),
+        intervalSeconds: positiveInt.optional(),
+      })
+      .strict()
+      .optional(),
+    /** Order in which other regions are tried for lazy fetches (default: config order). */
+    fetchOrder: z.array(z.string().regex(REGION_NAME)).optional(),
+  })
+  .strict();
+
+/** Prices for `transship cost` (USD); defaults are AWS S3 Standard list prices. */
+const pricesSchema = z
+  .object({
+    putPer1000: z.number().nonnegative().optional(),
+    getPer1000: z.number().nonnegative().optional(),
+    storageGbMonth: z.number().nonnegative().optional(),
+    crossRegionPerGb: z.number().nonnegative().optional(),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    /** The home store: where writes go. `dir:PATH` or `s3://BUCKET[/PREFIX]`. */
+    store: z.string().min(1).optional(),
+    /** The home region's name (a key of `regions`, or a label for the single store). */
+    region: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'region names are lowercase letters, digits and "-"').optional(),
+    regions: z.record(z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'region names are lowercase letters, digits and "-"'), regionSchema).optional(),
+    s3: s3Schema.optional(),
+    concurrency: positiveInt.max(64).optional(),
+    cache: z.object({ file: z.string().optional(), ttlSeconds: positiveInt.optional(), enabled: z.boolean().optional() }).strict().optional(),
+    retry: z
+      .object({ maxAttempts: positiveInt.max(20).optional(), baseDelayMs: z.number().int().nonnegative().optional(), maxDelayMs: positiveInt.optional(), maxElapsedMs: positiveInt.optional() })
+      .strict()
+      .optional(),
+    log: z.object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).optional() }).strict().optional(),
+    otlpEndpoint: z.string().url().optional(),
+    serve: serveSchema.optional(),
+    placement: placementSchema.optional(),
+    prices: pricesSchema.optional(),
+    watch: watchSchema.optional(),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    if (c.regions && c.region && !(c.region in c.regions)) {
+      ctx.addIssue({ code: 'custom', path: ['region'], message: `home region "${c.region}" is not one of regions: ${Object.keys(c.regions).join(', ')}` });
+    }
+    if (c.regions && !c.region) ctx.addIssue({ code: 'custom', path: ['region'], message: 'regions are configured but the home region is not: set `region:` (or TRANSSHIP_REGION)' });
+    const known = new Set(Object.keys(c.regions ?? {}));
+    const check = (names: string[] | undefined, path: (string | number)[]) => {
+      for (const [i, n] of (names ?? []).entries()) {
+        if (!known.has(n)) ctx.addIssue({ code: 'custom', path: [...path, i], message: `unknown region "${n}"; configured regions: ${[...known].join(', ') || '(none)'}` });
+      }
+    };
+    for (const [i, r] of (c.placement?.rules ?? []).entries()) check(r.regions, ['placement', 'rules', i, 'regions']);
+    check(c.placement?.fetchOrder, ['placement', 'fetchOrder']);
+  });
+
+export type Config = z.infer<typeof configSchema>;
+
+export const DEFAULT_STORE = `dir:${join(process.env.XDG_DATA_HOME ?? join(homedir(), '.local', 'share'), 'transship', 'store')}`;
+export const DEFAULT_CACHE_FILE = join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'transship', 'presence.jsonl');
+
+function deepMerge<T extends Record<string, unknown>>(a: T, b: Record<string, unknown>): T {
+  const out: Record<string, unknown> = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    if (v === undefined) continue;
+    const prev = out[k];
+    out[k] = prev && typeof prev === 'object' && !Array.isArray(prev) && v && typeof v === 'object' && !Array.isArray(v) ? deepMerge(prev as Record<string, unknown>, v as Record<string, unknown>) : v;
+  }
+  return out as T;
+}
+
+function envLayer(env: NodeJS.ProcessEnv): Record<string, unknown> {
+  const num = (name: string): number | undefined => {
+    const v = env[name];
+    if (v === undefined || v === '') return undefined;
+    const n = Number(v);
+    if (!Number.isFinite(n)) throw new TransshipError('TS_CONFIG_INVALID', `environment variable ${name}="${v}" is not a number`);
+    return n;
+  };
+  const s3 = {
+    endpoint: env.AWS_ENDPOINT_URL_S3 || env.AWS_ENDPOINT_URL || undefined,
+    region: env.AWS_REGION || env.AWS_DEFAULT_REGION || undefined,
+    accessKeyId: env.AWS_ACCESS_KEY_ID || undefined,
+    secretAccessKey: env.AWS_SECRET_ACCESS_KEY || undefined,
+    sessionToken: env.AWS_SESSION_TOKEN || undefined,
+  };
+  return {
+    store: env.TRANSSHIP_STORE || undefined,
+    region: env.TRANSSHIP_REGION || undefined,
+    concurrency: num('TRANSSHIP_CONCURRENCY'),
+    otlpEndpoint: env.OTEL_EXPORTER_OTLP_ENDPOINT || undefined,
+    log: env.TRANSSHIP_LOG_LEVEL ? { level: env.TRANSSHIP_LOG_LEVEL } : undefined,
+    s3: Object.values(s3).some((v) => v !== undefined) ? s3 : undefined,
+    watch: env.TRANSSHIP_CONTAINERD_ADDRESS || env.TRANSSHIP_CONTAINERD_STATE || env.TRANSSHIP_WATCH_LISTEN
+      ? { address: env.TRANSSHIP_CONTAINERD_ADDRESS || undefined, state: env.TRANSSHIP_CONTAINERD_STATE || undefined, listen: env.TRANSSHIP_WATCH_LISTEN || undefined }
+      : undefined,
+  };
+}
+
+export function formatZodError(error: z.ZodError, source: string): string {
+  return error.issues
+    .slice(0, 5)
+    .map((i) => `${source}: ${i.path.length ? i.path.join('.') : '(top level)'}: ${i.message}`)
+    .join('\n');
+}
+
+/** Loads and validates: file (`--config` or TRANSSHIP_CONFIG) < environment < flags. */
+export function loadConfig(opts: { file?: string | undefined; flags?: Record<string, unknown>; env?: NodeJS.ProcessEnv } = {}): Config {
+  const env = opts.env ?? process.env;
+  const file = opts.file ?? env.TRANSSHIP_CONFIG;
+  let fromFile: Record<string, unknown> = {};
+  if (file) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new TransshipError('TS_CONFIG_INVALID', `cannot read config file ${file}: ${(err as Error).message}`, { cause: err });
+    }
+    let parsed: unknown;
+    try {
+      parsed = parseYaml(text);
+    } catch (err) {
+      throw new TransshipError('TS_CONFIG_INVALID', `config file ${file} is not valid YAML: ${(err as Error).message.split('\n')[0]}`, { cause: err });
+    }
+    if (parsed !== null && parsed !== undefined && (typeof parsed !== 'object' || Array.isArray(parsed))) {
+      throw new TransshipError('TS_CONFIG_INVALID', `config file ${file}: the top level must be a mapping`);
+    }
+    const fileCheck = configSchema.safeParse(parsed ?? {});
+    if (!fileCheck.success) throw new TransshipError('TS_CONFIG_INVALID', formatZodError(fileCheck.error, file));
+    fromFile = (parsed ?? {}) as Record<string, unknown>;
+  }
+  const merged = deepMerge(deepMerge(fromFile, envLayer(env)), opts.flags ?? {});
+  const r = configSchema.safeParse(merged);
+  if (!r.success) throw new TransshipError('TS_CONFIG_INVALID', formatZodError(r.error, file ? `${file} (+ environment and flags)` : 'configuration (environment and flags)'));
+  return r.data;
+}

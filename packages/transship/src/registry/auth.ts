@@ -1,0 +1,259 @@
+// Authentication and per-repository authorization. Off unless `serve.auth` is configured.
+//
+// - Users come from an htpasswd-style file and/or the config. Supported hashes (bcrypt is not available without a
+//   native or extra dependency):
+//     {SHA}<base64(sha1(password))>                          Apache `htpasswd -s`
+//     {SSHA256}<base64(sha256(password ‖ salt) ‖ salt)>      salted sha256, LDAP-style; `hashPassword()` makes one
+//   Anything else (e.g. bcrypt `$2y$`) is refused at load time with a message, never silently accepted.
+// - Clients may send Basic credentials on every request, or follow the docker token flow: a 401 carries
+//   `WWW-Authenticate: Bearer realm=<our /token>,service=…,scope=…`, the client calls /token with Basic
+//   credentials (or none, for anonymous access) and gets an HMAC-SHA256-signed token listing the granted
+//   `repository:<name>:<actions>`; the token is checked statelessly, so any instance with the same secret accepts it.
+// - Access rules in the config grant `pull`/`push`/`delete` on repository patterns to users (`*` = any
+//   authenticated user, `anonymous` = no credentials). `*` in a pattern matches any characters including `/`;
+//   `{user}` is replaced by the user's name.
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { TransshipError } from '@transship/core/errors';
+import { RegistryError } from './errors.js';
+
+export type Action = 'pull' | 'push' | 'delete';
+
+export interface AccessRule {
+  users: string[];
+  repositories: string[];
+  actions: Action[];
+}
+
+export interface AuthConfig {
+  realm?: string | undefined;
+  service?: string | undefined;
+  tokenSecret?: string | undefined;
+  tokenTtlSeconds?: number | undefined;
+  htpasswd?: string | undefined;
+  users?: Record<string, string> | undefined;
+  access?: AccessRule[] | undefined;
+  /** Challenge with Basic instead of Bearer (no token round trip; credentials on every request). */
+  basicOnly?: boolean | undefined;
+}
+
+export type Identity =
+  | { kind: 'anonymous' }
+  | { kind: 'basic'; user: string }
+  | { kind: 'bearer'; user: string | undefined; grants: Map<string, Set<string>> };
+
+interface TokenClaims {
+  iss: string;
+  sub: string | null;
+  aud: string;
+  iat: number;
+  exp: number;
+  access: Array<{ type: string; name: string; actions: string[] }>;
+}
+
+const ANONYMOUS = 'anonymous';
+
+export function hashPassword(password: string, salt: Buffer = randomBytes(16)): string {
+  const digest = createHash('sha256').update(password).update(salt).digest();
+  return `{SSHA256}${Buffer.concat([digest, salt]).toString('base64')}`;
+}
+
+export function verifyPassword(password: string, stored: string): boolean {
+  if (stored.startsWith('{SHA}')) {
+    return safeEqual(createHash('sha1').update(password).digest(), Buffer.from(stored.slice(5), 'base64'));
+  }
+  if (stored.startsWith('{SSHA256}')) {
+    const raw = Buffer.from(stored.slice(9), 'base64');
+    if (raw.length <= 32) return false;
+    const salt = raw.subarray(32);
+    return safeEqual(createHash('sha256').update(password).update(salt).digest(), raw.subarray(0, 32));
+  }
+  return false;
+}
+
+function safeEqual(a: Buffer, b: Buffer): boolean {
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+function checkHashScheme(user: string, hash: string, source: string): void {
+  if (!hash.startsWith('{SHA}') && !hash.startsWith('{SSHA256}')) {
+    throw new TransshipError('TS_CONFIG_INVALID', `${source}: user "${user}" has an unsupported password hash (${hash.slice(0, 4)}…); use {SHA} (htpasswd -s) or {SSHA256} (transship's hashPassword)`);
+  }
+}
+
+export function parseHtpasswd(text: string, source: string): Map<string, string> {
+  const users = new Map<string, string>();
+  for (const [i, raw] of text.split(/\r?\n/).entries()) {
+    const line = raw.trim();
+    if (!line || line.startsWith('#')) continue;
+    const colon = line.indexOf(':');
+    if (colon <= 0) throw new TransshipError('TS_CONFIG_INVALID', `${source}:${i + 1}: expected "user:hash"`);
+    const user = line.slice(0, colon);
+    const hash = line.slice(colon + 1);
+    checkHashScheme(user, hash, `${source}:${i + 1}`);
+    users.set(user, hash);
+  }
+  return users;
+}
+
+function patternToRegExp(pattern: string, user: string | undefined): RegExp | undefined {
+  if (pattern.includes('{user}') && user === undefined) return undefined;
+  const p = user === undefined ? pattern : pattern.replaceAll('{user}', user);
+  return new RegExp(`^${p.split('*').map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+}
+
+export class Authenticator {
+  readonly service: string;
+  private readonly users = new Map<string, string>();
+  private readonly secret: Buffer;
+  private readonly ttl: number;
+
+  constructor(readonly config: AuthConfig) {
+    this.service = config.service ?? 'transship';
+    this.ttl = config.tokenTtlSeconds ?? 300;
+    if (config.htpasswd) {
+      let text: string;
+      try {
+        text = readFileSync(config.htpasswd, 'utf8');
+      } catch (err) {
+        throw new TransshipError('TS_CONFIG_INVALID', `cannot read htpasswd file ${config.htpasswd}: ${(err as Error).message}`, { cause: err });
+      }
+      for (const [u, h] of parseHtpasswd(text, config.htpasswd)) this.users.set(u, h);
+    }
+    for (const [u, h] of Object.entries(config.users ?? {})) {
+      checkHashScheme(u, h, 'serve.auth.users');
+      this.users.set(u, h);
+    }
+    // Without a configured secret, tokens are only valid on this process (fine for one instance; say so in docs).
+    this.secret = config.tokenSecret ? Buffer.from(config.tokenSecret) : randomBytes(32);
+  }
+
+  /** Whether config rules let `user` (undefined = anonymous) do `action` on `repo`. */
+  allowed(user: string | undefined, repo: string, action: Action): boolean {
+    for (const rule of this.config.access ?? []) {
+      if (!rule.actions.includes(action)) continue;
+      const who = rule.users.some((u) => (u === ANONYMOUS ? user === undefined : u === '*' ? user !== undefined : u === user));
+      if (!who) continue;
+      if (rule.repositories.some((p) => patternToRegExp(p, user)?.test(repo))) return true;
+    }
+    return false;
+  }
+
+  /** Identity from an Authorization header. Wrong credentials are a 401, never a silent anonymous. */
+  identify(header: string | undefined, realm: string): Identity {
+    if (!header) return { kind: 'anonymous' };
+    const space = header.indexOf(' ');
+    const scheme = header.slice(0, space === -1 ? undefined : space).toLowerCase();
+    const value = space === -1 ? '' : header.slice(space + 1).trim();
+    if (scheme === 'basic') {
+      const user = this.checkBasic(value);
+      if (!user) throw this.challenge(realm, undefined, 'invalid username or password');
+      return { kind: 'basic', user };
+    }
+    if (scheme === 'bearer') {
+      const claims = this.verifyToken(value);
+      if (!claims) throw this.challenge(realm, undefined, 'invalid or expired token', 'invalid_token');
+      const grants = new Map<string, Set<string>>();
+      for (const a of claims.access) if (a.type === 'repository') grants.set(a.name, new Set(a.actions));
+      return { kind: 'bearer', user: claims.sub ?? undefined, grants };
+    }
+    throw this.challenge(realm, undefined, `unsupported authorization scheme "${scheme.slice(0, 20)}"`);
+  }
+
+  /** Basic credentials → user name, or undefined when they do not check out. */
+  checkBasic(value: string): string | undefined {
+    const decoded = Buffer.from(value, 'base64').toString('utf8');
+    const colon = decoded.indexOf(':');
+    if (colon <= 0) return undefined;
+    const user = decoded.slice(0, colon);
+    const stored = this.users.get(user);
+    // Hash something even for unknown users so response time does not tell which users exist.
+    if (!stored) {
+      verifyPassword(decoded.slice(colon + 1), '{SSHA256}' + Buffer.alloc(48).toString('base64'));
+      return undefined;
+    }
+    return verifyPassword(decoded.slice(colon + 1), stored) ? user : undefined;
+  }
+
+  /** Throws 401 (with a challenge naming the scope) or 403 unless `identity` may do `action` on `repo`. */
+  authorize(identity: Identity, repo: string, action: Action, realm: string): void {
+    if (this.can(identity, repo, action)) return;
+    const user = identity.kind === 'anonymous' ? undefined : identity.user;
+    // Ask for (new) credentials when they could help: anonymous (also an anonymous token), or a token that lacks a
+    // scope its user would get. A known user who is simply not allowed gets 403.
+    if (identity.kind === 'anonymous' || (identity.kind === 'bearer' && (user === undefined || this.allowed(user, repo, action)))) {
+      throw this.challenge(realm, `repository:${repo}:${action === 'pull' ? 'pull' : `pull,${action}`}`, 'authentication required', identity.kind === 'bearer' ? 'insufficient_scope' : undefined);
+    }
+    throw new RegistryError('DENIED', `requested access to ${repo} (${action}) is denied`, { repository: repo, action });
+  }
+
+  can(identity: Identity, repo: string, action: Action): boolean {
+    if (identity.kind === 'bearer') return identity.grants.get(repo)?.has(action) === true;
+    return this.allowed(identity.kind === 'basic' ? identity.user : undefined, repo, action);
+  }
+
+  /** The repositories' user, for filtering listings. */
+  userOf(identity: Identity): string | undefined {
+    return identity.kind === 'anonymous' ? undefined : identity.user;
+  }
+
+  challenge(realm: string, scope: string | undefined, message: string, error?: string): RegistryError {
+    const value = this.config.basicOnly
+      ? `Basic realm="${this.service}"`
+      : `Bearer realm="${realm}",service="${this.service}"${scope ? `,scope="${scope}"` : ''}${error ? `,error="${error}"` : ''}`;
+    return new RegistryError('UNAUTHORIZED', message, scope ? { scope } : {}, 401, { 'www-authenticate': value });
+  }
+
+  /** The /token endpoint: grants the requested scopes the (optional) Basic user is allowed, signs them. */
+  issueToken(authorization: string | undefined, scopes: string[], realm: string): { token: string; access_token: string; expires_in: number; issued_at: string } {
+    let user: string | undefined;
+    if (authorization) {
+      const [scheme, value] = authorization.split(' ', 2);
+      if (scheme?.toLowerCase() !== 'basic' || !value) throw this.challenge(realm, undefined, 'the token endpoint takes Basic credentials');
+      user = this.checkBasic(value);
+      if (!user) throw new RegistryError('UNAUTHORIZED', 'invalid username or password', {}, 401, { 'www-authenticate': `Basic realm="${this.service}"` });
+    }
+    const access: TokenClaims['access'] = [];
+    for (const scope of scopes) {
+      // repository:<name>:<actions>; names contain no ':' (the grammar forbids it), so split from the ends.
+      const first = scope.indexOf(':');
+      const last = scope.lastIndexOf(':');
+      if (first === -1 || first === last) continue;
+      const type = scope.slice(0, first);
+      const name = scope.slice(first + 1, last);
+      const wanted = scope.slice(last + 1).split(',');
+      if (type === 'registry' && name === 'catalog') {
+        access.push({ type, name, actions: ['*'] });
+        continue;
+      }
+      if (type !== 'repository') continue;
+      const granted = wanted.flatMap((a) => (a === '*' ? ['pull', 'push', 'delete'] : [a])).filter((a): a is Action => (a === 'pull' || a === 'push' || a === 'delete') && this.allowed(user, name, a));
+      access.push({ type, name, actions: [...new Set(granted)] });
+    }
+    const now = Math.floor(Date.now() / 1000);
+    const claims: TokenClaims = { iss: 'transship', sub: user ?? null, aud: this.service, iat: now, exp: now + this.ttl, access };
+    const token = this.sign(claims);
+    return { token, access_token: token, expires_in: this.ttl, issued_at: new Date(now * 1000).toISOString() };
+  }
+
+  private sign(claims: TokenClaims): string {
+    const payload = Buffer.from(JSON.stringify(claims)).toString('base64url');
+    const mac = createHmac('sha256', this.secret).update(payload).digest('base64url');
+    return `${payload}.${mac}`;
+  }
+
+  verifyToken(token: string): TokenClaims | undefined {
+    const dot = token.indexOf('.');
+    if (dot <= 0) return undefined;
+    const payload = token.slice(0, dot);
+    const mac = Buffer.from(token.slice(dot + 1), 'base64url');
+    if (!safeEqual(createHmac('sha256', this.secret).update(payload).digest(), mac)) return undefined;
+    try {
+      const claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as TokenClaims;
+      if (claims.aud !== this.service || typeof claims.exp !== 'number' || claims.exp < Date.now() / 1000 || !Array.isArray(claims.access)) return undefined;
+      return claims;
+    } catch {
+      return undefined;
+    }
+  }
+}

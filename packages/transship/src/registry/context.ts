@@ -1,0 +1,257 @@
+// What every registry handler shares: the store, the link helper, upload sessions, auth, options, and the two
+// store operations with dedup rules (stat through the presence hint cache; write only what is not there yet).
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Readable } from 'node:stream';
+import { tmpdir } from 'node:os';
+import type { BlobInfo, BlobStore } from '../store/contract.js';
+import { log } from '@transship/core/log';
+import { blobSkippedBytesTotal, s3PutSkippedDueToDedup } from '../telemetry/metrics.js';
+import { Authenticator, type AuthConfig, type Identity } from './auth.js';
+import { TtlCache } from './cache.js';
+import { RepoLinks } from './links.js';
+import { metaStoreFor, type MetaStore } from './meta.js';
+import type { Target } from './paths.js';
+import { UploadSessions, type UploadSessionsOptions } from './uploads.js';
+import type { SpoolStreamer } from './spool-streamer.js';
+import type { PlacedReader } from '../placement/read-path.js';
+import { BlobCache, type BlobCacheOptions } from './blob-cache.js';
+
+export interface RegistryOptions {
+  store: BlobStore;
+  /** Where registry links live; default: next to an FsStore, or in memory (see meta.ts). */
+  meta?: MetaStore | undefined;
+  uploadDir?: string | undefined;
+  /** Largest blob accepted (default 16 GiB). */
+  maxBodyBytes?: number | undefined;
+  /** Largest manifest accepted (default 4 MiB, what the distribution spec suggests registries accept). */
+  maxManifestBytes?: number | undefined;
+  uploadIdleSeconds?: number | undefined;
+  allowDelete?: boolean | undefined;
+  /** Record blob→repository links (default: on exactly when auth is on). */
+  blobLinks?: boolean | undefined;
+  auth?: AuthConfig | undefined;
+  /** With regions configured: reads that miss the home store are lazy fetches from other regions. */
+  placed?: PlacedReader | undefined;
+  /**
+   * Upload sessions larger than this are streamed to the store while they arrive (stores that can stage blobs,
+   * i.e. S3). Default 32 MiB (the S3 store's multipart threshold); 0 turns streaming off.
+   */
+  streamUploadsAfterBytes?: number | undefined;
+  /**
+   * Answer blob GETs with a 307 to a presigned store URL (stores with blobUrl, i.e. S3), as Distribution does by
+   * default: clients must reach the store's endpoint. Off by default.
+   */
+  redirect?: { expiresInSeconds: number } | undefined;
+  /** How long "blob present" answers are reused (ms, default 30 s; 0 = never). Must stay below any GC grace. */
+  presenceTtlMs?: number | undefined;
+  /** Keep blob bytes on local disk and answer GETs from there (blob-cache.ts); absent or maxBytes 0 = off. */
+  blobCache?: BlobCacheOptions | undefined;
+}
+
+/** Staged uploads older than this are leftovers of a crashed instance. */
+const STAGED_ORPHAN_AGE_MS = 24 * 3600 * 1000;
+/** A listing answers "absent" for this long (a push's HEADs come within seconds of each other). */
+const LISTING_FRESH_MS = 10_000;
+/** Stores with more blobs than this (10 ListObjectsV2 pages) are not listed: HEAD per blob instead. */
+const LISTING_MAX_BLOBS = 10_000;
+
+export class RegistryContext {
+  readonly store: BlobStore;
+  readonly links: RepoLinks;
+  readonly sessions: UploadSessions;
+  readonly auth: Authenticator | undefined;
+  readonly allowDelete: boolean;
+  readonly placed: PlacedReader | undefined;
+  readonly maxManifestBytes: number;
+  readonly redirect: { expiresInSeconds: number } | undefined;
+  readonly blobCache: BlobCache | undefined;
+  private readonly presence: TtlCache<BlobInfo>;
+  private readonly presenceTtl: number;
+
+  constructor(opts: RegistryOptions) {
+    this.store = opts.store;
+    this.auth = opts.auth ? new Authenticator(opts.auth) : undefined;
+    const regions = opts.placed?.regions;
+    this.links = new RepoLinks(opts.store, opts.meta ?? metaStoreFor(opts.store), {
+      blobLinks: opts.blobLinks ?? this.auth !== undefined,
+      elsewhere: regions ? regions.others.map((r) => regions.store(r)) : [],
+    });
+    this.sessions = new UploadSessions({
+      dir: opts.uploadDir ?? tmpdir(),
+      idleMs: (opts.uploadIdleSeconds ?? 15 * 60) * 1000,
+      maxBytes: opts.maxBodyBytes ?? 16 * 1024 ** 3,
+      stream: streamingFor(opts.store, opts.streamUploadsAfterBytes ?? 32 * 1024 ** 2),
+    });
+    this.allowDelete = opts.allowDelete ?? false;
+    this.placed = opts.placed;
+    this.maxManifestBytes = opts.maxManifestBytes ?? 4 * 1024 * 1024;
+    this.redirect = opts.redirect;
+    this.presenceTtl = opts.presenceTtlMs ?? 30_000;
+    this.presence = new TtlCache(this.presenceTtl);
+    this.blobCache = opts.blobCache && opts.blobCache.maxBytes > 0 ? new BlobCache(opts.blobCache) : undefined;
+  }
+
+  /**
+   * Size of a stored blob (a recent positive answer is reused), or undefined. A miss triggers one listing of the
+   * store's blobs (when the store is small enough to list in a few pages) instead of a HEAD per blob: a client
+   * HEADs every blob of an image before pushing, and one listing answers all of them. A digest absent from a
+   * listing younger than LISTING_FRESH_MS is answered 404 without asking again; if another instance wrote it
+   * meanwhile, the client uploads it and our conditional PUT answers 412 — one request either way, never a
+   * wrong "present".
+   */
+  async stat(digest: string, signal?: AbortSignal): Promise<BlobInfo | undefined> {
+    const hit = this.presence.get(digest);
+    if (hit) return hit;
+    if (await this.refreshListing(signal)) return this.presence.get(digest);
+    const info = await this.store.statBlob(digest, { signal });
+    if (info) this.presence.set(digest, info);
+    return info;
+  }
+
+  private listedAt = 0;
+  private listing: Promise<boolean> | undefined;
+
+  /** True when a complete listing younger than LISTING_FRESH_MS is in the presence cache. */
+  private async refreshListing(signal?: AbortSignal): Promise<boolean> {
+    if (this.presenceTtl <= 0) return false;
+    if (Date.now() - this.listedAt < Math.min(LISTING_FRESH_MS, this.presenceTtl)) return true;
+    this.listing ??= (async () => {
+      const started = Date.now();
+      const found: BlobInfo[] = [];
+      try {
+        for await (const b of this.store.listBlobs({ signal })) {
+          found.push(b);
+          if (found.length > LISTING_MAX_BLOBS) return false; // a big store: HEAD per blob is cheaper
+        }
+      } catch {
+        return false;
+      }
+      for (const b of found) this.presence.set(b.digest, b);
+      this.listedAt = started;
+      return true;
+    })().finally(() => {
+      this.listing = undefined;
+    });
+    return this.listing;
+  }
+
+  async statMany(digests: string[], signal?: AbortSignal): Promise<Map<string, BlobInfo>> {
+    const out = new Map<string, BlobInfo>();
+    const unknown: string[] = [];
+    for (const d of digests) {
+      const hit = this.presence.get(d);
+      if (hit) out.set(d, hit);
+      else unknown.push(d);
+    }
+    if (unknown.length) {
+      for (const [d, info] of await this.store.statBlobs(unknown, { signal })) {
+        this.presence.set(d, info);
+        out.set(d, info);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * A presigned URL for `digest` (redirect mode). One URL is handed to every client for the first half of its
+   * lifetime, so a fleet pulling the same image costs one signature per blob, not one per GET; every client still
+   * gets at least half the configured validity.
+   */
+  async redirectUrl(digest: string, expiresInSeconds: number): Promise<string | undefined> {
+    if (!this.store.blobUrl) return undefined;
+    this.signedUrls ??= new TtlCache((expiresInSeconds * 1000) / 2, 10_000);
+    const hit = this.signedUrls.get(digest);
+    if (hit) return hit;
+    const url = await this.store.blobUrl(digest, { expiresInSeconds });
+    this.signedUrls.set(digest, url);
+    return url;
+  }
+
+  private signedUrls: TtlCache<string> | undefined;
+
+  /** A recent "present" answer, without asking the store. */
+  known(digest: string): BlobInfo | undefined {
+    return this.presence.get(digest);
+  }
+
+  notePresent(digest: string, size: number): void {
+    this.presence.set(digest, { digest, size });
+  }
+
+  forget(digest: string): void {
+    this.presence.delete(digest);
+  }
+
+  /**
+   * Writes a verified blob unless this instance recently saw it present. There is no HEAD before the write: the
+   * store's conditional PUT (412 = already there) is the existence check, and for bodies over ~2 MiB the SDK's
+   * `Expect: 100-continue` lets the backend refuse before any byte moves. Clients HEAD before they upload, so a
+   * known blob rarely gets here at all.
+   */
+  async storeBlob(digest: string, size: number, open: () => Readable | Promise<Readable>, signal?: AbortSignal, streamed?: SpoolStreamer): Promise<'written' | 'exists'> {
+    if (this.presence.get(digest)) {
+      await streamed?.abandon();
+      s3PutSkippedDueToDedup.inc({ reason: 'exists' });
+      blobSkippedBytesTotal.inc({ store: this.store.name }, size);
+      return 'exists';
+    }
+    // A session streamed while it arrived only needs its tail sent; otherwise (or if streaming gave up) one upload.
+    const out = (await streamed?.commit(digest, size, signal)) ?? (await this.store.putBlob(digest, open, { size, signal }));
+    if (out.status === 'exists') {
+      s3PutSkippedDueToDedup.inc({ reason: 'conditional_412' });
+      blobSkippedBytesTotal.inc({ store: this.store.name }, size);
+    }
+    this.presence.set(digest, { digest, size: out.size });
+    return out.status;
+  }
+
+  private readonly closing = new AbortController();
+  private sweeping: Promise<void> | undefined;
+
+  /**
+   * In the background: removes staged uploads that crashed instances left behind. Only those older than a day are
+   * touched — longer than any live upload of another instance — so every instance can run it at start.
+   */
+  sweepStaged(): Promise<void> {
+    if (!this.store.sweepStaged) return Promise.resolve();
+    if (this.sweeping) return this.sweeping; // once per instance; callers may wait for it
+    this.sweeping = this.store
+      .sweepStaged(STAGED_ORPHAN_AGE_MS, { signal: this.closing.signal })
+      .then((r) => {
+        if (r.multipart || r.objects) log.info({ store: this.store.name, ...r }, 'removed staged uploads left by a crashed instance');
+      })
+      .catch((err: unknown) => {
+        if (!this.closing.signal.aborted) log.warn({ err, store: this.store.name }, 'could not sweep old staged uploads; a bucket lifecycle rule (AbortIncompleteMultipartUpload) covers them too');
+      });
+    return this.sweeping;
+  }
+
+  async close(): Promise<void> {
+    this.closing.abort(new Error('registry closing'));
+    this.blobCache?.close();
+    await this.sweeping;
+    await this.sessions.close();
+    await this.links.meta.close();
+  }
+}
+
+function streamingFor(store: BlobStore, afterBytes: number): UploadSessionsOptions['stream'] {
+  if (afterBytes <= 0 || !store.stageBlob) return undefined;
+  const stageBlob = store.stageBlob.bind(store);
+  return { store: { stageBlob }, afterBytes };
+}
+
+/** One registry request, parsed and authenticated, as handlers see it. */
+export interface Call {
+  ctx: RegistryContext;
+  target: Target;
+  method: string;
+  query: URLSearchParams;
+  request: FastifyRequest;
+  reply: FastifyReply;
+  /** Aborted when the client goes away: passed to every store call. */
+  signal: AbortSignal;
+  identity: Identity;
+}
+
+export type Handler = (call: Call) => Promise<void>;

@@ -1,0 +1,227 @@
+// `docker://HOST/REPO[:TAG|@DIGEST]`: pulling from a registry over the OCI distribution API with Node's fetch.
+//
+// Every HTTP exchange goes through the one `retry` (src/core/retry.ts) with the caller's signal; HTTP outcomes are
+// mapped to our error table so the classifier decides: 401/403 → TS_UNAUTHORIZED (fatal: wrong credentials never
+// get better), 404 → TS_TAG_UNKNOWN / TS_BLOB_UNKNOWN, 429 → TS_THROTTLED and 408/5xx → TS_BACKEND_UNAVAILABLE
+// (retryable, honouring Retry-After), connection failures → TS_NETWORK. A 401 answered with a Bearer challenge is
+// not a failure but the auth handshake: we fetch a token and replay once within the same attempt.
+//
+// What is served is verified: a manifest's bytes must hash to the digest it was asked by and to the
+// Docker-Content-Digest the registry claims; blob streams are checked against their descriptor while they flow.
+// Blob GETs follow redirects (registries hand out storage URLs); fetch drops Authorization on cross-origin hops,
+// which is what presigned S3 URLs need.
+import { Readable } from 'node:stream';
+import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import { digestOf, parseDigest, digestMismatch } from '@transship/core/digest';
+import { cancelledError, isAbortError, isTransshipError, TransshipError } from '@transship/core/errors';
+import { retry, type RetryOptions } from '@transship/core/retry';
+import type { Signalled } from '../../store/contract.js';
+import type { DockerReference } from '../reference.js';
+import { MediaTypes, type Descriptor, type FetchedManifest, type ImageSource } from '../types.js';
+import { checkManifestDocument } from './descriptors.js';
+import { basicHeader, credentialsFrom, parseChallenge, tokenFromResponse, type CachedToken, type RegistryCredentials } from './registry-auth.js';
+import { checkBytes, MAX_MANIFEST_BYTES, verifiedStream } from './verify.js';
+
+export const MANIFEST_ACCEPT = [MediaTypes.ociIndex, MediaTypes.ociManifest, MediaTypes.dockerManifestList, MediaTypes.dockerManifest].join(', ');
+
+export interface DockerRegistryOptions extends Signalled {
+  /** Basic credentials (for the token service or a Basic registry); default from TRANSSHIP_REGISTRY_USER/PASSWORD. */
+  credentials?: RegistryCredentials | undefined;
+  /** Use http:// (always the case for localhost, 127.0.0.1 and [::1]). */
+  insecure?: boolean | undefined;
+  /** Retry policy overrides (attempts, delays, shared budget). */
+  retry?: Omit<RetryOptions, 'signal'> | undefined;
+  /** Injectable for tests. */
+  fetch?: typeof fetch | undefined;
+  userAgent?: string | undefined;
+}
+
+const LOOPBACK = /^(localhost|127\.\d+\.\d+\.\d+|\[::1\])(:\d+)?$/;
+
+function parseRetryAfter(value: string | null): number | undefined {
+  if (!value) return undefined;
+  if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
+}
+
+async function discard(res: Response): Promise<void> {
+  await res.body?.cancel().catch(() => undefined);
+}
+
+type Kind = 'manifest' | 'blob' | 'token';
+
+/** Maps a non-2xx response to the error table. */
+function httpError(res: Response, kind: Kind, what: string): TransshipError {
+  const status = res.status;
+  const retryAfterMs = parseRetryAfter(res.headers.get('retry-after'));
+  const opts = { status, details: { status, what }, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) };
+  if (status === 401 || status === 403) return new TransshipError('TS_UNAUTHORIZED', `${what}: the registry refused access (HTTP ${status}); check TRANSSHIP_REGISTRY_USER/PASSWORD`, opts);
+  if (status === 404) {
+    return kind === 'blob' ? new TransshipError('TS_BLOB_UNKNOWN', `${what}: blob not found (HTTP 404)`, opts) : new TransshipError('TS_TAG_UNKNOWN', `${what}: not found (HTTP 404)`, opts);
+  }
+  if (status === 429) return new TransshipError('TS_THROTTLED', `${what}: the registry asked to slow down (HTTP 429)`, opts);
+  if (status === 408 || status >= 500) return new TransshipError('TS_BACKEND_UNAVAILABLE', `${what}: registry error (HTTP ${status})`, opts);
+  return new TransshipError('TS_BACKEND_REJECTED', `${what}: the registry rejected the request (HTTP ${status})`, opts);
+}
+
+/** fetch() failures: aborts stay aborts, everything else is a (retryable) network error with the cause's code. */
+function networkError(err: unknown, url: string, signal: AbortSignal): unknown {
+  if (signal.aborted) return cancelledError(signal);
+  if (isAbortError(err) || isTransshipError(err)) return err;
+  const cause = (err as { cause?: { code?: unknown; message?: unknown } }).cause;
+  const code = typeof cause?.code === 'string' ? cause.code : undefined;
+  return new TransshipError('TS_NETWORK', `cannot reach ${new URL(url).host}: ${code ?? (err as Error).message}`, { cause: err, details: { url, errno: code } });
+}
+
+export class DockerRegistrySource implements ImageSource {
+  readonly description: string;
+  private readonly base: string;
+  private readonly fetchImpl: typeof fetch;
+  private readonly credentials: RegistryCredentials | undefined;
+  private auth: CachedToken | undefined;
+  private rootManifest: FetchedManifest | undefined;
+
+  constructor(
+    readonly ref: DockerReference,
+    private readonly opts: DockerRegistryOptions = {},
+  ) {
+    const scheme = opts.insecure || LOOPBACK.test(ref.endpoint) ? 'http' : 'https';
+    this.base = `${scheme}://${ref.endpoint}/v2/${ref.repo}`;
+    this.fetchImpl = opts.fetch ?? fetch;
+    this.credentials = credentialsFrom(opts.credentials);
+    this.description = `docker://${ref.registry}/${ref.repo}${ref.digest ? `@${ref.digest}` : `:${ref.tag ?? 'latest'}`}`;
+  }
+
+  /** Creates the source and resolves the root manifest (so a missing tag or bad credentials fail at open). */
+  static async open(ref: DockerReference, opts: DockerRegistryOptions = {}): Promise<DockerRegistrySource> {
+    const src = new DockerRegistrySource(ref, opts);
+    await src.root(opts);
+    return src;
+  }
+
+  async root(opts: Signalled = {}): Promise<FetchedManifest> {
+    if (!this.rootManifest) this.rootManifest = await this.fetchManifest(this.ref.digest ?? this.ref.tag ?? 'latest', undefined, opts.signal);
+    return this.rootManifest;
+  }
+
+  async manifest(desc: Descriptor, opts: Signalled = {}): Promise<FetchedManifest> {
+    return this.fetchManifest(parseDigest(desc.digest).value, desc, opts.signal);
+  }
+
+  async blob(desc: Descriptor, opts: Signalled & { callerVerifies?: boolean | undefined } = {}): Promise<Readable> {
+    const digest = parseDigest(desc.digest).value;
+    const what = `${this.description}: blob ${digest}`;
+    const res = await this.request(`${this.base}/blobs/${digest}`, {}, 'blob', what, opts.signal);
+    if (!res.body) throw new TransshipError('TS_BACKEND_REJECTED', `${what}: empty response body`);
+    return verifiedStream(Readable.fromWeb(res.body as WebReadableStream<Uint8Array>), { ...desc, digest }, opts.signal, opts.callerVerifies);
+  }
+
+  async close(): Promise<void> {}
+
+  private async fetchManifest(reference: string, expected: Descriptor | undefined, signal?: AbortSignal): Promise<FetchedManifest> {
+    const what = `${this.description}: manifest ${reference}`;
+    return retry(async ({ signal: s }) => {
+      const res = await this.send(`${this.base}/manifests/${reference}`, { accept: MANIFEST_ACCEPT }, 'manifest', what, s);
+      const length = Number(res.headers.get('content-length') ?? '0');
+      if (length > MAX_MANIFEST_BYTES) {
+        await discard(res);
+        throw new TransshipError('TS_MANIFEST_INVALID', `${what} is ${length} bytes; the limit is ${MAX_MANIFEST_BYTES}`);
+      }
+      let bytes: Buffer;
+      try {
+        bytes = Buffer.from(await res.arrayBuffer());
+      } catch (err) {
+        throw networkError(err, res.url || this.base, s);
+      }
+      if (bytes.length > MAX_MANIFEST_BYTES) throw new TransshipError('TS_MANIFEST_INVALID', `${what} is larger than ${MAX_MANIFEST_BYTES} bytes`);
+      // The registry's claim and our request must both agree with the bytes.
+      const claimed = res.headers.get('docker-content-digest');
+      if (claimed) {
+        const d = parseDigest(claimed);
+        const actual = digestOf(bytes, d.algorithm);
+        if (actual !== d.value) throw digestMismatch(d.value, actual);
+      }
+      const byDigest = reference.includes(':') ? parseDigest(reference) : undefined;
+      const digest = byDigest ? digestOf(bytes, byDigest.algorithm) : digestOf(bytes);
+      if (byDigest && digest !== byDigest.value) throw digestMismatch(byDigest.value, digest);
+      const contentType = (res.headers.get('content-type') ?? '').split(';')[0]?.trim() ?? '';
+      const declared = checkManifestDocument(bytes, what, expected?.mediaType ?? (contentType || MediaTypes.ociManifest));
+      const descriptor: Descriptor = expected ? { ...expected } : { mediaType: declared, digest, size: bytes.length };
+      if (expected) checkBytes(bytes, expected);
+      return { descriptor, bytes };
+    }, this.retryOptions(signal));
+  }
+
+  private retryOptions(signal: AbortSignal | undefined): RetryOptions {
+    return { ...(this.opts.retry ?? {}), signal: signal ?? this.opts.signal };
+  }
+
+  /** One retried GET that returns a 2xx response with its body unread. */
+  private request(url: string, headers: Record<string, string>, kind: Kind, what: string, signal?: AbortSignal): Promise<Response> {
+    return retry(({ signal: s }) => this.send(url, headers, kind, what, s), this.retryOptions(signal));
+  }
+
+  /** One attempt: GET with our auth; on a 401 challenge, authenticate and replay once. */
+  private async send(url: string, headers: Record<string, string>, kind: Kind, what: string, signal: AbortSignal): Promise<Response> {
+    let res = await this.get(url, headers, signal);
+    if (res.status === 401) {
+      const challenge = parseChallenge(res.headers.get('www-authenticate') ?? '');
+      await discard(res);
+      const before = this.auth?.header;
+      await this.authenticate(challenge, what, signal);
+      if (this.auth?.header === undefined || this.auth.header === before) throw httpError(res, kind, what);
+      res = await this.get(url, headers, signal);
+    }
+    if (!res.ok) {
+      await discard(res);
+      throw httpError(res, kind, what);
+    }
+    return res;
+  }
+
+  private async get(url: string, headers: Record<string, string>, signal: AbortSignal): Promise<Response> {
+    const h: Record<string, string> = { ...headers, 'user-agent': this.opts.userAgent ?? 'transship' };
+    if (this.auth && this.auth.expiresAt > Date.now()) h.authorization = this.auth.header;
+    try {
+      return await this.fetchImpl(url, { headers: h, signal, redirect: 'follow' });
+    } catch (err) {
+      throw networkError(err, url, signal);
+    }
+  }
+
+  private async authenticate(challenge: ReturnType<typeof parseChallenge>, what: string, signal: AbortSignal): Promise<void> {
+    if (challenge?.scheme === 'basic') {
+      if (this.credentials) this.auth = { header: basicHeader(this.credentials), expiresAt: Number.POSITIVE_INFINITY };
+      return;
+    }
+    if (challenge?.scheme !== 'bearer' || !challenge.params.realm) return;
+    let realm: URL;
+    try {
+      realm = new URL(challenge.params.realm);
+    } catch (err) {
+      throw new TransshipError('TS_UNAUTHORIZED', `${what}: the registry's token realm "${challenge.params.realm}" is not a URL`, { cause: err });
+    }
+    if (challenge.params.service) realm.searchParams.set('service', challenge.params.service);
+    realm.searchParams.set('scope', challenge.params.scope ?? `repository:${this.ref.repo}:pull`);
+    const headers: Record<string, string> = { 'user-agent': this.opts.userAgent ?? 'transship' };
+    if (this.credentials) headers.authorization = basicHeader(this.credentials);
+    let res: Response;
+    try {
+      res = await this.fetchImpl(realm, { headers, signal, redirect: 'follow' });
+    } catch (err) {
+      throw networkError(err, realm.toString(), signal);
+    }
+    if (!res.ok) {
+      await discard(res);
+      throw httpError(res, 'token', `${what}: token service ${realm.host}`);
+    }
+    let body: unknown;
+    try {
+      body = await res.json();
+    } catch (err) {
+      throw new TransshipError('TS_UNAUTHORIZED', `${what}: the token service answered with malformed JSON`, { cause: err });
+    }
+    this.auth = tokenFromResponse(body);
+  }
+}

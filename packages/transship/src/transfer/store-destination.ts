@@ -1,0 +1,74 @@
+// Writing an image into a BlobStore, in the order the invariants demand: blobs → manifests → manifest link → tag.
+// The presence check runs before any byte moves: cache hits first, then one batch check for the misses.
+import { Readable } from 'node:stream';
+import type { BlobStore, Signalled } from '../store/contract.js';
+import { tagMatches } from '../store/keys.js';
+import type { PresenceCache } from '../index/presence-cache.js';
+import { validateRepoName, validateTag } from '@transship/core/names';
+import { s3PutSkippedDueToDedup, blobSkippedBytesTotal, indexLookupsTotal } from '../telemetry/metrics.js';
+import type { Descriptor, DestinationPutResult, FetchedManifest, ImageDestination } from './types.js';
+
+export class StoreDestination implements ImageDestination {
+  readonly description: string;
+  private rootWasPresent = false;
+
+  constructor(
+    readonly store: BlobStore,
+    readonly repo: string,
+    /** Tag to point at the root; undefined = push by digest only. */
+    readonly tag: string | undefined,
+    private readonly cache?: PresenceCache,
+  ) {
+    validateRepoName(repo);
+    if (tag !== undefined) validateTag(tag);
+    this.description = `${store.name}/${repo}${tag ? ':' + tag : ''}`;
+  }
+
+  async present(descs: readonly Descriptor[], opts: Signalled = {}): Promise<Map<string, 'cache' | 'exists'>> {
+    const digests = [...new Set(descs.map((d) => d.digest))];
+    const out = new Map<string, 'cache' | 'exists'>();
+    const hits = this.cache?.known(this.store.name, digests) ?? new Set<string>();
+    for (const d of hits) out.set(d, 'cache');
+    const misses = digests.filter((d) => !hits.has(d));
+    if (misses.length) {
+      const found = await this.store.statBlobs(misses, opts);
+      for (const d of misses) indexLookupsTotal.inc({ result: found.has(d) ? 'remote_present' : 'remote_absent' });
+      for (const d of found.keys()) out.set(d, 'exists');
+      this.cache?.markPresent(this.store.name, found.keys());
+    }
+    const sizes = new Map(descs.map((d) => [d.digest, d.size] as const));
+    let skipped = 0;
+    for (const d of out.keys()) skipped += sizes.get(d) ?? 0;
+    blobSkippedBytesTotal.inc({ store: this.store.name }, skipped);
+    return out;
+  }
+
+  /** Tells the destination the root manifest was already present, so commit() checks before writing links/tags. */
+  notePresent(rootDigest: string, present: ReadonlyMap<string, unknown>): void {
+    this.rootWasPresent = present.has(rootDigest);
+  }
+
+  async putBlob(desc: Descriptor, open: () => Promise<Readable>, opts: Signalled & { onProgress?: (bytes: number) => void } = {}): Promise<DestinationPutResult> {
+    const r = await this.store.putBlob(desc.digest, open, { size: desc.size, signal: opts.signal, onProgress: opts.onProgress });
+    if (r.status === 'exists') {
+      s3PutSkippedDueToDedup.inc({ reason: 'conditional_412' });
+      blobSkippedBytesTotal.inc({ store: this.store.name }, desc.size);
+    }
+    this.cache?.markPresent(this.store.name, [desc.digest]);
+    return { status: r.status };
+  }
+
+  async putManifest(m: FetchedManifest, opts: Signalled = {}): Promise<DestinationPutResult> {
+    return this.putBlob(m.descriptor, async () => Readable.from([m.bytes]), opts);
+  }
+
+  async commit(root: FetchedManifest, opts: Signalled = {}): Promise<void> {
+    const digest = root.descriptor.digest;
+    // A fresh root cannot have a link or tag yet, so skip the listing; a known root may be fully in place already.
+    const state = this.rootWasPresent ? await this.store.repoState(this.repo, opts) : undefined;
+    if (!state?.manifests.has(digest)) await this.store.linkManifest(this.repo, digest, opts);
+    if (this.tag !== undefined && !tagMatches(state?.tags.get(this.tag), digest)) await this.store.putTag(this.repo, this.tag, digest, opts);
+  }
+
+  async close(): Promise<void> {}
+}
