@@ -11,6 +11,7 @@ import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { makeOciLayout } from '../support/images.js';
 import { createTestBucket, s3TestConfig, testS3Client } from '../support/rgw.js';
 import { startS3Proxy } from '../support/s3-proxy.js';
+import { spawnServe } from '../support/registry.js';
 
 const cfg = s3TestConfig();
 if (!cfg) throw new Error('TRANSSHIP_TEST_S3_* not set: run through `npm test`');
@@ -78,4 +79,24 @@ test('cli: SIGINT mid-upload exits 130 within 2 s with the multipart upload abor
   const summary = JSON.parse(again.stdout);
   assert.ok(summary.blobs.skipped.exists >= 1, JSON.stringify(summary.blobs));
   assert.equal(summary.blobs.uploaded + (summary.blobs.skipped.exists ?? 0), 3);
+});
+
+test('regression: no runtime warning on a supported Node — a real S3 copy and a serve start write only JSON log lines to stderr', async () => {
+  // The CLI used to patch process.emitWarning to hide the AWS SDK's NodeVersionSupportWarning on Node 20; on a
+  // supported LTS there is nothing to hide, and nothing may be printed but the structured log.
+  const bucket = await createTestBucket('cli-warn');
+  const img = await makeOciLayout(join(tmp, 'warn'), { tag: 'v1', layers: 1, layerSize: 10_000, seed: 'cli-warn' });
+  const quietEnv = { ...env(cfg.endpoint), TRANSSHIP_LOG_LEVEL: 'info' };
+  const r = spawnSync(process.execPath, [bin, 'copy', `oci:${img.path}:v1`, `s3://${bucket}/w/app:v1`, '--no-cache'], { encoding: 'utf8', env: quietEnv });
+  assert.equal(r.status, 0, r.stderr);
+  const serve = await spawnServe(['--store', `s3://${bucket}/w`], quietEnv);
+  const ok = await fetch(`${serve.url}/v2/app/tags/list`);
+  assert.equal(ok.status, 200);
+  await serve.stop();
+  for (const [what, stderr] of [['copy', r.stderr], ['serve', serve.stderr()]] as const) {
+    for (const line of stderr.split('\n').filter((l) => l.trim() !== '')) {
+      assert.doesNotThrow(() => JSON.parse(line), `${what} wrote a non-JSON line to stderr: ${line}`);
+    }
+    assert.doesNotMatch(stderr, /Warning|NodeVersionSupport/, what);
+  }
 });

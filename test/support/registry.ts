@@ -137,6 +137,8 @@ export interface ServeProcess {
   url: string;
   host: string;
   output(): string;
+  /** What the process wrote to stderr alone (logs are JSON lines there). */
+  stderr(): string;
   /** SIGTERM, then wait for exit (SIGKILL after 5 s). Returns the exit code. */
   stop(): Promise<number | null>;
 }
@@ -149,6 +151,7 @@ export async function spawnServe(args: string[], env: NodeJS.ProcessEnv = proces
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
+  let err = '';
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`serve did not start within 30 s:\n${out}`)), 30_000);
@@ -161,7 +164,10 @@ export async function spawnServe(args: string[], env: NodeJS.ProcessEnv = proces
       }
     };
     child.stdout.on('data', onData);
-    child.stderr.on('data', (c: Buffer) => (out += c.toString()));
+    child.stderr.on('data', (c: Buffer) => {
+      out += c.toString();
+      err += c.toString();
+    });
     void exited.then((code) => {
       clearTimeout(timer);
       reject(new Error(`serve exited with ${code} before listening:\n${out}`));
@@ -172,6 +178,7 @@ export async function spawnServe(args: string[], env: NodeJS.ProcessEnv = proces
     url,
     host: url.replace(/^https?:\/\//, ''),
     output: () => out,
+    stderr: () => err,
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
       child.kill('SIGTERM');
