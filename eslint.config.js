@@ -1,6 +1,68 @@
-// Lint rules that catch real bugs in async infrastructure code: floating promises above all.
+// Lint rules that catch real bugs in async infrastructure code: floating promises above all; and the layer map.
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
+
+// The layer map: dependencies point down.
+//
+//   cli → server → registry → placement → transfer → store, index → telemetry → core
+//   cli → containerd → telemetry → core            (the containerd product shares only core and telemetry)
+//
+// Each folder of src/ may import itself and the folders listed for it, nothing else; test/ and bench/ may import
+// anything. When the tree moves into workspaces, change the keys and values here (and SRC) — the rules below are
+// generated from this table.
+const SRC = 'src';
+const LAYERS = {
+  core: [],
+  telemetry: ['core'],
+  store: ['core', 'telemetry'],
+  index: ['core', 'telemetry'],
+  transfer: ['core', 'telemetry', 'store', 'index'],
+  placement: ['core', 'telemetry', 'store', 'index', 'transfer'],
+  registry: ['core', 'telemetry', 'store', 'index', 'transfer', 'placement'],
+  server: ['core', 'telemetry', 'store', 'index', 'transfer', 'placement', 'registry'],
+  containerd: ['core', 'telemetry'],
+  cli: ['core', 'telemetry', 'store', 'index', 'transfer', 'placement', 'registry', 'server', 'containerd'],
+};
+// Packages that belong to one layer: the HTTP server framework to the HTTP layers, gRPC to containerd, the AWS SDK
+// to the S3 store, the command-line parser to the CLI. (Dynamic import() is not checked by the rule; cli/ is the
+// only folder that uses it for our own modules.)
+const PACKAGES = {
+  fastify: ['registry', 'server', 'cli'],
+  '@grpc/*': ['containerd'],
+  '@aws-sdk/*': ['store'],
+  '@smithy/*': ['store'],
+  commander: ['cli'],
+};
+/** Deepest folder nesting under a layer (src/containerd/watch/x.ts is 1); deeper files fail the rule below. */
+const MAX_DEPTH = 3;
+
+function layerRules() {
+  const escape = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const configs = [];
+  for (const [layer, allowed] of Object.entries(LAYERS)) {
+    const forbidden = Object.keys(LAYERS).filter((l) => l !== layer && !allowed.includes(l));
+    const packages = Object.entries(PACKAGES).filter(([, owners]) => !owners.includes(layer)).map(([name]) => name);
+    for (let depth = 0; depth <= MAX_DEPTH; depth++) {
+      // A relative import climbs out of the file's own layer with depth+1 `../`; what follows names the layer.
+      const up = '\\.\\./'.repeat(depth + 1);
+      const patterns = [];
+      if (forbidden.length) {
+        patterns.push({
+          regex: `^${up}(${forbidden.map(escape).join('|')})(/|$)`,
+          message: `layer map (eslint.config.js): ${layer}/ may import only ${allowed.join(', ') || 'nothing outside itself'}`,
+        });
+      }
+      // Deeper climbs leave src/ altogether.
+      patterns.push({ regex: `^${up}\\.\\./`, message: `layer map (eslint.config.js): ${layer}/ imports from outside ${SRC}/` });
+      if (packages.length) patterns.push({ group: packages, message: `layer map (eslint.config.js): this package belongs to another layer (see PACKAGES)` });
+      configs.push({
+        files: [`${SRC}/${layer}/${'*/'.repeat(depth)}*.ts`],
+        rules: { 'no-restricted-imports': ['error', { patterns }] },
+      });
+    }
+  }
+  return configs;
+}
 
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', 'bin/**', 'scripts/**', 'test/run.mjs', 'eslint.config.js'] },
@@ -23,4 +85,5 @@ export default tseslint.config(
       '@typescript-eslint/restrict-template-expressions': 'off',
     },
   },
+  ...layerRules(),
 );

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { copyImage } from '../transfer/copy.js';
 import { parseReference } from '../transfer/reference.js';
-import { resolveDestination, resolveSource } from '../transfer/endpoints.js';
+import { resolveDestination, resolveSource } from './endpoints.js';
 import { PresenceCache } from '../index/presence-cache.js';
 import { DEFAULT_CACHE_FILE } from '../core/config.js';
 import { ProgressBar, formatBytes } from './progress.js';

@@ -32,7 +32,8 @@
 import { buffer } from 'node:stream/consumers';
 import { digestOf, parseDigest } from '../core/digest.js';
 import { TransshipError, errorSummary, isTransshipError, throwIfAborted } from '../core/errors.js';
-import type { BlobStore, Signalled } from '../store/contract.js';
+import type { BlobStore } from '../store/contract.js';
+import type { Signalled } from '../core/signal.js';
 import { parseManifest, references } from '../transfer/manifest.js';
 import { crossRegionUploadBytesTotal, promotedBlobEvictionsTotal, promotedBlobEvictedBytesTotal } from '../telemetry/metrics.js';
 import { withSpan } from '../telemetry/tracing.js';

@@ -7,7 +7,8 @@
 //
 // Idempotent and cheap when there is nothing to do: one listing per prefix in the source; the target is listed only
 // when the source has keys, and only missing keys are written (conditional writes, so a racing writer is harmless).
-import type { BlobStore, Signalled } from '../store/contract.js';
+import type { BlobStore } from '../store/contract.js';
+import type { Signalled } from '../core/signal.js';
 import { validateRepoName } from '../core/names.js';
 import { throwIfAborted } from '../core/errors.js';
 import { withSpan } from '../telemetry/tracing.js';

@@ -6,7 +6,7 @@ import { buffer } from 'node:stream/consumers';
 import { TransshipError } from '../core/errors.js';
 import { VerifyingStream, digestMismatch, digestOf, parseDigest } from '../core/digest.js';
 import { validateRepoName, validateTag } from '../core/names.js';
-import type { Signalled } from '../store/contract.js';
+import type { Signalled } from '../core/signal.js';
 import { parseManifest } from '../transfer/manifest.js';
 import type { Descriptor, FetchedManifest, ImageSource } from '../transfer/types.js';
 import type { PlacedReader } from './read-path.js';

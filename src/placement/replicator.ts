@@ -13,7 +13,7 @@ import { copyImage } from '../transfer/copy.js';
 import { StoreDestination } from '../transfer/store-destination.js';
 import { StoreSource } from '../transfer/store-source.js';
 import type { Descriptor, FetchedManifest, ImageDestination, ImageSource } from '../transfer/types.js';
-import type { Signalled } from '../store/contract.js';
+import type { Signalled } from '../core/signal.js';
 import { crossRegionUploadBytesTotal } from '../telemetry/metrics.js';
 import { withSpan } from '../telemetry/tracing.js';
 import { log } from '../telemetry/log.js';

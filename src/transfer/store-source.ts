@@ -3,7 +3,8 @@
 import { pipeline } from 'node:stream';
 import type { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
-import type { BlobStore, Signalled } from '../store/contract.js';
+import type { BlobStore } from '../store/contract.js';
+import type { Signalled } from '../core/signal.js';
 import { TransshipError } from '../core/errors.js';
 import { VerifyingStream, digestMismatch, digestOf, parseDigest } from '../core/digest.js';
 import { validateRepoName, validateTag } from '../core/names.js';

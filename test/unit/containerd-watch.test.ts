@@ -20,7 +20,7 @@ import { LinuxHost, cgroupRelPath, expandSlice, listeningIn, type HostProbe, typ
 import { checkTracks } from '../../src/containerd/watch/stuck.js';
 import { planReconcile, type ApiView } from '../../src/containerd/watch/reconcile.js';
 import { loadConfig } from '../../src/core/config.js';
-import { parseHostPort } from '../../src/cli/listen.js';
+import { parseHostPort } from '../../src/cli/args.js';
 import { TransshipError } from '../../src/core/errors.js';
 
 const NS = 'ns1';

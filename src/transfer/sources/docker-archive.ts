@@ -14,7 +14,7 @@ import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
 import { digestOf, parseDigest } from '../../core/digest.js';
 import { cancelledError, isTransshipError, throwIfAborted, TransshipError } from '../../core/errors.js';
-import type { Signalled } from '../../store/contract.js';
+import type { Signalled } from '../../core/signal.js';
 import { normalizeDockerName } from '../reference.js';
 import { MediaTypes, type Descriptor, type FetchedManifest, type ImageSource } from '../types.js';
 import { parseJson } from './descriptors.js';

@@ -15,7 +15,7 @@ import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { digestOf, parseDigest, digestMismatch } from '../../core/digest.js';
 import { cancelledError, isAbortError, isTransshipError, TransshipError } from '../../core/errors.js';
 import { retry, type RetryOptions } from '../../core/retry.js';
-import type { Signalled } from '../../store/contract.js';
+import type { Signalled } from '../../core/signal.js';
 import type { DockerReference } from '../reference.js';
 import { MediaTypes, type Descriptor, type FetchedManifest, type ImageSource } from '../types.js';
 import { checkManifestDocument } from './descriptors.js';

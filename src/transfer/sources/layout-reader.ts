@@ -8,7 +8,7 @@
 import type { Readable } from 'node:stream';
 import { parseDigest } from '../../core/digest.js';
 import { isTransshipError, throwIfAborted, TransshipError } from '../../core/errors.js';
-import type { Signalled } from '../../store/contract.js';
+import type { Signalled } from '../../core/signal.js';
 import type { RefTarget } from '../reference.js';
 import { MediaTypes, type Descriptor, type FetchedManifest, type ImageSource } from '../types.js';
 import { checkManifestDocument, indexManifests, parseJson, REF_NAME_ANNOTATION } from './descriptors.js';

@@ -13,7 +13,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { cancelledError, fromFsError, isTransshipError, throwIfAborted } from '../../core/errors.js';
-import type { Signalled } from '../../store/contract.js';
+import type { Signalled } from '../../core/signal.js';
 import type { RefTarget } from '../reference.js';
 import type { Descriptor, DestinationPutResult, FetchedManifest, ImageDestination, ImageSource } from '../types.js';
 import { LayoutImageSource, type LayoutFiles } from './layout-reader.js';

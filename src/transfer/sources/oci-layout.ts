@@ -18,7 +18,7 @@ import { pipeline } from 'node:stream/promises';
 import { parseDigest, VerifyingStream } from '../../core/digest.js';
 import { fileStream } from '../../core/file-stream.js';
 import { cancelledError, fromFsError, isAbortError, isTransshipError, throwIfAborted, TransshipError } from '../../core/errors.js';
-import type { Signalled } from '../../store/contract.js';
+import type { Signalled } from '../../core/signal.js';
 import type { RefTarget } from '../reference.js';
 import { MediaTypes, type Descriptor, type DestinationPutResult, type FetchedManifest, type ImageDestination, type ImageSource } from '../types.js';
 import { indexManifests, parseJson, REF_NAME_ANNOTATION } from './descriptors.js';

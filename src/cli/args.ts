@@ -1,0 +1,42 @@
+// Argument helpers more than one command uses: HOST:PORT, repeatable lists, durations, a store argument. One module
+// so commands never import each other. It stays light on purpose — no store, AWS SDK or fastify at load time (the
+// store argument loads them when called) — so a node agent like `watch` does not pay ~40 MB for `serve`'s imports.
+import { TransshipError } from '../core/errors.js';
+import type { Config } from '../core/config.js';
+import type { BlobStore } from '../store/contract.js';
+
+export function parseHostPort(value: string, flag = '--listen'): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value);
+  const host = m?.[1] ?? m?.[2];
+  const port = Number(m?.[3]);
+  if (!m || host === undefined || !Number.isInteger(port) || port > 65535) {
+    throw new TransshipError('TS_USAGE', `invalid ${flag} "${value}": expected HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080`);
+  }
+  return { host: host || '0.0.0.0', port };
+}
+
+/** A repeatable, comma-separated option (`--namespace a,b --namespace c`), for commander's option parser. */
+export function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), ...value.split(',').map((s) => s.trim()).filter(Boolean)];
+}
+
+/** `90s`, `5m`, `1h`, `1500ms` or plain seconds. */
+export function parseDuration(s: string, flag: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(s.trim());
+  if (!m) throw new TransshipError('TS_USAGE', `${flag}: expected a duration like 30s, 5m or 1h, got "${s}"`);
+  const n = Number(m[1]);
+  const unit = m[2] ?? 's';
+  return Math.round(n * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[unit as 'ms' | 's' | 'm' | 'h']);
+}
+
+/**
+ * The `[store]` argument of `ls` and `verify`: `dir:PATH`, `s3://BUCKET[/PREFIX]`, `store:` or `store@REGION:`
+ * (default: the configured store). Loads the store modules only now (see the header).
+ */
+export async function openStoreArg(arg: string | undefined, config: Config): Promise<BlobStore> {
+  const { openConfiguredStore, openStore, parseStoreLocation } = await import('../store/open.js');
+  if (arg === undefined || arg === 'store:') return openConfiguredStore(config);
+  const m = /^store@([a-z0-9-]+):?$/.exec(arg);
+  if (m) return openConfiguredStore(config, m[1]);
+  return openStore(parseStoreLocation(arg), { config });
+}
