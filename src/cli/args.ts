@@ -1,4 +1,4 @@
-// Argument helpers more than one command uses: HOST:PORT, repeatable lists, durations, a store argument. One module
+// Argument helpers more than one command uses: HOST:PORT, repeatable lists, a store argument (durations: core/duration.ts). One module
 // so commands never import each other. It stays light on purpose — no store, AWS SDK or fastify at load time (the
 // store argument loads them when called) — so a node agent like `watch` does not pay ~40 MB for `serve`'s imports.
 import { TransshipError } from '../core/errors.js';
@@ -18,15 +18,6 @@ export function parseHostPort(value: string, flag = '--listen'): { host: string;
 /** A repeatable, comma-separated option (`--namespace a,b --namespace c`), for commander's option parser. */
 export function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), ...value.split(',').map((s) => s.trim()).filter(Boolean)];
-}
-
-/** `90s`, `5m`, `1h`, `1500ms` or plain seconds. */
-export function parseDuration(s: string, flag: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(s.trim());
-  if (!m) throw new TransshipError('TS_USAGE', `${flag}: expected a duration like 30s, 5m or 1h, got "${s}"`);
-  const n = Number(m[1]);
-  const unit = m[2] ?? 's';
-  return Math.round(n * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[unit as 'ms' | 's' | 'm' | 'h']);
 }
 
 /**

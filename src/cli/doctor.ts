@@ -5,7 +5,8 @@ import { createInterface } from 'node:readline/promises';
 import { TransshipError } from '../core/errors.js';
 import { runDoctor } from '../containerd/doctor.js';
 import { runCommand, type GlobalOptions } from './context.js';
-import { collect, parseDuration } from './args.js';
+import { collect } from './args.js';
+import { parseDuration } from '../core/duration.js';
 
 interface DoctorFlags extends GlobalOptions {
   address: string;

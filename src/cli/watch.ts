@@ -7,7 +7,8 @@ import type { Command } from 'commander';
 import type { Tracer } from '@opentelemetry/api';
 import { ExitCode, TransshipError } from '../core/errors.js';
 import { loadCliConfig, runCommand, type GlobalOptions } from './context.js';
-import { collect, parseDuration, parseHostPort } from './args.js';
+import { collect, parseHostPort } from './args.js';
+import { parseDuration } from '../core/duration.js';
 import { printJson } from './output.js';
 
 interface WatchFlags extends GlobalOptions {

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { TransshipError } from './errors.js';
+import { DURATION_FORMS, durationProblem } from './duration.js';
 
 const positiveInt = z.number().int().positive();
 
@@ -82,9 +83,11 @@ const serveSchema = z
   })
   .strict();
 
-/** `transship watch` (src/containerd/watch): durations as `30s`, `5m`, `1h`, `500ms`. */
-const DURATION = /^\d+(?:\.\d+)?(?:ms|s|m|h)?$/;
-const durationString = z.string().regex(DURATION, 'expected a duration like 500ms, 30s, 5m or 1h');
+/** Durations (src/core/duration.ts): `500ms`, `30s`, `5m`, `1h`, `7d` or plain seconds. */
+const durationString = z.string().superRefine((v, ctx) => {
+  const problem = durationProblem(v);
+  if (problem !== undefined) ctx.addIssue({ code: 'custom', message: `${problem}; expected ${DURATION_FORMS}` });
+});
 const watchSchema = z
   .object({
     /** containerd's gRPC socket. */
@@ -123,7 +126,10 @@ const placementSchema = z
          * Promoted copies not read for this long are evicted (src/placement/evict.ts): `never`, or `12h`, `7d`…
          * Default: the price table's break-even residency (transfer ÷ storage price; ≈ 26 days at AWS list prices).
          */
-        evictAfterIdle: z.string().regex(/^(?:never|\d+(?:\.\d+)?(?:ms|s|m|h|d))$/, 'expected "never" or a duration like 12h, 7d or 30d (units ms, s, m, h, d)').optional(),
+        evictAfterIdle: z.string().superRefine((v, ctx) => {
+          const problem = v.trim() === 'never' ? undefined : durationProblem(v);
+          if (problem !== undefined) ctx.addIssue({ code: 'custom', message: `${problem}; expected "never" or ${DURATION_FORMS}` });
+        }).optional(),
       })
       .strict()
       .optional(),

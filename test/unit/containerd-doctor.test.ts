@@ -15,7 +15,7 @@ import { correlate, DEFAULT_DIAGNOSE } from '../../src/containerd/diagnose.js';
 import type { Snapshot } from '../../src/containerd/gather.js';
 import { plan, execute, type Action } from '../../src/containerd/repair.js';
 import { ContainerdClient } from '../../src/containerd/client.js';
-import { parseDuration } from '../../src/cli/args.js';
+import { parseDuration } from '../../src/core/duration.js';
 
 async function tmp(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'ts-doctor-unit-'));
