@@ -3,6 +3,7 @@
 // store argument loads them when called) — so a node agent like `watch` does not pay ~40 MB for `serve`'s imports.
 import { TransshipError } from '../core/errors.js';
 import type { Config } from '../core/config.js';
+import { parseStoreArgument } from '../core/reference.js';
 import type { BlobStore } from '../store/contract.js';
 
 export function parseHostPort(value: string, flag = '--listen'): { host: string; port: number } {
@@ -25,9 +26,9 @@ export function collect(value: string, previous: string[] | undefined): string[]
  * (default: the configured store). Loads the store modules only now (see the header).
  */
 export async function openStoreArg(arg: string | undefined, config: Config): Promise<BlobStore> {
+  const loc = arg === undefined ? undefined : parseStoreArgument(arg);
   const { openConfiguredStore, openStore, parseStoreLocation } = await import('../store/open.js');
-  if (arg === undefined || arg === 'store:') return openConfiguredStore(config);
-  const m = /^store@([a-z0-9-]+):?$/.exec(arg);
-  if (m) return openConfiguredStore(config, m[1]);
+  if (arg === undefined) return openConfiguredStore(config);
+  if (loc?.kind === 'configured') return openConfiguredStore(config, loc.region);
   return openStore(parseStoreLocation(arg), { config });
 }

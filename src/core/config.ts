@@ -7,6 +7,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { TransshipError } from './errors.js';
 import { DURATION_FORMS, durationProblem } from './duration.js';
+import { REGION_NAME_RE, REGION_NAME_RULE } from './names.js';
 
 const positiveInt = z.number().int().positive();
 
@@ -108,8 +109,10 @@ const watchSchema = z
   })
   .strict();
 
+/** Region names: one pattern (src/core/names.ts) for the config, `ls` and `copy` references. */
+const regionName = z.string().regex(REGION_NAME_RE, `region names are ${REGION_NAME_RULE}`);
+
 /** Placement across regions (src/placement): rules, on-demand promotion, the replicator. */
-const REGION_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
 const placementSchema = z
   .object({
     /**
@@ -157,7 +160,7 @@ const placementSchema = z
             /** dr: copy every push eagerly; demand: promote after measured remote reads; never: stay where pushed. */
             reason: z.enum(['dr', 'demand', 'never']),
             /** Target regions (dr); empty/omitted = every other region. */
-            regions: z.array(z.string().regex(REGION_NAME)).optional(),
+            regions: z.array(regionName).optional(),
           })
           .strict(),
       )
@@ -172,7 +175,7 @@ const placementSchema = z
       .strict()
       .optional(),
     /** Order in which other regions are tried for lazy fetches (default: config order). */
-    fetchOrder: z.array(z.string().regex(REGION_NAME)).optional(),
+    fetchOrder: z.array(regionName).optional(),
   })
   .strict();
 
@@ -191,8 +194,8 @@ export const configSchema = z
     /** The home store: where writes go. `dir:PATH` or `s3://BUCKET[/PREFIX]`. */
     store: z.string().min(1).optional(),
     /** The home region's name (a key of `regions`, or a label for the single store). */
-    region: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'region names are lowercase letters, digits and "-"').optional(),
-    regions: z.record(z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'region names are lowercase letters, digits and "-"'), regionSchema).optional(),
+    region: regionName.optional(),
+    regions: z.record(regionName, regionSchema).optional(),
     s3: s3Schema.optional(),
     concurrency: positiveInt.max(64).optional(),
     cache: z.object({ file: z.string().optional(), ttlSeconds: positiveInt.optional(), enabled: z.boolean().optional() }).strict().optional(),

@@ -5,7 +5,8 @@ import { pipeline } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { TransshipError } from '../core/errors.js';
 import { VerifyingStream, digestMismatch, digestOf, parseDigest } from '../core/digest.js';
-import { validateRepoName, validateTag } from '../core/names.js';
+import { validateRepoName } from '../core/names.js';
+import { parseTagOrDigest } from '../core/reference.js';
 import type { Signalled } from '../core/signal.js';
 import { parseManifest } from '../transfer/manifest.js';
 import type { Descriptor, FetchedManifest, ImageSource } from '../transfer/types.js';
@@ -13,6 +14,7 @@ import type { PlacedReader } from './read-path.js';
 
 export class PlacedSource implements ImageSource {
   readonly description: string;
+  private readonly target: ReturnType<typeof parseTagOrDigest>;
 
   constructor(
     private readonly reader: PlacedReader,
@@ -20,13 +22,13 @@ export class PlacedSource implements ImageSource {
     readonly ref: string,
   ) {
     validateRepoName(repo);
-    if (!ref.includes(':')) validateTag(ref);
-    this.description = `store@${reader.regions.home}:${repo}${ref.includes(':') ? '@' : ':'}${ref}`;
+    this.target = parseTagOrDigest(ref);
+    this.description = `store@${reader.regions.home}:${repo}${this.target.digest !== undefined ? '@' : ':'}${ref}`;
   }
 
   async root(opts: Signalled = {}): Promise<FetchedManifest> {
     let digest: string;
-    if (this.ref.includes(':')) digest = parseDigest(this.ref).value;
+    if (this.target.digest !== undefined) digest = this.target.digest;
     else {
       const found = await this.reader.getTag(this.repo, this.ref, opts);
       if (!found) throw new TransshipError('TS_TAG_UNKNOWN', `tag "${this.ref}" of ${this.repo} is in no region (${this.reader.regions.names.join(', ')})`, { details: { repo: this.repo, tag: this.ref } });

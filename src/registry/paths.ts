@@ -3,6 +3,7 @@
 // Every part is validated (names.ts, digest.ts) before it reaches a store key.
 import { validateRepoName, validateTag } from '../core/names.js';
 import { parseDigest } from '../core/digest.js';
+import { isDigestReference } from '../core/reference.js';
 import { RegistryError } from './errors.js';
 
 export type Target =
@@ -62,7 +63,7 @@ function digestParam(d: string): string {
 }
 
 function parseReference(ref: string): Reference {
-  if (ref.includes(':')) return { digest: digestParam(ref) };
+  if (isDigestReference(ref)) return { digest: digestParam(ref) };
   try {
     return { tag: validateTag(ref) };
   } catch (err) {

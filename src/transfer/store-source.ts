@@ -7,12 +7,14 @@ import type { BlobStore } from '../store/contract.js';
 import type { Signalled } from '../core/signal.js';
 import { TransshipError } from '../core/errors.js';
 import { VerifyingStream, digestMismatch, digestOf, parseDigest } from '../core/digest.js';
-import { validateRepoName, validateTag } from '../core/names.js';
+import { validateRepoName } from '../core/names.js';
+import { parseTagOrDigest } from '../core/reference.js';
 import { parseManifest } from './manifest.js';
 import type { Descriptor, FetchedManifest, ImageSource } from './types.js';
 
 export class StoreSource implements ImageSource {
   readonly description: string;
+  private readonly target: ReturnType<typeof parseTagOrDigest>;
 
   constructor(
     readonly store: BlobStore,
@@ -21,13 +23,13 @@ export class StoreSource implements ImageSource {
     readonly ref: string,
   ) {
     validateRepoName(repo);
-    if (!ref.includes(':')) validateTag(ref);
-    this.description = `${store.name}/${repo}${ref.includes(':') ? '@' : ':'}${ref}`;
+    this.target = parseTagOrDigest(ref);
+    this.description = `${store.name}/${repo}${this.target.digest !== undefined ? '@' : ':'}${ref}`;
   }
 
   async root(opts: Signalled = {}): Promise<FetchedManifest> {
     let digest: string;
-    if (this.ref.includes(':')) digest = parseDigest(this.ref).value;
+    if (this.target.digest !== undefined) digest = this.target.digest;
     else {
       const d = await this.store.getTag(this.repo, this.ref, opts);
       if (!d) throw new TransshipError('TS_TAG_UNKNOWN', `tag "${this.ref}" not found in ${this.store.name}/${this.repo}`, { details: { repo: this.repo, tag: this.ref } });

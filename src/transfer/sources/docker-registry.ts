@@ -15,6 +15,7 @@ import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { digestOf, parseDigest, digestMismatch } from '../../core/digest.js';
 import { cancelledError, isAbortError, isTransshipError, TransshipError } from '../../core/errors.js';
 import { retry, type RetryOptions } from '../../core/retry.js';
+import { isDigestReference } from '../../core/reference.js';
 import type { Signalled } from '../../core/signal.js';
 import type { DockerReference } from '../reference.js';
 import { MediaTypes, type Descriptor, type FetchedManifest, type ImageSource } from '../types.js';
@@ -142,7 +143,7 @@ export class DockerRegistrySource implements ImageSource {
         const actual = digestOf(bytes, d.algorithm);
         if (actual !== d.value) throw digestMismatch(d.value, actual);
       }
-      const byDigest = reference.includes(':') ? parseDigest(reference) : undefined;
+      const byDigest = isDigestReference(reference) ? parseDigest(reference) : undefined;
       const digest = byDigest ? digestOf(bytes, byDigest.algorithm) : digestOf(bytes);
       if (byDigest && digest !== byDigest.value) throw digestMismatch(byDigest.value, digest);
       const contentType = (res.headers.get('content-type') ?? '').split(';')[0]?.trim() ?? '';
