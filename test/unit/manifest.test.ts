@@ -27,3 +27,41 @@ test('parseManifest: malformed input has TS_MANIFEST_INVALID with the field path
 test('parseManifest: declared media type must match the body', () => {
   assert.throws(() => parseManifest(JSON.stringify(manifest), 'application/vnd.docker.distribution.manifest.v2+json'), (e) => isTransshipError(e, 'TS_MANIFEST_INVALID') && /mismatch/.test(e.message));
 });
+
+// Regression: transfer/manifest.ts called an index without mediaType a Docker manifest list, sources/descriptors.ts
+// an OCI index; one validator now, and OCI image-spec decides: no mediaType + `manifests` = an OCI index.
+test('parseManifest: an index without mediaType is an OCI index; a Docker list must say so in its body', () => {
+  const bare = JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: manifest.mediaType, digest: d('c'), size: 10 }] });
+  const i = parseManifest(bare);
+  assert.equal(i.kind, 'index');
+  assert.equal(i.mediaType, 'application/vnd.oci.image.index.v1+json');
+  assert.equal(parseManifest(bare, 'application/vnd.oci.image.index.v1+json').mediaType, 'application/vnd.oci.image.index.v1+json');
+  assert.throws(() => parseManifest(bare, 'application/vnd.docker.distribution.manifest.list.v2+json'), { code: 'TS_MANIFEST_INVALID' });
+  const docker = JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.docker.distribution.manifest.list.v2+json', manifests: [] });
+  assert.equal(parseManifest(docker).mediaType, 'application/vnd.docker.distribution.manifest.list.v2+json');
+  const { mediaType: _omit, ...bareManifest } = manifest;
+  assert.equal(parseManifest(JSON.stringify(bareManifest)).mediaType, 'application/vnd.oci.image.manifest.v1+json');
+});
+
+test('regression: an image read back from a store without a declared type is an OCI index, not a Docker list', async () => {
+  const { mkdtemp, rm } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { Readable } = await import('node:stream');
+  const { digestOf } = await import('../../src/core/digest.js');
+  const { FsStore } = await import('../../src/store/fs-store.js');
+  const { StoreSource } = await import('../../src/transfer/store-source.js');
+  const dir = await mkdtemp(join(tmpdir(), 'ts-manifest-'));
+  const store = new FsStore(dir);
+  try {
+    const body = Buffer.from(JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: manifest.mediaType, digest: d('c'), size: 10 }] }));
+    const digest = digestOf(body);
+    await store.putBlob(digest, () => Readable.from([body]), { size: body.length });
+    await store.putTag('app', '1', digest);
+    const root = await new StoreSource(store, 'app', '1').root();
+    assert.equal(root.descriptor.mediaType, 'application/vnd.oci.image.index.v1+json');
+  } finally {
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -17,7 +17,7 @@ import { cancelledError, isTransshipError, throwIfAborted, TransshipError } from
 import type { Signalled } from '../../core/signal.js';
 import { normalizeDockerName } from '../reference.js';
 import { MediaTypes, type Descriptor, type FetchedManifest, type ImageSource } from '../types.js';
-import { parseJson } from './descriptors.js';
+import { parseJson } from '../manifest.js';
 import { TarIndex, normalizeEntryName } from './tar-index.js';
 import { MAX_METADATA_BYTES, readAll, verifiedStream } from './verify.js';
 

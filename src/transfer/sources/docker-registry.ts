@@ -18,8 +18,8 @@ import { retry, type RetryOptions } from '../../core/retry.js';
 import { isDigestReference } from '../../core/reference.js';
 import type { Signalled } from '../../core/signal.js';
 import type { DockerReference } from '../reference.js';
-import { MediaTypes, type Descriptor, type FetchedManifest, type ImageSource } from '../types.js';
-import { checkManifestDocument } from './descriptors.js';
+import { INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES, MediaTypes, type Descriptor, type FetchedManifest, type ImageSource } from '../types.js';
+import { parseManifest } from '../manifest.js';
 import { basicHeader, credentialsFrom, parseChallenge, tokenFromResponse, type CachedToken, type RegistryCredentials } from './registry-auth.js';
 import { checkBytes, MAX_MANIFEST_BYTES, verifiedStream } from './verify.js';
 
@@ -147,7 +147,9 @@ export class DockerRegistrySource implements ImageSource {
       const digest = byDigest ? digestOf(bytes, byDigest.algorithm) : digestOf(bytes);
       if (byDigest && digest !== byDigest.value) throw digestMismatch(byDigest.value, digest);
       const contentType = (res.headers.get('content-type') ?? '').split(';')[0]?.trim() ?? '';
-      const declared = checkManifestDocument(bytes, what, expected?.mediaType ?? (contentType || MediaTypes.ociManifest));
+      // A Content-Type that is not a manifest type (application/json, octet-stream) says nothing about the document.
+      const said = expected?.mediaType ?? (INDEX_MEDIA_TYPES.includes(contentType) || MANIFEST_MEDIA_TYPES.includes(contentType) ? contentType : undefined);
+      const declared = parseManifest(bytes, said, what).mediaType;
       const descriptor: Descriptor = expected ? { ...expected } : { mediaType: declared, digest, size: bytes.length };
       if (expected) checkBytes(bytes, expected);
       return { descriptor, bytes };

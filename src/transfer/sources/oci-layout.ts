@@ -21,7 +21,7 @@ import { cancelledError, fromFsError, isAbortError, isTransshipError, throwIfAbo
 import type { Signalled } from '../../core/signal.js';
 import type { RefTarget } from '../reference.js';
 import { MediaTypes, type Descriptor, type DestinationPutResult, type FetchedManifest, type ImageDestination, type ImageSource } from '../types.js';
-import { indexManifests, parseJson, REF_NAME_ANNOTATION } from './descriptors.js';
+import { indexManifests, parseJson, REF_NAME_ANNOTATION } from '../manifest.js';
 import { LayoutImageSource, type LayoutFiles } from './layout-reader.js';
 import { checkBytes } from './verify.js';
 
