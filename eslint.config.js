@@ -55,6 +55,11 @@ function layerRules() {
       // Deeper climbs leave src/ altogether.
       patterns.push({ regex: `^${up}\\.\\./`, message: `layer map (eslint.config.js): ${layer}/ imports from outside ${SRC}/` });
       if (packages.length) patterns.push({ group: packages, message: `layer map (eslint.config.js): this package belongs to another layer (see PACKAGES)` });
+      // One observed retry: outside core and telemetry, retries go through telemetry/observed-retry.ts so that
+      // upload_retry_total and the retry spans cover every remote call.
+      if (!['core', 'telemetry'].includes(layer)) {
+        patterns.push({ regex: '/core/retry(\\.js)?$', importNames: ['retry'], message: 'use observedRetry (src/telemetry/observed-retry.ts): a bare retry is invisible to upload_retry_total' });
+      }
       configs.push({
         files: [`${SRC}/${layer}/${'*/'.repeat(depth)}*.ts`],
         rules: { 'no-restricted-imports': ['error', { patterns }] },
