@@ -11,7 +11,7 @@
 // trickle of retries rather than a storm; cancellation stops both the in-flight attempt (via the signal we pass
 // down) and the backoff sleep immediately.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { TransshipError, cancelledError, isAbortError, isTransshipError, errorSummary } from './errors.js';
+import { TransshipError, cancelledError, isAbortError, isTransshipError, errorSummary, throwIfAborted } from './errors.js';
 
 export type Verdict = { retryable: true; reason: string; retryAfterMs?: number } | { retryable: false; reason: string };
 
@@ -134,7 +134,7 @@ export async function retry<T>(operation: (info: AttemptInfo) => Promise<T>, opt
 
   const started = Date.now();
   for (let attempt = 1; ; attempt++) {
-    if (signal.aborted) throw cancelledError(signal);
+    throwIfAborted(signal);
     options.onAttempt?.(attempt);
     try {
       const result = await operation({ attempt, signal });
@@ -142,7 +142,7 @@ export async function retry<T>(operation: (info: AttemptInfo) => Promise<T>, opt
       options.onSuccess?.({ attempt, elapsedMs: Date.now() - started });
       return result;
     } catch (error) {
-      if (signal.aborted) throw cancelledError(signal);
+      throwIfAborted(signal);
       const verdict = classifier(error);
       let delayMs: number | undefined;
       let giveUp: TransshipError | undefined;

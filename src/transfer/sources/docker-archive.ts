@@ -13,7 +13,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
 import { digestOf, parseDigest } from '../../core/digest.js';
-import { cancelledError, isTransshipError, throwIfAborted, TransshipError } from '../../core/errors.js';
+import { isTransshipError, throwIfAborted, TransshipError } from '../../core/errors.js';
 import type { Signalled } from '../../core/signal.js';
 import { normalizeDockerName } from '../reference.js';
 import { MediaTypes, type Descriptor, type FetchedManifest, type ImageSource } from '../types.js';
@@ -182,7 +182,7 @@ async function describeLayer(index: TarIndex, path: string, open: (path: string,
   try {
     await pipeline(await open(path, 'layer'), sink, signal ? { signal } : {});
   } catch (err) {
-    if (signal?.aborted) throw cancelledError(signal);
+    throwIfAborted(signal);
     throw err;
   }
   return { mediaType: layerMediaType(head), digest: `sha256:${hash.digest('hex')}`, size };

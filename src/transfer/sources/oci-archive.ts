@@ -12,7 +12,7 @@ import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
-import { cancelledError, fromFsError, isTransshipError, throwIfAborted } from '../../core/errors.js';
+import { fromFsError, isTransshipError, throwIfAborted } from '../../core/errors.js';
 import type { Signalled } from '../../core/signal.js';
 import type { RefTarget } from '../reference.js';
 import type { Descriptor, DestinationPutResult, FetchedManifest, ImageDestination, ImageSource } from '../types.js';
@@ -72,7 +72,7 @@ export async function tarLayoutDirectory(dir: string, out: string, signal?: Abor
     await Promise.all([pipeline(pack, createWriteStream(out, { flags: 'wx', flush: true }), signal ? { signal } : {}), producing]);
   } catch (err) {
     pack.destroy();
-    if (signal?.aborted) throw cancelledError(signal);
+    throwIfAborted(signal);
     throw isTransshipError(err) ? err : fromFsError(err, out);
   }
 }
