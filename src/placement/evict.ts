@@ -51,7 +51,8 @@ import { PLACEMENT_PREFIX, PROMOTED_PREFIX, evictionRecordKey, parseMarkers, typ
  * `cache.ttlSeconds` (6 h by default, src/index/presence-cache.ts) and skips blobs it believes present, so a copy
  * into this region hours after an eviction can still link a manifest to an evicted blob. The default grace
  * therefore outlasts the default CLI cache: the check after grace then sees that manifest and copies the blob back.
- * A deployment whose copy clients use a longer TTL must raise graceSeconds above it.
+ * A deployment whose copy clients use a longer TTL must raise graceSeconds above it. The longest hint a config
+ * allows is maxPresenceHintMs (src/index/presence-cache.ts, the one presence-hint implementation).
  */
 export const MIN_GRACE_MS = 3 * 60_000;
 export const DEFAULT_GRACE_MS = 6 * 3600_000 + 10 * 60_000;
