@@ -18,7 +18,7 @@
 // which costs at most one more lazy fetch — eviction never depends on stamps for safety (evict.ts).
 import { parseDigest } from '../core/digest.js';
 import { parseDuration } from '../core/duration.js';
-import { TransshipError, errorSummary } from '../core/errors.js';
+import { errorSummary } from '../core/errors.js';
 import type { BlobStore } from '../store/contract.js';
 import type { Signalled } from '../core/signal.js';
 import { log } from '../telemetry/log.js';

@@ -2,6 +2,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseManifest } from '../../src/transfer/manifest.js';
 import { isTransshipError } from '../../src/core/errors.js';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { digestOf } from '../../src/core/digest.js';
+import { FsStore } from '../../src/store/fs-store.js';
+import { StoreSource } from '../../src/transfer/store-source.js';
 
 const d = (c: string) => `sha256:${c.repeat(64)}`;
 const manifest = { schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: d('a'), size: 2 }, layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: d('b'), size: 3 }] };
@@ -44,13 +51,6 @@ test('parseManifest: an index without mediaType is an OCI index; a Docker list m
 });
 
 test('regression: an image read back from a store without a declared type is an OCI index, not a Docker list', async () => {
-  const { mkdtemp, rm } = await import('node:fs/promises');
-  const { tmpdir } = await import('node:os');
-  const { join } = await import('node:path');
-  const { Readable } = await import('node:stream');
-  const { digestOf } = await import('../../src/core/digest.js');
-  const { FsStore } = await import('../../src/store/fs-store.js');
-  const { StoreSource } = await import('../../src/transfer/store-source.js');
   const dir = await mkdtemp(join(tmpdir(), 'ts-manifest-'));
   const store = new FsStore(dir);
   try {
