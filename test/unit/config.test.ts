@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig } from '../../packages/transship/src/config.js';
+import { loadConfig } from '../../packages/transship/src/config/config.js';
 import { isTransshipError } from '@transship/core/errors';
 
 async function file(text: string): Promise<string> {

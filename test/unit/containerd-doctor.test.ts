@@ -15,7 +15,7 @@ import { correlate, DEFAULT_DIAGNOSE } from '@transship/containerd/diagnose';
 import type { Snapshot } from '@transship/containerd/gather';
 import { plan, execute, type Action } from '@transship/containerd/repair';
 import { ContainerdClient } from '@transship/containerd/client';
-import { parseDuration } from '../../packages/transship/src/cli/doctor.js';
+import { parseDuration } from '@transship/core/duration';
 
 async function tmp(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'ts-doctor-unit-'));

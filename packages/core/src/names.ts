@@ -28,3 +28,16 @@ export function validateTag(tag: string): string {
 export function isValidRepoName(name: string): boolean {
   return name.length <= MAX_NAME_LENGTH && NAME_RE.test(name);
 }
+
+/**
+ * Region names (config `region`, `regions`, placement rules; `store@REGION:` references): lowercase letters, digits
+ * and "-", starting with a letter or digit, at most 63 characters. One pattern for every place that reads one: the
+ * config accepted `eu-` while `copy store@eu-:…` rejected it. The config's (permissive) rule is the one kept, because
+ * rejecting a name a running configuration already uses would stop that deployment at start-up.
+ */
+export const REGION_NAME_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
+export const REGION_NAME_RULE = 'lowercase letters, digits and "-", starting with a letter or digit, at most 63 characters';
+
+export function isValidRegionName(name: string): boolean {
+  return typeof name === 'string' && REGION_NAME_RE.test(name);
+}

@@ -1,7 +1,10 @@
-// The one retry loop (core/retry) with the project's telemetry attached: an `upload.retry.attempt` span per
-// attempt, `upload.retry.success` / `upload.retry.failure` marks, `upload_retry_total{status,reason}` and
+// The one retry loop (core/retry) with the project's telemetry attached, used by every remote call — S3, docker://
+// registries, the containerd API, the OTLP exporter: an `upload.retry.attempt` span per attempt,
+// `upload.retry.success` / `upload.retry.failure` marks, `upload_retry_total{status,reason}` and
 // `upload_retry_latency_seconds` for operations that needed more than one attempt, and a log line per failed
-// attempt carrying digest, attempt, store and the error summary.
+// attempt carrying digest, attempt, store and the error summary. `store` names the remote (an S3 store, a registry
+// host, the containerd socket, the collector) and `operation` what was asked; both go to spans and logs, not to
+// metric labels, so the series stay those DESIGN.md names.
 import { retry, type RetryBudget, type RetryOptions } from './retry.js';
 import { errorSummary } from './errors.js';
 import { uploadRetryLatencySeconds, uploadRetryTotal } from './retry-metrics.js';
@@ -17,7 +20,9 @@ export interface ObservedCall {
   digest?: string | undefined;
   signal?: AbortSignal | undefined;
   budget?: RetryBudget | undefined;
-  retry?: Pick<RetryOptions, 'maxAttempts' | 'baseDelayMs' | 'maxDelayMs' | 'maxElapsedMs'> | undefined;
+  retry?: Pick<RetryOptions, 'maxAttempts' | 'baseDelayMs' | 'maxDelayMs' | 'maxElapsedMs' | 'random'> | undefined;
+  /** A caller-specific verdict (e.g. containerd mutations are not retried); default core/retry's classify. */
+  classify?: RetryOptions['classify'] | undefined;
   /** Counts retries for summaries (--json). */
   onRetry?: (() => void) | undefined;
 }
@@ -35,6 +40,7 @@ export async function observedRetry<T>(call: ObservedCall, op: (signal: AbortSig
         ...call.retry,
         signal: call.signal,
         budget: call.budget,
+        ...(call.classify ? { classify: call.classify } : {}),
         onAttempt: (attempt) => {
           attempts = attempt;
           if (attempt > 1) call.onRetry?.();

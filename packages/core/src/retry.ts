@@ -1,13 +1,17 @@
-// The one retry loop. Every remote call (S3, registries, containerd) goes through `retry`, so backoff, budget,
-// cancellation and the retry metrics are true for the whole process. The AWS SDK's own retries are switched off
-// (maxAttempts: 1) for the same reason.
+// The one retry loop. Every remote call (S3, registries, containerd, the OTLP exporter) goes through `retry`, so
+// backoff, budget and cancellation are the same for the whole process; callers reach it through
+// `observedRetry` (src/telemetry/observed-retry.ts), which adds the retry metrics, spans and log lines — the linter
+// refuses a bare `retry` import outside core/ and telemetry/ (eslint.config.js), so upload_retry_total counts every
+// remote retry. (One exception, said where it is: containerd's event subscription, whose attempt is a whole session
+// and whose reconnects have their own metric.) The AWS SDK's own retries are switched off (maxAttempts: 1) for the
+// same reason.
 //
 // Policy: exponential backoff with full jitter (delay = random(0, min(maxDelay, base * 2^attempt))), raised to a
 // server's Retry-After when it gives one; a token-bucket budget per backend so a dead backend sees at most a
 // trickle of retries rather than a storm; cancellation stops both the in-flight attempt (via the signal we pass
 // down) and the backoff sleep immediately.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { TransshipError, cancelledError, isAbortError, isTransshipError, errorSummary } from './errors.js';
+import { TransshipError, cancelledError, isAbortError, isTransshipError, errorSummary, throwIfAborted } from './errors.js';
 
 export type Verdict = { retryable: true; reason: string; retryAfterMs?: number } | { retryable: false; reason: string };
 
@@ -94,6 +98,20 @@ export interface RetryOptions extends RetryEvents {
   random?: () => number;
 }
 
+/**
+ * A Retry-After header (RFC 9110 §10.2.3) in milliseconds from `now`: delay-seconds (`120`) or an HTTP-date
+ * (`Wed, 21 Oct 2026 07:28:00 GMT`; a date in the past is 0). Undefined when absent or neither form — a fraction or
+ * a negative number is not a Retry-After, and Date.parse would otherwise read `1.5` as a calendar date.
+ */
+export function parseRetryAfter(value: string | null | undefined, now: number = Date.now()): number | undefined {
+  const v = value?.trim();
+  if (!v) return undefined;
+  if (/^\d+$/.test(v)) return Number(v) * 1000;
+  if (!/[a-z]/i.test(v)) return undefined;
+  const at = Date.parse(v);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
+}
+
 export const DEFAULT_RETRY = { maxAttempts: 6, baseDelayMs: 100, maxDelayMs: 10_000, maxElapsedMs: 120_000 } as const;
 
 export function backoffDelay(attempt: number, opts: { baseDelayMs: number; maxDelayMs: number; random: () => number; retryAfterMs?: number | undefined }): number {
@@ -116,7 +134,7 @@ export async function retry<T>(operation: (info: AttemptInfo) => Promise<T>, opt
 
   const started = Date.now();
   for (let attempt = 1; ; attempt++) {
-    if (signal.aborted) throw cancelledError(signal);
+    throwIfAborted(signal);
     options.onAttempt?.(attempt);
     try {
       const result = await operation({ attempt, signal });
@@ -124,7 +142,7 @@ export async function retry<T>(operation: (info: AttemptInfo) => Promise<T>, opt
       options.onSuccess?.({ attempt, elapsedMs: Date.now() - started });
       return result;
     } catch (error) {
-      if (signal.aborted) throw cancelledError(signal);
+      throwIfAborted(signal);
       const verdict = classifier(error);
       let delayMs: number | undefined;
       let giveUp: TransshipError | undefined;

@@ -13,7 +13,7 @@ import { randomFillSync } from 'node:crypto';
 import { Agent, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { TransshipError } from '@transship/core/errors';
-import { retry } from '@transship/core/retry';
+import { observedRetry } from '@transship/core/observed-retry';
 import { BoundedBatcher, type ExportOptions, type SpanBacklog } from './span-export.js';
 
 /** One ended span, already in OTLP/JSON form (opentelemetry-proto's trace.proto, JSON mapping). */
@@ -220,7 +220,7 @@ export class OtlpTracer implements Tracer {
 
   private async post(batch: OtlpSpan[]): Promise<{ ok: boolean; error?: string }> {
     const body = this.body(batch);
-    await retry(({ signal }) => this.postOnce(body, signal), { signal: this.stop.signal, maxAttempts: 3, baseDelayMs: 500, maxDelayMs: 2000, maxElapsedMs: 10_000 });
+    await observedRetry({ store: `otlp:${this.url.host}`, operation: 'otlp.export', signal: this.stop.signal, retry: { maxAttempts: 3, baseDelayMs: 500, maxDelayMs: 2000, maxElapsedMs: 10_000 } }, (signal) => this.postOnce(body, signal));
     return { ok: true };
   }
 

@@ -5,7 +5,7 @@
 // (only the dropped transition's exact timestamp is lost).
 //
 // A ring buffer, so push and shift are O(1) at any depth.
-import { cancelledError } from '@transship/core/errors';
+import { throwIfAborted } from '@transship/core/errors';
 
 export class BoundedQueue<T> {
   private readonly items: Array<T | undefined>;
@@ -59,7 +59,7 @@ export class BoundedQueue<T> {
    * with TS_CANCELLED when the signal fires. One consumer.
    */
   async wait(signal: AbortSignal): Promise<void> {
-    if (signal.aborted) throw cancelledError(signal);
+    throwIfAborted(signal);
     if (this.length > 0 || this.woken) {
       this.woken = false;
       return;
@@ -76,7 +76,7 @@ export class BoundedQueue<T> {
       };
     });
     this.woken = false;
-    if (signal.aborted) throw cancelledError(signal);
+    throwIfAborted(signal);
   }
 
   /** Lets a waiting consumer run even though no item arrived. */

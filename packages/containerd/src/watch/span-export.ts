@@ -7,7 +7,7 @@
 import type { Context } from '@opentelemetry/api';
 import type { ReadableSpan, Span, SpanExporter, SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { cancelledError } from '@transship/core/errors';
+import { throwIfAborted } from '@transship/core/errors';
 import { containerdWatchSpansDroppedTotal } from '../metrics.js';
 import { log } from '@transship/core/log';
 import { BoundedQueue } from './queue.js';
@@ -97,7 +97,7 @@ export class BoundedBatcher<T> implements SpanBacklog {
 
   async waitBelow(level: number, signal: AbortSignal): Promise<void> {
     while (this.queue.size > level) {
-      if (signal.aborted) throw cancelledError(signal);
+      throwIfAborted(signal);
       this.kick();
       // Woken after each exported batch; the timeout is a safety net against a waiter registered just after a wake.
       await Promise.race([new Promise<void>((resolve) => this.drainedWaiters.push(resolve)), sleep(100, undefined, { signal }).catch(() => undefined)]);

@@ -8,6 +8,9 @@
 // established is retried with growing delays; a session that was established and then lost starts a fresh retry,
 // so a containerd restart after a week of uptime is retried from the base delay, not from the cap.
 import { TransshipError, errorSummary } from '@transship/core/errors';
+// Bare retry on purpose: an attempt here is a whole session (hours), not a request, so upload.retry.* spans and
+// upload_retry_total would misreport it; reconnects are counted by containerd_watch_resubscriptions_total.
+// eslint-disable-next-line no-restricted-imports
 import { classify, retry, type Verdict } from '@transship/core/retry';
 import { log } from '@transship/core/log';
 import { openEventStream } from './event-stream.js';

@@ -12,7 +12,7 @@ import { trace, type Tracer } from '@opentelemetry/api';
 import { ContainerdClient, socketPathOf, timestampToDate } from '../client.js';
 import type { GatherOptions } from '../gather.js';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { cancelledError, errorSummary } from '@transship/core/errors';
+import { errorSummary, throwIfAborted } from '@transship/core/errors';
 import { log } from '@transship/core/log';
 import {
   containerdWatchEventsDroppedTotal,
@@ -160,7 +160,7 @@ export class Watcher {
   /** Resolves once subscribed and the first reconcile is done. */
   async ready(signal: AbortSignal): Promise<void> {
     while (!(this.subscribed && this.initialDone)) {
-      if (signal.aborted) throw cancelledError(signal);
+      throwIfAborted(signal);
       await sleep(25, undefined, { signal }).catch(() => undefined);
     }
   }

@@ -1,7 +1,7 @@
 // What every command shares: global flags (--config, --log-level), config loading, the cancellation signal, and
 // turning errors into a message plus an exit code scripts can trust.
 import type { Command } from 'commander';
-import { loadConfig, type Config } from '../config.js';
+import { loadConfig, type Config } from '../config/config.js';
 import { setLogLevel } from '@transship/core/log';
 import { initTracing, shutdownTracing } from '@transship/core/tracing';
 import { cancellationSignal } from './signals.js';

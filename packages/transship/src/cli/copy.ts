@@ -2,9 +2,9 @@
 import type { Command } from 'commander';
 import { copyImage } from '../transfer/copy.js';
 import { parseReference } from '../transfer/reference.js';
-import { resolveDestination, resolveSource } from '../transfer/endpoints.js';
+import { resolveDestination, resolveSource } from './endpoints.js';
 import { PresenceCache } from '../index/presence-cache.js';
-import { DEFAULT_CACHE_FILE } from '../config.js';
+import { DEFAULT_CACHE_FILE } from '../config/config.js';
 import { ProgressBar, formatBytes } from './progress.js';
 import { printJson, writeMetricsFile } from './output.js';
 import { runCommand, type GlobalOptions, loadCliConfig } from './context.js';

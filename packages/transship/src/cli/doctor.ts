@@ -5,6 +5,8 @@ import { createInterface } from 'node:readline/promises';
 import { TransshipError } from '@transship/core/errors';
 import { runDoctor } from '@transship/containerd/doctor';
 import { runCommand, type GlobalOptions } from './context.js';
+import { collect } from './args.js';
+import { parseDuration } from '@transship/core/duration';
 
 interface DoctorFlags extends GlobalOptions {
   address: string;
@@ -23,18 +25,6 @@ interface DoctorFlags extends GlobalOptions {
   logs: boolean;
 }
 
-/** `90s`, `5m`, `1h`, `1500ms` or plain seconds. */
-export function parseDuration(s: string, flag: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(s.trim());
-  if (!m) throw new TransshipError('TS_USAGE', `${flag}: expected a duration like 30s, 5m or 1h, got "${s}"`);
-  const n = Number(m[1]);
-  const unit = m[2] ?? 's';
-  return Math.round(n * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[unit as 'ms' | 's' | 'm' | 'h']);
-}
-
-function collect(value: string, previous: string[] | undefined): string[] {
-  return [...(previous ?? []), ...value.split(',').map((s) => s.trim()).filter(Boolean)];
-}
 
 async function askOnTerminal(question: string): Promise<boolean> {
   if (!process.stdin.isTTY) return false;

@@ -1,7 +1,7 @@
 // `transship inspect REF`: what an image is (digest, media type, platforms, layers, sizes) without copying it.
 import type { Command } from 'commander';
 import { parseReference } from '../transfer/reference.js';
-import { resolveSource } from '../transfer/endpoints.js';
+import { resolveSource } from './endpoints.js';
 import { plan } from '../transfer/copy.js';
 import { parseManifest } from '../transfer/manifest.js';
 import { formatBytes } from './progress.js';

@@ -1,18 +1,9 @@
 // `transship ls STORE [REPO]`: repositories and their tags (with manifest digests).
 import type { Command } from 'commander';
-import { parseStoreLocation, openStore, openConfiguredStore } from '../store/open.js';
 import { validateRepoName } from '@transship/core/names';
 import { printJson } from './output.js';
 import { runCommand, loadCliConfig, type GlobalOptions } from './context.js';
-import type { Config } from '../config.js';
-import type { BlobStore } from '../store/contract.js';
-
-export function storeArg(arg: string | undefined, config: Config): BlobStore {
-  if (arg === undefined || arg === 'store:') return openConfiguredStore(config);
-  const m = /^store@([a-z0-9-]+):?$/.exec(arg);
-  if (m) return openConfiguredStore(config, m[1]);
-  return openStore(parseStoreLocation(arg), { config });
-}
+import { openStoreArg } from './args.js';
 
 export function registerLs(program: Command): void {
   program
@@ -24,7 +15,7 @@ export function registerLs(program: Command): void {
     .action(async (storeRef: string | undefined, repo: string | undefined, flags: GlobalOptions, cmd: Command) =>
       runCommand(cmd, flags, async ({ signal }) => {
         const config = loadCliConfig(flags);
-        const store = storeArg(storeRef, config);
+        const store = await openStoreArg(storeRef, config);
         try {
           const repos = repo ? [validateRepoName(repo)] : await store.listRepos({ signal });
           const out: Array<{ repository: string; tags: Array<{ tag: string; digest: string | undefined }> }> = [];

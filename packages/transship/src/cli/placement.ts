@@ -10,7 +10,7 @@ import { evictorFromConfig } from '../placement/evict.js';
 import { PromotionLedger, stampPeriodMs } from '../placement/promoted.js';
 import { costInputFromMetrics, estimateCost, prices } from '../placement/cost.js';
 import { TransshipError, ExitCode } from '@transship/core/errors';
-import type { Config } from '../config.js';
+import type { Config } from '../config/config.js';
 import { formatBytes } from './progress.js';
 import { printJson, writeMetricsFile } from './output.js';
 import { runCommand, loadCliConfig, type GlobalOptions } from './context.js';

@@ -7,8 +7,8 @@ import type { Command } from 'commander';
 import type { Tracer } from '@opentelemetry/api';
 import { ExitCode, TransshipError } from '@transship/core/errors';
 import { loadCliConfig, runCommand, type GlobalOptions } from './context.js';
-import { parseDuration } from './doctor.js';
-import { parseHostPort } from './listen.js';
+import { collect, parseHostPort } from './args.js';
+import { parseDuration } from '@transship/core/duration';
 import { printJson } from './output.js';
 
 interface WatchFlags extends GlobalOptions {
@@ -31,10 +31,6 @@ interface WatchFlags extends GlobalOptions {
 }
 
 export const DEFAULT_WATCH_LISTEN = '127.0.0.1:9469';
-
-function collect(value: string, previous: string[] | undefined): string[] {
-  return [...(previous ?? []), ...value.split(',').map((s) => s.trim()).filter(Boolean)];
-}
 
 function positive(ms: number, flag: string): number {
   if (ms <= 0) throw new TransshipError('TS_USAGE', `${flag}: must be greater than zero`);

@@ -1,31 +1,55 @@
-// Which digests are known present in which store: a hint that saves presence checks, never proof. Entries expire
-// (the TTL must stay shorter than any future GC grace period, see docs/architecture.md), and a 404 from the store
-// invalidates an entry at once. S3 stays the truth.
+// Which digests (or other content-addressed keys) are known present in which store: a hint that saves presence
+// checks, never proof. The one presence-hint implementation: `transship copy` keeps it on disk across runs, the
+// registry keeps blob sizes and repository links in memory. Entries expire, and a 404 from the store invalidates
+// an entry at once. S3 stays the truth.
 //
-// Persistence is an append-only JSON-lines file (one `{s, d, e}` per line), compacted when loaded. That keeps the
-// CLI's cache across runs without a native dependency; one process owns the file at a time in practice, and a torn
-// last line from a crash is skipped.
+// For garbage collection (and placement's eviction, src/placement/evict.ts): a writer may act on a hint for as long
+// as it lives, so a GC grace period must be longer than the longest hint — `maxPresenceHintMs(config)` below, which
+// reads the same configuration the hint lifetimes come from. Keep new hint lifetimes in that function.
+//
+// Persistence is an append-only JSON-lines file (one `{s, d, e[, z]}` per line), compacted when loaded. That keeps
+// the CLI's cache across runs without a native dependency; one process owns the file at a time in practice, and a
+// torn last line from a crash is skipped.
 import { appendFileSync, mkdirSync, readFileSync, writeFileSync, renameSync } from 'node:fs';
 import { dirname } from 'node:path';
+import type { Config } from '../config/config.js';
+import { ExpiringMap } from '@transship/core/expiring-map';
 import { indexLookupsTotal } from '../telemetry/metrics.js';
 
+/** `transship copy`'s on-disk hints, unless `cache.ttlSeconds` says otherwise. */
+export const COPY_HINT_TTL_MS = 6 * 3600_000;
+/** The registry's in-memory "blob present" and "repository may read this blob" hints (src/registry). */
+export const REGISTRY_HINT_TTL_MS = 30_000;
+
+/** The longest any presence hint lives under `config`: a GC grace period must be longer than this. */
+export function maxPresenceHintMs(config: Pick<Config, 'cache'>): number {
+  const copy = config.cache?.enabled === false ? 0 : (config.cache?.ttlSeconds ?? COPY_HINT_TTL_MS / 1000) * 1000;
+  return Math.max(copy, REGISTRY_HINT_TTL_MS);
+}
+
 export interface PresenceCacheOptions {
-  ttlMs?: number;
+  ttlMs?: number | undefined;
   /** File to persist to; omitted = memory only. */
   file?: string | undefined;
+  /** Bound for long-running processes (the oldest hint goes first); default unbounded. */
+  maxEntries?: number | undefined;
   now?: () => number;
 }
 
+/** What a hint remembers besides "present": the size when the writer knew it. */
+export interface Hint {
+  size?: number | undefined;
+}
+
 export class PresenceCache {
-  private readonly entries = new Map<string, number>();
+  private readonly entries: ExpiringMap<Hint>;
   readonly ttlMs: number;
   private readonly file: string | undefined;
-  private readonly now: () => number;
 
   constructor(opts: PresenceCacheOptions = {}) {
-    this.ttlMs = opts.ttlMs ?? 6 * 3600_000;
+    this.ttlMs = opts.ttlMs ?? COPY_HINT_TTL_MS;
     this.file = opts.file;
-    this.now = opts.now ?? Date.now;
+    this.entries = new ExpiringMap({ ttlMs: this.ttlMs, maxEntries: opts.maxEntries, now: opts.now });
     if (this.file) this.load(this.file);
   }
 
@@ -33,26 +57,25 @@ export class PresenceCache {
     return `${store}\n${digest}`;
   }
 
+  /** The hint for `digest` in `store`, if it has not expired. */
+  get(store: string, digest: string): Hint | undefined {
+    const hit = this.entries.get(PresenceCache.key(store, digest));
+    if (hit) indexLookupsTotal.inc({ result: 'cache_hit' });
+    return hit;
+  }
+
   /** The subset of `digests` known present in `store` and not expired. */
   known(store: string, digests: readonly string[]): Set<string> {
-    const now = this.now();
     const out = new Set<string>();
-    for (const d of digests) {
-      const exp = this.entries.get(PresenceCache.key(store, d));
-      if (exp !== undefined && exp > now) {
-        out.add(d);
-        indexLookupsTotal.inc({ result: 'cache_hit' });
-      }
-    }
+    for (const d of digests) if (this.get(store, d)) out.add(d);
     return out;
   }
 
-  markPresent(store: string, digests: Iterable<string>): void {
-    const exp = this.now() + this.ttlMs;
+  markPresent(store: string, digests: Iterable<string>, size?: number): void {
     const lines: string[] = [];
     for (const d of digests) {
-      this.entries.set(PresenceCache.key(store, d), exp);
-      lines.push(JSON.stringify({ s: store, d, e: exp }));
+      const e = this.entries.set(PresenceCache.key(store, d), size === undefined ? {} : { size });
+      if (e !== undefined) lines.push(JSON.stringify({ s: store, d, e, ...(size === undefined ? {} : { z: size }) }));
     }
     if (this.file && lines.length) this.append(lines.join('\n') + '\n');
   }
@@ -81,13 +104,12 @@ export class PresenceCache {
     } catch {
       return;
     }
-    const now = this.now();
     for (const line of text.split('\n')) {
       if (!line) continue;
       try {
-        const { s, d, e } = JSON.parse(line) as { s: string; d: string; e: number };
-        if (e > now) this.entries.set(PresenceCache.key(s, d), e);
-        else this.entries.delete(PresenceCache.key(s, d));
+        const { s, d, e, z } = JSON.parse(line) as { s: string; d: string; e: number; z?: number };
+        // An expiry in the past (or 0, an invalidation) removes the entry; set() does that.
+        this.entries.set(PresenceCache.key(s, d), typeof z === 'number' ? { size: z } : {}, e);
       } catch {
         // torn or foreign line: skip
       }
@@ -95,10 +117,11 @@ export class PresenceCache {
     // Compact: rewrite only live entries, atomically.
     try {
       const tmp = `${file}.${process.pid}.tmp`;
-      writeFileSync(tmp, [...this.entries].map(([k, e]) => {
+      const lines = [...this.entries.live()].map(([k, h, e]) => {
         const [s, d] = k.split('\n');
-        return JSON.stringify({ s, d, e });
-      }).join('\n') + (this.entries.size ? '\n' : ''));
+        return JSON.stringify({ s, d, e, ...(h.size === undefined ? {} : { z: h.size }) });
+      });
+      writeFileSync(tmp, lines.join('\n') + (lines.length ? '\n' : ''));
       renameSync(tmp, file);
     } catch {
       // read-only cache dir: keep going in memory

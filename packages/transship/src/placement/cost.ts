@@ -1,7 +1,7 @@
 // `transship cost`: turns measured request counts, stored bytes, dedup savings and cross-region bytes into money at
 // a price table. Defaults are AWS S3 Standard list prices (us-east-1): PUT/COPY/POST/LIST $0.005 per 1,000,
 // GET/HEAD and others $0.0004 per 1,000, storage $0.023 per GB-month, inter-region transfer $0.02 per GB.
-import type { Config } from '../config.js';
+import type { Config } from '../config/config.js';
 
 export const DEFAULT_PRICES = { putPer1000: 0.005, getPer1000: 0.0004, storageGbMonth: 0.023, crossRegionPerGb: 0.02 };
 export type Prices = typeof DEFAULT_PRICES;

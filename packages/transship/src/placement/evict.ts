@@ -32,12 +32,13 @@
 import { buffer } from 'node:stream/consumers';
 import { digestOf, parseDigest } from '@transship/core/digest';
 import { TransshipError, errorSummary, isTransshipError, throwIfAborted } from '@transship/core/errors';
-import type { BlobStore, Signalled } from '../store/contract.js';
+import type { BlobStore } from '../store/contract.js';
+import type { Signalled } from '@transship/core/signal';
 import { parseManifest, references } from '../transfer/manifest.js';
 import { crossRegionUploadBytesTotal, promotedBlobEvictionsTotal, promotedBlobEvictedBytesTotal } from '../telemetry/metrics.js';
 import { withSpan } from '@transship/core/tracing';
 import { log } from '@transship/core/log';
-import type { Config } from '../config.js';
+import type { Config } from '../config/config.js';
 import type { Regions } from './regions.js';
 import type { Rules } from './rules.js';
 import type { PlacedReader } from './read-path.js';
@@ -50,7 +51,8 @@ import { PLACEMENT_PREFIX, PROMOTED_PREFIX, evictionRecordKey, parseMarkers, typ
  * `cache.ttlSeconds` (6 h by default, src/index/presence-cache.ts) and skips blobs it believes present, so a copy
  * into this region hours after an eviction can still link a manifest to an evicted blob. The default grace
  * therefore outlasts the default CLI cache: the check after grace then sees that manifest and copies the blob back.
- * A deployment whose copy clients use a longer TTL must raise graceSeconds above it.
+ * A deployment whose copy clients use a longer TTL must raise graceSeconds above it. The longest hint a config
+ * allows is maxPresenceHintMs (src/index/presence-cache.ts, the one presence-hint implementation).
  */
 export const MIN_GRACE_MS = 3 * 60_000;
 export const DEFAULT_GRACE_MS = 6 * 3600_000 + 10 * 60_000;

@@ -5,8 +5,8 @@
 //
 // Bounded: one reconcile pass at a time, repositories kicked meanwhile are coalesced into the next pass, and at most
 // `maxPending` distinct repositories wait (more are dropped with a warning). Never throws into the caller: the push
-// that kicked it has already been answered.
-import type { FastifyInstance } from 'fastify';
+// that kicked it has already been answered. Which requests are pushes is the server's business
+// (src/server/replicate-after-push.ts): placement knows repositories, not HTTP routes.
 import { errorSummary, isTransshipError } from '@transship/core/errors';
 import { log } from '@transship/core/log';
 import type { Replicator, ReconcileReport } from './replicator.js';
@@ -85,23 +85,4 @@ export class ReplicationKicker {
       }
     }
   }
-}
-
-/**
- * The repository a registry request pushed a manifest to, from the distribution API's own route
- * (`PUT /v2/<name>/manifests/<reference>` answered 201), or undefined for any other request. Reading the public
- * route keeps the registry unaware of placement.
- */
-export function pushedRepository(method: string, url: string, status: number): string | undefined {
-  if (method !== 'PUT' || status !== 201) return undefined;
-  const path = url.split('?', 1)[0] ?? '';
-  return /^\/v2\/(.+)\/manifests\/[^/]+$/.exec(path)?.[1];
-}
-
-/** Kicks `kicker` for every manifest push `app` answers (an onResponse hook: after the client has its answer). */
-export function replicateAfterPushes(app: FastifyInstance, kicker: ReplicationKicker): void {
-  app.addHook('onResponse', async (req, reply) => {
-    const repo = pushedRepository(req.method, req.url, reply.statusCode);
-    if (repo) kicker.kick(repo);
-  });
 }

@@ -7,7 +7,8 @@
 //
 // Idempotent and cheap when there is nothing to do: one listing per prefix in the source; the target is listed only
 // when the source has keys, and only missing keys are written (conditional writes, so a racing writer is harmless).
-import type { BlobStore, Signalled } from '../store/contract.js';
+import type { BlobStore } from '../store/contract.js';
+import type { Signalled } from '@transship/core/signal';
 import { validateRepoName } from '@transship/core/names';
 import { throwIfAborted } from '@transship/core/errors';
 import { withSpan } from '@transship/core/tracing';

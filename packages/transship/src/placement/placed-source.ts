@@ -5,14 +5,16 @@ import { pipeline } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { TransshipError } from '@transship/core/errors';
 import { VerifyingStream, digestMismatch, digestOf, parseDigest } from '@transship/core/digest';
-import { validateRepoName, validateTag } from '@transship/core/names';
-import type { Signalled } from '../store/contract.js';
+import { validateRepoName } from '@transship/core/names';
+import { parseTagOrDigest } from '@transship/core/reference';
+import type { Signalled } from '@transship/core/signal';
 import { parseManifest } from '../transfer/manifest.js';
 import type { Descriptor, FetchedManifest, ImageSource } from '../transfer/types.js';
 import type { PlacedReader } from './read-path.js';
 
 export class PlacedSource implements ImageSource {
   readonly description: string;
+  private readonly target: ReturnType<typeof parseTagOrDigest>;
 
   constructor(
     private readonly reader: PlacedReader,
@@ -20,13 +22,13 @@ export class PlacedSource implements ImageSource {
     readonly ref: string,
   ) {
     validateRepoName(repo);
-    if (!ref.includes(':')) validateTag(ref);
-    this.description = `store@${reader.regions.home}:${repo}${ref.includes(':') ? '@' : ':'}${ref}`;
+    this.target = parseTagOrDigest(ref);
+    this.description = `store@${reader.regions.home}:${repo}${this.target.digest !== undefined ? '@' : ':'}${ref}`;
   }
 
   async root(opts: Signalled = {}): Promise<FetchedManifest> {
     let digest: string;
-    if (this.ref.includes(':')) digest = parseDigest(this.ref).value;
+    if (this.target.digest !== undefined) digest = this.target.digest;
     else {
       const found = await this.reader.getTag(this.repo, this.ref, opts);
       if (!found) throw new TransshipError('TS_TAG_UNKNOWN', `tag "${this.ref}" of ${this.repo} is in no region (${this.reader.regions.names.join(', ')})`, { details: { repo: this.repo, tag: this.ref } });

@@ -17,8 +17,10 @@
 // and deletes the digest's older stamps. A stamp lost to a crash makes a copy look idle up to one period early,
 // which costs at most one more lazy fetch — eviction never depends on stamps for safety (evict.ts).
 import { parseDigest } from '@transship/core/digest';
-import { TransshipError, errorSummary } from '@transship/core/errors';
-import type { BlobStore, Signalled } from '../store/contract.js';
+import { parseDuration } from '@transship/core/duration';
+import { errorSummary } from '@transship/core/errors';
+import type { BlobStore } from '../store/contract.js';
+import type { Signalled } from '@transship/core/signal';
 import { log } from '@transship/core/log';
 
 export const PLACEMENT_PREFIX = 'repos/_placement/';
@@ -77,15 +79,12 @@ export function parseMarkers(keys: readonly string[]): Map<string, PromotedEntry
 }
 
 /**
- * `placement.promote.evictAfterIdle`: `never`, or a duration with a unit — `30s`, `90m`, `12h`, `7d` (ms, s, m, h,
- * d; fractions allowed). Returns milliseconds (Infinity for never).
+ * `placement.promote.evictAfterIdle`: `never`, or a duration (src/core/duration.ts: `30s`, `90m`, `12h`, `7d`…).
+ * Returns milliseconds (Infinity for never).
  */
 export function parseIdle(value: string, where: string): number {
-  const s = value.trim();
-  if (s === 'never') return Number.POSITIVE_INFINITY;
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(s);
-  if (!m) throw new TransshipError('TS_CONFIG_INVALID', `${where}: expected "never" or a duration like 12h, 7d or 30d (units ms, s, m, h, d), got "${value}"`);
-  return Math.round(Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: DAY_MS }[m[2] as 'ms' | 's' | 'm' | 'h' | 'd']);
+  if (value.trim() === 'never') return Number.POSITIVE_INFINITY;
+  return parseDuration(value, where, 'TS_CONFIG_INVALID');
 }
 
 /** How often a read of a promoted copy is stamped: an eighth of the idle limit, between a second and a day. */

@@ -1,6 +1,6 @@
 // The regions this instance knows: its home region (where every write goes — the region-local write buffer) and
 // the others (read from lazily, written to only by the replicator when a rule says so).
-import type { Config } from '../config.js';
+import type { Config } from '../config/config.js';
 import { TransshipError } from '@transship/core/errors';
 import type { BlobStore } from '../store/contract.js';
 import { openConfiguredStore } from '../store/open.js';

@@ -13,13 +13,13 @@ import { copyImage } from '../transfer/copy.js';
 import { StoreDestination } from '../transfer/store-destination.js';
 import { StoreSource } from '../transfer/store-source.js';
 import type { Descriptor, FetchedManifest, ImageDestination, ImageSource } from '../transfer/types.js';
-import type { Signalled } from '../store/contract.js';
+import type { Signalled } from '@transship/core/signal';
 import { crossRegionUploadBytesTotal } from '../telemetry/metrics.js';
 import { withSpan } from '@transship/core/tracing';
 import { log } from '@transship/core/log';
 import type { Regions } from './regions.js';
 import { Rules } from './rules.js';
-import type { Config } from '../config.js';
+import type { Config } from '../config/config.js';
 import { copyRepoLinks } from './links.js';
 
 export interface PlacementTask {

@@ -1,6 +1,6 @@
 // Placement rules: which repositories go where, and why. First matching rule wins; with no match a repository is
 // `demand` (lazy fetch, promotion after measured remote reads), which is the cheap default.
-import type { Config } from '../config.js';
+import type { Config } from '../config/config.js';
 import { DEFAULT_PRICES, breakEvenResidencyMs, prices, promotionThreshold, type Prices } from './cost.js';
 import { parseIdle } from './promoted.js';
 

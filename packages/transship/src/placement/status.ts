@@ -1,5 +1,5 @@
 // What lives where, what the rules want, and what is pending: the data behind `transship placement status`.
-import type { Signalled } from '../store/contract.js';
+import type { Signalled } from '@transship/core/signal';
 import type { Regions } from './regions.js';
 import type { Rules } from './rules.js';
 import type { Replicator } from './replicator.js';

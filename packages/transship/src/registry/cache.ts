@@ -1,8 +1,6 @@
-// Two small in-memory caches that save backend requests on hot paths.
-// - ContentCache: manifest bytes by digest. Content-addressed bytes never change, so this is safe forever; it does
-//   NOT prove presence (callers still check the manifest link or the tag, which can change).
-// - TtlCache: "present" hints (blob sizes, repository links) with an expiry, never proof: the expiry must stay
-//   shorter than any future GC grace period (see DESIGN.md invariants).
+// Manifest bytes by digest, in memory, to save backend requests on hot paths. Content-addressed bytes never change,
+// so this is safe forever; it does NOT prove presence (callers still check the manifest link or the tag, which can
+// change). "Present" hints with an expiry are src/index/presence-cache.ts's.
 
 export class ContentCache {
   private readonly entries = new Map<string, Buffer>();
@@ -28,37 +26,5 @@ export class ContentCache {
       this.entries.delete(k);
       this.bytes -= v.length;
     }
-  }
-}
-
-export class TtlCache<V> {
-  private readonly entries = new Map<string, { value: V; expires: number }>();
-  constructor(
-    private readonly ttlMs: number,
-    private readonly maxEntries = 100_000,
-  ) {}
-
-  get(key: string): V | undefined {
-    const e = this.entries.get(key);
-    if (!e) return undefined;
-    if (e.expires <= Date.now()) {
-      this.entries.delete(key);
-      return undefined;
-    }
-    return e.value;
-  }
-
-  set(key: string, value: V): void {
-    if (this.ttlMs <= 0) return;
-    this.entries.delete(key);
-    this.entries.set(key, { value, expires: Date.now() + this.ttlMs });
-    if (this.entries.size > this.maxEntries) {
-      const oldest = this.entries.keys().next().value;
-      if (oldest !== undefined) this.entries.delete(oldest);
-    }
-  }
-
-  delete(key: string): void {
-    this.entries.delete(key);
   }
 }

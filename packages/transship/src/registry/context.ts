@@ -7,7 +7,8 @@ import type { BlobInfo, BlobStore } from '../store/contract.js';
 import { log } from '@transship/core/log';
 import { blobSkippedBytesTotal, s3PutSkippedDueToDedup } from '../telemetry/metrics.js';
 import { Authenticator, type AuthConfig, type Identity } from './auth.js';
-import { TtlCache } from './cache.js';
+import { ExpiringMap } from '@transship/core/expiring-map';
+import { PresenceCache, REGISTRY_HINT_TTL_MS } from '../index/presence-cache.js';
 import { RepoLinks } from './links.js';
 import { metaStoreFor, type MetaStore } from './meta.js';
 import type { Target } from './paths.js';
@@ -42,7 +43,10 @@ export interface RegistryOptions {
    * default: clients must reach the store's endpoint. Off by default.
    */
   redirect?: { expiresInSeconds: number } | undefined;
-  /** How long "blob present" answers are reused (ms, default 30 s; 0 = never). Must stay below any GC grace. */
+  /**
+   * How long "blob present" answers are reused (ms, default REGISTRY_HINT_TTL_MS = 30 s; 0 = never). Must stay below
+   * any GC grace: see maxPresenceHintMs in src/index/presence-cache.ts.
+   */
   presenceTtlMs?: number | undefined;
   /** Keep blob bytes on local disk and answer GETs from there (blob-cache.ts); absent or maxBytes 0 = off. */
   blobCache?: BlobCacheOptions | undefined;
@@ -65,7 +69,7 @@ export class RegistryContext {
   readonly maxManifestBytes: number;
   readonly redirect: { expiresInSeconds: number } | undefined;
   readonly blobCache: BlobCache | undefined;
-  private readonly presence: TtlCache<BlobInfo>;
+  private readonly presence: PresenceCache;
   private readonly presenceTtl: number;
 
   constructor(opts: RegistryOptions) {
@@ -86,8 +90,8 @@ export class RegistryContext {
     this.placed = opts.placed;
     this.maxManifestBytes = opts.maxManifestBytes ?? 4 * 1024 * 1024;
     this.redirect = opts.redirect;
-    this.presenceTtl = opts.presenceTtlMs ?? 30_000;
-    this.presence = new TtlCache(this.presenceTtl);
+    this.presenceTtl = opts.presenceTtlMs ?? REGISTRY_HINT_TTL_MS;
+    this.presence = new PresenceCache({ ttlMs: this.presenceTtl, maxEntries: 100_000 });
     this.blobCache = opts.blobCache && opts.blobCache.maxBytes > 0 ? new BlobCache(opts.blobCache) : undefined;
   }
 
@@ -100,11 +104,11 @@ export class RegistryContext {
    * wrong "present".
    */
   async stat(digest: string, signal?: AbortSignal): Promise<BlobInfo | undefined> {
-    const hit = this.presence.get(digest);
+    const hit = this.known(digest);
     if (hit) return hit;
-    if (await this.refreshListing(signal)) return this.presence.get(digest);
+    if (await this.refreshListing(signal)) return this.known(digest);
     const info = await this.store.statBlob(digest, { signal });
-    if (info) this.presence.set(digest, info);
+    if (info) this.notePresent(digest, info.size);
     return info;
   }
 
@@ -126,7 +130,7 @@ export class RegistryContext {
       } catch {
         return false;
       }
-      for (const b of found) this.presence.set(b.digest, b);
+      for (const b of found) this.notePresent(b.digest, b.size);
       this.listedAt = started;
       return true;
     })().finally(() => {
@@ -139,13 +143,13 @@ export class RegistryContext {
     const out = new Map<string, BlobInfo>();
     const unknown: string[] = [];
     for (const d of digests) {
-      const hit = this.presence.get(d);
+      const hit = this.known(d);
       if (hit) out.set(d, hit);
       else unknown.push(d);
     }
     if (unknown.length) {
       for (const [d, info] of await this.store.statBlobs(unknown, { signal })) {
-        this.presence.set(d, info);
+        this.notePresent(d, info.size);
         out.set(d, info);
       }
     }
@@ -159,7 +163,7 @@ export class RegistryContext {
    */
   async redirectUrl(digest: string, expiresInSeconds: number): Promise<string | undefined> {
     if (!this.store.blobUrl) return undefined;
-    this.signedUrls ??= new TtlCache((expiresInSeconds * 1000) / 2, 10_000);
+    this.signedUrls ??= new ExpiringMap({ ttlMs: (expiresInSeconds * 1000) / 2, maxEntries: 10_000 });
     const hit = this.signedUrls.get(digest);
     if (hit) return hit;
     const url = await this.store.blobUrl(digest, { expiresInSeconds });
@@ -167,19 +171,20 @@ export class RegistryContext {
     return url;
   }
 
-  private signedUrls: TtlCache<string> | undefined;
+  private signedUrls: ExpiringMap<string> | undefined;
 
   /** A recent "present" answer, without asking the store. */
   known(digest: string): BlobInfo | undefined {
-    return this.presence.get(digest);
+    const size = this.presence.get(this.store.name, digest)?.size;
+    return size === undefined ? undefined : { digest, size };
   }
 
   notePresent(digest: string, size: number): void {
-    this.presence.set(digest, { digest, size });
+    this.presence.markPresent(this.store.name, [digest], size);
   }
 
   forget(digest: string): void {
-    this.presence.delete(digest);
+    this.presence.invalidate(this.store.name, digest);
   }
 
   /**
@@ -189,7 +194,7 @@ export class RegistryContext {
    * known blob rarely gets here at all.
    */
   async storeBlob(digest: string, size: number, open: () => Readable | Promise<Readable>, signal?: AbortSignal, streamed?: SpoolStreamer): Promise<'written' | 'exists'> {
-    if (this.presence.get(digest)) {
+    if (this.known(digest)) {
       await streamed?.abandon();
       s3PutSkippedDueToDedup.inc({ reason: 'exists' });
       blobSkippedBytesTotal.inc({ store: this.store.name }, size);
@@ -201,7 +206,7 @@ export class RegistryContext {
       s3PutSkippedDueToDedup.inc({ reason: 'conditional_412' });
       blobSkippedBytesTotal.inc({ store: this.store.name }, size);
     }
-    this.presence.set(digest, { digest, size: out.size });
+    this.notePresent(digest, out.size);
     return out.status;
   }
 

@@ -14,13 +14,14 @@ import { parseManifest, references } from '../transfer/manifest.js';
 import type { Descriptor } from '../transfer/types.js';
 import type { BlobStore } from '../store/contract.js';
 import type { MetaStore } from './meta.js';
-import { ContentCache, TtlCache } from './cache.js';
+import { ContentCache } from './cache.js';
+import { PresenceCache, REGISTRY_HINT_TTL_MS } from '../index/presence-cache.js';
 import { buffer } from 'node:stream/consumers';
 
 export interface LinkOptions {
   /** Record blob→repository links on upload and mount (needed for auth's cross-repository rules). */
   blobLinks: boolean;
-  /** How long a positive link lookup is trusted in memory (ms). */
+  /** How long a positive link lookup is trusted in memory (ms; default REGISTRY_HINT_TTL_MS, a presence hint). */
   cacheTtlMs?: number;
   /**
    * With regions: the other regions' stores. A repository pushed elsewhere and not replicated here has its links
@@ -30,7 +31,7 @@ export interface LinkOptions {
 }
 
 export class RepoLinks {
-  private readonly linked: TtlCache<true>;
+  private readonly linked: PresenceCache;
   readonly manifests = new ContentCache();
 
   constructor(
@@ -38,7 +39,7 @@ export class RepoLinks {
     readonly meta: MetaStore,
     readonly opts: LinkOptions,
   ) {
-    this.linked = new TtlCache(opts.cacheTtlMs ?? 30_000);
+    this.linked = new PresenceCache({ ttlMs: opts.cacheTtlMs ?? REGISTRY_HINT_TTL_MS, maxEntries: 100_000 });
   }
 
   private blobKey(repo: string, digest: string): string {
@@ -54,28 +55,28 @@ export class RepoLinks {
   async linkBlob(repo: string, digest: string, signal?: AbortSignal): Promise<void> {
     if (!this.opts.blobLinks) return;
     const key = this.blobKey(repo, digest);
-    if (this.linked.get(key)) return;
+    if (this.linked.get(this.store.name, key)) return;
     await this.meta.putIfAbsent(key, parseDigest(digest).value, { signal });
-    this.linked.set(key, true);
+    this.linked.markPresent(this.store.name, [key]);
   }
 
   async unlinkBlob(repo: string, digest: string, signal?: AbortSignal): Promise<void> {
     const key = this.blobKey(repo, digest);
-    this.linked.delete(key);
+    this.linked.invalidate(this.store.name, key);
     await this.meta.delete(key, { signal });
   }
 
   /** True when `digest` is linked to `repo`, or referenced by one of the repository's manifests (then linked). */
   async isBlobLinked(repo: string, digest: string, signal?: AbortSignal): Promise<boolean> {
     const key = this.blobKey(repo, digest);
-    if (this.linked.get(key)) return true;
+    if (this.linked.get(this.store.name, key)) return true;
     if (await this.meta.has(key, { signal })) {
-      this.linked.set(key, true);
+      this.linked.markPresent(this.store.name, [key]);
       return true;
     }
     if (!(await this.referencedByRepo(this.store, repo, digest, signal)) && !(await this.linkedElsewhere(key, repo, digest, signal))) return false;
     await this.meta.putIfAbsent(key, parseDigest(digest).value, { signal });
-    this.linked.set(key, true);
+    this.linked.markPresent(this.store.name, [key]);
     return true;
   }
 

@@ -2,7 +2,8 @@
 // (`repos/<name>/blobs/<alg>/<hex>`, `repos/<name>/referrers/<alg>/<subject-hex>/<alg>/<hex>`). They go through
 // the store's own small-key operations (BlobStore.putMetaIfAbsent & co.), so the same client, retry loop, request
 // counts and key validation apply; keys are built only by links.ts from validated names and digests.
-import type { Signalled, BlobStore } from '../store/contract.js';
+import type { BlobStore } from '../store/contract.js';
+import type { Signalled } from '@transship/core/signal';
 
 export interface MetaStore {
   readonly name: string;

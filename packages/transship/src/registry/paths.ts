@@ -3,6 +3,7 @@
 // Every part is validated (names.ts, digest.ts) before it reaches a store key.
 import { validateRepoName, validateTag } from '@transship/core/names';
 import { parseDigest } from '@transship/core/digest';
+import { isDigestReference } from '@transship/core/reference';
 import { RegistryError } from './errors.js';
 
 export type Target =
@@ -62,7 +63,7 @@ function digestParam(d: string): string {
 }
 
 function parseReference(ref: string): Reference {
-  if (ref.includes(':')) return { digest: digestParam(ref) };
+  if (isDigestReference(ref)) return { digest: digestParam(ref) };
   try {
     return { tag: validateTag(ref) };
   } catch (err) {

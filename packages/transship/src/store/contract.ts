@@ -2,10 +2,10 @@
 // layout in docs/architecture.md; names and tags are validated (src/core/names.ts) before they reach a store, and
 // every store re-checks digests it is given.
 import type { Readable } from 'node:stream';
+import type { Signalled } from '@transship/core/signal';
 
-export interface Signalled {
-  signal?: AbortSignal | undefined;
-}
+// Signalled moved to core (every layer uses it); re-exported so the stores' own imports keep compiling.
+export type { Signalled };
 
 export interface BlobInfo {
   digest: string;

@@ -2,32 +2,19 @@
 // from the config (file < environment < flags). The one place that knows which backend a string means.
 import { resolve } from 'node:path';
 import { TransshipError } from '@transship/core/errors';
-import type { Config } from '../config.js';
-import { DEFAULT_STORE } from '../config.js';
+import { parseStoreLocation as parseLocation, type DirLocation, type S3Location } from '@transship/core/reference';
+import type { Config } from '../config/config.js';
+import { DEFAULT_STORE } from '../config/config.js';
 import type { BlobStore } from './contract.js';
 import { FsStore } from './fs-store.js';
 import { S3Store } from './s3-store.js';
 
-export type Location = { kind: 'dir'; path: string } | { kind: 's3'; bucket: string; prefix: string };
+export type Location = DirLocation | S3Location;
 
-/** `dir:PATH` or `s3://BUCKET[/PREFIX]` (no repository part): what `ls`, `verify` and `serve` take. */
+/** `dir:PATH` or `s3://BUCKET[/PREFIX]` (the grammar is core/reference.ts's); a directory path is made absolute. */
 export function parseStoreLocation(input: string): Location {
-  if (input.startsWith('dir:')) {
-    const path = input.slice(4);
-    if (!path) throw new TransshipError('TS_INVALID_REFERENCE', `invalid store "${input}": expected dir:PATH`);
-    return { kind: 'dir', path: resolve(path) };
-  }
-  if (input.startsWith('s3://')) {
-    const rest = input.slice(5).replace(/\/+$/, '');
-    const slash = rest.indexOf('/');
-    const bucket = slash === -1 ? rest : rest.slice(0, slash);
-    const prefix = slash === -1 ? '' : rest.slice(slash + 1);
-    if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) {
-      throw new TransshipError('TS_INVALID_REFERENCE', `invalid store "${input}": "${bucket}" is not a valid bucket name (3-63 lowercase letters, digits, "." and "-")`);
-    }
-    return { kind: 's3', bucket, prefix };
-  }
-  throw new TransshipError('TS_INVALID_REFERENCE', `invalid store "${input}": expected dir:PATH or s3://BUCKET[/PREFIX]`);
+  const loc = parseLocation(input);
+  return loc.kind === 'dir' ? { kind: 'dir', path: resolve(loc.path) } : loc;
 }
 
 export interface OpenStoreOptions {

@@ -1,6 +1,7 @@
 // Maps AWS SDK / S3 errors onto the project's error table, so the retry classifier and the CLI see one vocabulary.
 // S3 error names are checked first (they are precise), then HTTP status, then socket-level codes.
 import { TransshipError, isTransshipError, isAbortError, cancelledError } from '@transship/core/errors';
+import { parseRetryAfter } from '@transship/core/retry';
 
 interface SdkErrorShape {
   name?: string;
@@ -68,12 +69,4 @@ export function mapS3Error(err: unknown, context: { store: string; operation: st
   }
   if (status !== undefined && status >= 400) return new TransshipError('TS_BACKEND_REJECTED', `${where}: ${name || 'HTTP ' + status}: ${msg.split('\n')[0]}`, base);
   return new TransshipError('TS_INTERNAL', `${where}: ${name || code || 'error'}: ${msg.split('\n')[0]}`, base);
-}
-
-function parseRetryAfter(v: string | undefined): number | undefined {
-  if (!v) return undefined;
-  const secs = Number(v);
-  if (Number.isFinite(secs)) return Math.max(0, secs * 1000);
-  const at = Date.parse(v);
-  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
 }

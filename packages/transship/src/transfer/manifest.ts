@@ -1,10 +1,22 @@
-// Parsing manifests and indexes strictly enough that a malformed one is rejected before anything is stored, and
-// loosely enough that real-world extras (annotations, artifactType, subject, unknown fields) pass through. The bytes
-// are never re-serialized: digests are computed over what the client sent.
+// The one validator of manifests, indexes and descriptors: what the registry accepts on PUT, what every source
+// (OCI layout, archives, docker://) reads, what copy, verify and placement walk. Strict enough that a malformed
+// document is rejected before anything is stored or a descriptor's digest becomes a path or a URL; loose enough that
+// real-world extras (annotations, artifactType, subject, unknown fields) pass through. The bytes are never
+// re-serialized: digests are computed over what was sent.
+//
+// Media type, decided once (OCI image-spec, image-index.md and manifest.md):
+// - the body's `mediaType` wins; a declared type (Content-Type, the parent descriptor) must agree with it;
+// - a body without `mediaType` is OCI: an index when it has `manifests`, a manifest otherwise (OCI makes the field
+//   optional; a Docker manifest list or schema2 manifest always carries its mediaType, so such a body declared as
+//   Docker is refused rather than guessed).
 import { z } from 'zod';
-import { TransshipError } from '@transship/core/errors';
+import { TransshipError, type ErrorCode } from '@transship/core/errors';
 import { parseDigest } from '@transship/core/digest';
-import { INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES, type Descriptor } from './types.js';
+import { INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES, MediaTypes, type Descriptor } from './types.js';
+
+export const REF_NAME_ANNOTATION = 'org.opencontainers.image.ref.name';
+
+const DOCKER_TYPES: readonly string[] = [MediaTypes.dockerManifest, MediaTypes.dockerManifestList];
 
 const descriptorSchema = z.object({
   mediaType: z.string().min(1).max(255),
@@ -16,6 +28,7 @@ const descriptorSchema = z.object({
       return false;
     }
   }, 'not a valid digest'),
+  // zod's int() is a safe integer: stream bounds computed from sizes stay exact.
   size: z.number().int().nonnegative(),
   annotations: z.record(z.string(), z.string()).optional(),
   platform: z.record(z.string(), z.unknown()).optional(),
@@ -45,44 +58,69 @@ export type ParsedManifest =
   | { kind: 'manifest'; mediaType: string; config: Descriptor; layers: Descriptor[]; subject?: Descriptor | undefined; artifactType?: string | undefined; annotations?: Record<string, string> | undefined }
   | { kind: 'index'; mediaType: string; manifests: Descriptor[]; subject?: Descriptor | undefined; artifactType?: string | undefined; annotations?: Record<string, string> | undefined };
 
+/** JSON from an untrusted source; `code` is what malformed JSON is reported as (layout, archive, manifest). */
+export function parseJson(bytes: Buffer | string, what: string, code: ErrorCode): unknown {
+  try {
+    return JSON.parse(typeof bytes === 'string' ? bytes : bytes.toString('utf8')) as unknown;
+  } catch (err) {
+    throw new TransshipError(code, `${what} is not valid JSON: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** The media type a manifest document has and whether it is an index (see the header). */
+export function manifestMediaType(doc: Record<string, unknown>, declaredMediaType?: string, what = 'manifest'): { mediaType: string; index: boolean } {
+  const body = typeof doc.mediaType === 'string' ? doc.mediaType : undefined;
+  const declared = declaredMediaType?.split(';')[0]?.trim() || undefined;
+  if (body && declared && body !== declared) {
+    throw new TransshipError('TS_MANIFEST_INVALID', `${what}: media type mismatch: declared "${declared}", body says "${body}"`, { details: { declared, body } });
+  }
+  const hasManifests = Array.isArray(doc.manifests);
+  if (!body && declared && DOCKER_TYPES.includes(declared)) {
+    throw new TransshipError('TS_MANIFEST_INVALID', `${what}: declared "${declared}" but the body has no mediaType (Docker manifests always carry theirs; without it the document is OCI)`, { details: { declared } });
+  }
+  const mediaType = body ?? declared ?? (hasManifests ? MediaTypes.ociIndex : MediaTypes.ociManifest);
+  const index = INDEX_MEDIA_TYPES.includes(mediaType) || (!MANIFEST_MEDIA_TYPES.includes(mediaType) && hasManifests);
+  return { mediaType, index };
+}
+
 /**
  * Parses manifest bytes. `declaredMediaType` is what the transport said (Content-Type, descriptor); when both it
- * and the body's `mediaType` are present they must agree.
+ * and the body's `mediaType` are present they must agree. `what` names the document in error messages.
  */
-export function parseManifest(bytes: Buffer | string, declaredMediaType?: string): ParsedManifest {
-  let json: unknown;
-  try {
-    json = JSON.parse(typeof bytes === 'string' ? bytes : bytes.toString('utf8'));
-  } catch (err) {
-    throw new TransshipError('TS_MANIFEST_INVALID', `manifest is not valid JSON: ${(err as Error).message}`, { cause: err });
-  }
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new TransshipError('TS_MANIFEST_INVALID', 'manifest must be a JSON object');
-  const obj = json as Record<string, unknown>;
-  const bodyType = typeof obj.mediaType === 'string' ? obj.mediaType : undefined;
-  const declared = declaredMediaType?.split(';')[0]?.trim() || undefined;
-  if (bodyType && declared && bodyType !== declared) {
-    throw new TransshipError('TS_MANIFEST_INVALID', `manifest media type mismatch: declared "${declared}", body says "${bodyType}"`, { details: { declared, body: bodyType } });
-  }
-  const mediaType = bodyType ?? declared ?? (Array.isArray(obj.manifests) ? INDEX_MEDIA_TYPES[1] : MANIFEST_MEDIA_TYPES[0]);
-  const isIndex = Array.isArray(obj.manifests) || (mediaType !== undefined && INDEX_MEDIA_TYPES.includes(mediaType));
-  if (isIndex) {
+export function parseManifest(bytes: Buffer | string, declaredMediaType?: string, what = 'manifest'): ParsedManifest {
+  const json = parseJson(bytes, what, 'TS_MANIFEST_INVALID');
+  if (!isRecord(json)) throw new TransshipError('TS_MANIFEST_INVALID', `${what} must be a JSON object`);
+  const { mediaType, index } = manifestMediaType(json, declaredMediaType, what);
+  if (index) {
     const r = indexSchema.safeParse(json);
-    if (!r.success) throw invalid('index', r.error);
-    return { kind: 'index', mediaType: mediaType ?? INDEX_MEDIA_TYPES[0]!, manifests: r.data.manifests.map(normalise), subject: r.data.subject && normalise(r.data.subject), artifactType: r.data.artifactType, annotations: r.data.annotations };
+    if (!r.success) throw invalid(what, 'index', r.error, 'TS_MANIFEST_INVALID');
+    return { kind: 'index', mediaType, manifests: r.data.manifests.map(normalise), subject: r.data.subject && normalise(r.data.subject), artifactType: r.data.artifactType, annotations: r.data.annotations };
   }
   const r = manifestSchema.safeParse(json);
-  if (!r.success) throw invalid('manifest', r.error);
-  return { kind: 'manifest', mediaType: mediaType ?? MANIFEST_MEDIA_TYPES[0]!, config: normalise(r.data.config), layers: r.data.layers.map(normalise), subject: r.data.subject && normalise(r.data.subject), artifactType: r.data.artifactType, annotations: r.data.annotations };
+  if (!r.success) throw invalid(what, 'manifest', r.error, 'TS_MANIFEST_INVALID');
+  return { kind: 'manifest', mediaType, config: normalise(r.data.config), layers: r.data.layers.map(normalise), subject: r.data.subject && normalise(r.data.subject), artifactType: r.data.artifactType, annotations: r.data.annotations };
+}
+
+/** The `manifests` of an OCI layout's index.json (same schema as an image index; errors carry `code`). */
+export function indexManifests(doc: unknown, what: string, code: ErrorCode): Descriptor[] {
+  if (!isRecord(doc)) throw new TransshipError(code, `${what} must be a JSON object`);
+  const r = indexSchema.safeParse(doc);
+  if (!r.success) throw invalid(what, 'index', r.error, code);
+  return r.data.manifests.map(normalise);
 }
 
 function normalise(d: z.infer<typeof descriptorSchema>): Descriptor {
   return { ...d, digest: parseDigest(d.digest).value };
 }
 
-function invalid(what: string, error: z.ZodError): TransshipError {
+function invalid(what: string, kind: string, error: z.ZodError, code: ErrorCode): TransshipError {
   const first = error.issues[0];
   const where = first?.path.length ? first.path.join('.') : '(root)';
-  return new TransshipError('TS_MANIFEST_INVALID', `malformed ${what}: ${where}: ${first?.message ?? 'invalid'}`, { details: { path: where } });
+  return new TransshipError(code, `${what}: malformed ${kind}: ${where}: ${first?.message ?? 'invalid'}`, { details: { path: where } });
 }
 
 /** Every descriptor a manifest references that must exist before it (blobs for a manifest, manifests for an index). */

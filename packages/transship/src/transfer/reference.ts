@@ -15,6 +15,9 @@
 import { TransshipError, isTransshipError } from '@transship/core/errors';
 import { parseDigest } from '@transship/core/digest';
 import { validateRepoName, validateTag } from '@transship/core/names';
+import { bucketProblem, isDigestReference, prefixProblem, regionProblem, type StoreLocation } from '@transship/core/reference';
+
+export type { StoreLocation };
 
 export type Transport = 'oci' | 'oci-archive' | 'docker-archive' | 'docker' | 'dir' | 's3' | 'store';
 
@@ -51,12 +54,6 @@ export interface DockerReference extends RefTarget {
   endpoint: string;
   repo: string;
 }
-
-export type StoreLocation =
-  | { kind: 'dir'; path: string }
-  | { kind: 's3'; bucket: string; prefix: string }
-  /** `store:` / `store@REGION:`: the configured home store, or the store of a named region. */
-  | { kind: 'configured'; region?: string | undefined };
 
 export interface StoreReference extends RefTarget {
   transport: 'dir' | 's3' | 'store';
@@ -116,8 +113,7 @@ function checkPath(input: string, path: string, transport: Transport): string {
 function ociTarget(input: string, ref: string | undefined, transport: Transport): RefTarget {
   if (ref === undefined) return {};
   if (ref.length === 0) throw bad(input, 'the tag after ":" is empty', transport);
-  // Tags cannot contain ':', digests always do: the colon alone tells them apart.
-  if (ref.includes(':')) {
+  if (isDigestReference(ref)) {
     return { digest: withForm(input, transport, () => parseDigest(ref).value) };
   }
   return { tag: withForm(input, transport, () => validateTag(ref)) };
@@ -271,15 +267,10 @@ function splitLocation(input: string, body: string, transport: Transport): [stri
   return [slash === 0 ? '/' : body.slice(0, slash), body.slice(slash + 1)];
 }
 
-const BUCKET_RE = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
-const PREFIX_COMPONENT_RE = /^[A-Za-z0-9_][A-Za-z0-9._-]*$/;
-const REGION_RE = /^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$/;
-
+/** Bucket, prefix and region rules are core/reference.ts's, shared with store arguments and the config. */
 function checkPrefix(input: string, prefix: string): string {
-  if (prefix === '') return '';
-  for (const c of prefix.split('/')) {
-    if (!PREFIX_COMPONENT_RE.test(c)) throw bad(input, `prefix component "${c}" is empty, "." / "..", or has characters outside [A-Za-z0-9._-]`, 's3');
-  }
+  const problem = prefixProblem(prefix);
+  if (problem) throw bad(input, problem, 's3');
   return prefix;
 }
 
@@ -296,7 +287,8 @@ export function parseStoreReference(input: string): StoreReference {
     const slash = body.indexOf('/');
     if (slash === -1) throw bad(input, 'no repository after the bucket', 's3');
     const bucket = body.slice(0, slash);
-    if (!BUCKET_RE.test(bucket) || bucket.includes('..')) throw bad(input, `"${bucket}" is not a valid bucket name`, 's3');
+    const bucketBad = bucketProblem(bucket);
+    if (bucketBad) throw bad(input, bucketBad, 's3');
     const after = body.slice(slash + 1);
     let prefix = '';
     let spec = after;
@@ -310,7 +302,8 @@ export function parseStoreReference(input: string): StoreReference {
   const m = /^store(?:@([^:]*))?:(.*)$/s.exec(input);
   if (m) {
     const region = m[1];
-    if (region !== undefined && !REGION_RE.test(region)) throw bad(input, `"${region}" is not a region name (lowercase letters, digits, "-")`, 'store');
+    const regionBad = region === undefined ? undefined : regionProblem(region);
+    if (regionBad) throw bad(input, regionBad, 'store');
     const spec = m[2] ?? '';
     return {
       transport: 'store',

@@ -1,7 +1,8 @@
 // Writing an image into a BlobStore, in the order the invariants demand: blobs → manifests → manifest link → tag.
 // The presence check runs before any byte moves: cache hits first, then one batch check for the misses.
 import { Readable } from 'node:stream';
-import type { BlobStore, Signalled } from '../store/contract.js';
+import type { BlobStore } from '../store/contract.js';
+import type { Signalled } from '@transship/core/signal';
 import { tagMatches } from '../store/keys.js';
 import type { PresenceCache } from '../index/presence-cache.js';
 import { validateRepoName, validateTag } from '@transship/core/names';

@@ -3,15 +3,18 @@
 import { pipeline } from 'node:stream';
 import type { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
-import type { BlobStore, Signalled } from '../store/contract.js';
+import type { BlobStore } from '../store/contract.js';
+import type { Signalled } from '@transship/core/signal';
 import { TransshipError } from '@transship/core/errors';
 import { VerifyingStream, digestMismatch, digestOf, parseDigest } from '@transship/core/digest';
-import { validateRepoName, validateTag } from '@transship/core/names';
+import { validateRepoName } from '@transship/core/names';
+import { parseTagOrDigest } from '@transship/core/reference';
 import { parseManifest } from './manifest.js';
 import type { Descriptor, FetchedManifest, ImageSource } from './types.js';
 
 export class StoreSource implements ImageSource {
   readonly description: string;
+  private readonly target: ReturnType<typeof parseTagOrDigest>;
 
   constructor(
     readonly store: BlobStore,
@@ -20,13 +23,13 @@ export class StoreSource implements ImageSource {
     readonly ref: string,
   ) {
     validateRepoName(repo);
-    if (!ref.includes(':')) validateTag(ref);
-    this.description = `${store.name}/${repo}${ref.includes(':') ? '@' : ':'}${ref}`;
+    this.target = parseTagOrDigest(ref);
+    this.description = `${store.name}/${repo}${this.target.digest !== undefined ? '@' : ':'}${ref}`;
   }
 
   async root(opts: Signalled = {}): Promise<FetchedManifest> {
     let digest: string;
-    if (this.ref.includes(':')) digest = parseDigest(this.ref).value;
+    if (this.target.digest !== undefined) digest = this.target.digest;
     else {
       const d = await this.store.getTag(this.repo, this.ref, opts);
       if (!d) throw new TransshipError('TS_TAG_UNKNOWN', `tag "${this.ref}" not found in ${this.store.name}/${this.repo}`, { details: { repo: this.repo, tag: this.ref } });

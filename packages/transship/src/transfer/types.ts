@@ -2,7 +2,7 @@
 // sides this small lets every transport (oci:, oci-archive:, docker-archive:, docker://, stores) plug into one
 // engine with one dedup, retry and progress path.
 import type { Readable } from 'node:stream';
-import type { Signalled } from '../store/contract.js';
+import type { Signalled } from '@transship/core/signal';
 
 export const MediaTypes = {
   ociManifest: 'application/vnd.oci.image.manifest.v1+json',

@@ -13,11 +13,11 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
 import { digestOf, parseDigest } from '@transship/core/digest';
-import { cancelledError, isTransshipError, throwIfAborted, TransshipError } from '@transship/core/errors';
-import type { Signalled } from '../../store/contract.js';
+import { isTransshipError, throwIfAborted, TransshipError } from '@transship/core/errors';
+import type { Signalled } from '@transship/core/signal';
 import { normalizeDockerName } from '../reference.js';
 import { MediaTypes, type Descriptor, type FetchedManifest, type ImageSource } from '../types.js';
-import { parseJson } from './descriptors.js';
+import { parseJson } from '../manifest.js';
 import { TarIndex, normalizeEntryName } from './tar-index.js';
 import { MAX_METADATA_BYTES, readAll, verifiedStream } from './verify.js';
 
@@ -182,7 +182,7 @@ async function describeLayer(index: TarIndex, path: string, open: (path: string,
   try {
     await pipeline(await open(path, 'layer'), sink, signal ? { signal } : {});
   } catch (err) {
-    if (signal?.aborted) throw cancelledError(signal);
+    throwIfAborted(signal);
     throw err;
   }
   return { mediaType: layerMediaType(head), digest: `sha256:${hash.digest('hex')}`, size };

@@ -1,6 +1,7 @@
 // `docker://HOST/REPO[:TAG|@DIGEST]`: pulling from a registry over the OCI distribution API with Node's fetch.
 //
-// Every HTTP exchange goes through the one `retry` (src/core/retry.ts) with the caller's signal; HTTP outcomes are
+// Every HTTP exchange goes through the one observed retry (src/telemetry/observed-retry.ts: core/retry plus the
+// upload_retry_total metrics) with the caller's signal; HTTP outcomes are
 // mapped to our error table so the classifier decides: 401/403 → TS_UNAUTHORIZED (fatal: wrong credentials never
 // get better), 404 → TS_TAG_UNKNOWN / TS_BLOB_UNKNOWN, 429 → TS_THROTTLED and 408/5xx → TS_BACKEND_UNAVAILABLE
 // (retryable, honouring Retry-After), connection failures → TS_NETWORK. A 401 answered with a Bearer challenge is
@@ -14,11 +15,13 @@ import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { digestOf, parseDigest, digestMismatch } from '@transship/core/digest';
 import { cancelledError, isAbortError, isTransshipError, TransshipError } from '@transship/core/errors';
-import { retry, type RetryOptions } from '@transship/core/retry';
-import type { Signalled } from '../../store/contract.js';
+import { parseRetryAfter, type RetryBudget } from '@transship/core/retry';
+import { observedRetry, type ObservedCall } from '@transship/core/observed-retry';
+import { isDigestReference } from '@transship/core/reference';
+import type { Signalled } from '@transship/core/signal';
 import type { DockerReference } from '../reference.js';
-import { MediaTypes, type Descriptor, type FetchedManifest, type ImageSource } from '../types.js';
-import { checkManifestDocument } from './descriptors.js';
+import { INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES, MediaTypes, type Descriptor, type FetchedManifest, type ImageSource } from '../types.js';
+import { parseManifest } from '../manifest.js';
 import { basicHeader, credentialsFrom, parseChallenge, tokenFromResponse, type CachedToken, type RegistryCredentials } from './registry-auth.js';
 import { checkBytes, MAX_MANIFEST_BYTES, verifiedStream } from './verify.js';
 
@@ -29,21 +32,14 @@ export interface DockerRegistryOptions extends Signalled {
   credentials?: RegistryCredentials | undefined;
   /** Use http:// (always the case for localhost, 127.0.0.1 and [::1]). */
   insecure?: boolean | undefined;
-  /** Retry policy overrides (attempts, delays, shared budget). */
-  retry?: Omit<RetryOptions, 'signal'> | undefined;
+  /** Retry policy overrides (attempts, delays) and a shared budget. */
+  retry?: (NonNullable<ObservedCall['retry']> & { budget?: RetryBudget | undefined }) | undefined;
   /** Injectable for tests. */
   fetch?: typeof fetch | undefined;
   userAgent?: string | undefined;
 }
 
 const LOOPBACK = /^(localhost|127\.\d+\.\d+\.\d+|\[::1\])(:\d+)?$/;
-
-function parseRetryAfter(value: string | null): number | undefined {
-  if (!value) return undefined;
-  if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
-  const at = Date.parse(value);
-  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
-}
 
 async function discard(res: Response): Promise<void> {
   await res.body?.cancel().catch(() => undefined);
@@ -121,7 +117,7 @@ export class DockerRegistrySource implements ImageSource {
 
   private async fetchManifest(reference: string, expected: Descriptor | undefined, signal?: AbortSignal): Promise<FetchedManifest> {
     const what = `${this.description}: manifest ${reference}`;
-    return retry(async ({ signal: s }) => {
+    return observedRetry(this.retryCall('manifest', signal, isDigestReference(reference) ? reference : undefined), async (s) => {
       const res = await this.send(`${this.base}/manifests/${reference}`, { accept: MANIFEST_ACCEPT }, 'manifest', what, s);
       const length = Number(res.headers.get('content-length') ?? '0');
       if (length > MAX_MANIFEST_BYTES) {
@@ -142,24 +138,28 @@ export class DockerRegistrySource implements ImageSource {
         const actual = digestOf(bytes, d.algorithm);
         if (actual !== d.value) throw digestMismatch(d.value, actual);
       }
-      const byDigest = reference.includes(':') ? parseDigest(reference) : undefined;
+      const byDigest = isDigestReference(reference) ? parseDigest(reference) : undefined;
       const digest = byDigest ? digestOf(bytes, byDigest.algorithm) : digestOf(bytes);
       if (byDigest && digest !== byDigest.value) throw digestMismatch(byDigest.value, digest);
       const contentType = (res.headers.get('content-type') ?? '').split(';')[0]?.trim() ?? '';
-      const declared = checkManifestDocument(bytes, what, expected?.mediaType ?? (contentType || MediaTypes.ociManifest));
+      // A Content-Type that is not a manifest type (application/json, octet-stream) says nothing about the document.
+      const said = expected?.mediaType ?? (INDEX_MEDIA_TYPES.includes(contentType) || MANIFEST_MEDIA_TYPES.includes(contentType) ? contentType : undefined);
+      const declared = parseManifest(bytes, said, what).mediaType;
       const descriptor: Descriptor = expected ? { ...expected } : { mediaType: declared, digest, size: bytes.length };
       if (expected) checkBytes(bytes, expected);
       return { descriptor, bytes };
-    }, this.retryOptions(signal));
+    });
   }
 
-  private retryOptions(signal: AbortSignal | undefined): RetryOptions {
-    return { ...(this.opts.retry ?? {}), signal: signal ?? this.opts.signal };
+  /** The observed retry of one exchange: `store` is the registry, `operation` what was asked. */
+  private retryCall(kind: Kind, signal: AbortSignal | undefined, digest?: string): ObservedCall {
+    const { budget, ...retry } = this.opts.retry ?? {};
+    return { store: `docker://${this.ref.registry}`, operation: `registry.${kind}`, digest, signal: signal ?? this.opts.signal, budget, retry };
   }
 
   /** One retried GET that returns a 2xx response with its body unread. */
   private request(url: string, headers: Record<string, string>, kind: Kind, what: string, signal?: AbortSignal): Promise<Response> {
-    return retry(({ signal: s }) => this.send(url, headers, kind, what, s), this.retryOptions(signal));
+    return observedRetry(this.retryCall(kind, signal), (s) => this.send(url, headers, kind, what, s));
   }
 
   /** One attempt: GET with our auth; on a 401 challenge, authenticate and replay once. */

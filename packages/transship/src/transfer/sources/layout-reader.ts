@@ -8,10 +8,10 @@
 import type { Readable } from 'node:stream';
 import { parseDigest } from '@transship/core/digest';
 import { isTransshipError, throwIfAborted, TransshipError } from '@transship/core/errors';
-import type { Signalled } from '../../store/contract.js';
+import type { Signalled } from '@transship/core/signal';
 import type { RefTarget } from '../reference.js';
 import { MediaTypes, type Descriptor, type FetchedManifest, type ImageSource } from '../types.js';
-import { checkManifestDocument, indexManifests, parseJson, REF_NAME_ANNOTATION } from './descriptors.js';
+import { indexManifests, parseJson, parseManifest, REF_NAME_ANNOTATION } from '../manifest.js';
 import { checkBytes, MAX_MANIFEST_BYTES, MAX_METADATA_BYTES, readAll, verifiedStream } from './verify.js';
 
 export interface LayoutFiles {
@@ -98,7 +98,7 @@ export class LayoutImageSource implements ImageSource {
       throw new TransshipError('TS_MANIFEST_INVALID', `manifest ${desc.digest} declares ${desc.size} bytes; the limit is ${MAX_MANIFEST_BYTES}`, { details: { digest: desc.digest } });
     }
     const bytes = checkBytes(await readAll(await this.openBlob(desc.digest, opts.signal), MAX_MANIFEST_BYTES, `manifest ${desc.digest}`, opts.signal), desc);
-    const mediaType = checkManifestDocument(bytes, `manifest ${desc.digest}`, desc.mediaType);
+    const { mediaType } = parseManifest(bytes, desc.mediaType, `manifest ${desc.digest}`);
     return { descriptor: { ...desc, mediaType: desc.mediaType || mediaType }, bytes };
   }
 
@@ -135,6 +135,6 @@ async function describeUnlisted(files: LayoutFiles, digest: string, signal?: Abo
   const bytes = await readAll(stream, MAX_MANIFEST_BYTES, `manifest ${digest}`, signal);
   const desc: Descriptor = { mediaType: MediaTypes.ociManifest, digest, size: bytes.length };
   checkBytes(bytes, desc);
-  desc.mediaType = checkManifestDocument(bytes, `manifest ${digest}`, MediaTypes.ociManifest);
+  desc.mediaType = parseManifest(bytes, undefined, `manifest ${digest}`).mediaType;
   return desc;
 }

@@ -12,8 +12,8 @@ import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
-import { cancelledError, fromFsError, isTransshipError, throwIfAborted } from '@transship/core/errors';
-import type { Signalled } from '../../store/contract.js';
+import { fromFsError, isTransshipError, throwIfAborted } from '@transship/core/errors';
+import type { Signalled } from '@transship/core/signal';
 import type { RefTarget } from '../reference.js';
 import type { Descriptor, DestinationPutResult, FetchedManifest, ImageDestination, ImageSource } from '../types.js';
 import { LayoutImageSource, type LayoutFiles } from './layout-reader.js';
@@ -72,7 +72,7 @@ export async function tarLayoutDirectory(dir: string, out: string, signal?: Abor
     await Promise.all([pipeline(pack, createWriteStream(out, { flags: 'wx', flush: true }), signal ? { signal } : {}), producing]);
   } catch (err) {
     pack.destroy();
-    if (signal?.aborted) throw cancelledError(signal);
+    throwIfAborted(signal);
     throw isTransshipError(err) ? err : fromFsError(err, out);
   }
 }

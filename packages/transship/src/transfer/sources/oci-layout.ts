@@ -18,10 +18,10 @@ import { pipeline } from 'node:stream/promises';
 import { parseDigest, VerifyingStream } from '@transship/core/digest';
 import { fileStream } from '@transship/core/file-stream';
 import { cancelledError, fromFsError, isAbortError, isTransshipError, throwIfAborted, TransshipError } from '@transship/core/errors';
-import type { Signalled } from '../../store/contract.js';
+import type { Signalled } from '@transship/core/signal';
 import type { RefTarget } from '../reference.js';
 import { MediaTypes, type Descriptor, type DestinationPutResult, type FetchedManifest, type ImageDestination, type ImageSource } from '../types.js';
-import { indexManifests, parseJson, REF_NAME_ANNOTATION } from './descriptors.js';
+import { indexManifests, parseJson, REF_NAME_ANNOTATION } from '../manifest.js';
 import { LayoutImageSource, type LayoutFiles } from './layout-reader.js';
 import { checkBytes } from './verify.js';
 

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
-import { cancelledError, fromFsError, isTransshipError, throwIfAborted, TransshipError } from '@transship/core/errors';
+import { fromFsError, isTransshipError, throwIfAborted, TransshipError } from '@transship/core/errors';
 import { fileStream } from '@transship/core/file-stream';
 
 const BLOCK = 512;
@@ -155,7 +155,7 @@ export class TarIndex {
         try {
           await pipeline(createReadStream(file), createGunzip(), createWriteStream(tarPath, { flags: 'wx' }), opts.signal ? { signal: opts.signal } : {});
         } catch (err) {
-          if (opts.signal?.aborted) throw cancelledError(opts.signal);
+          throwIfAborted(opts.signal);
           throw new TransshipError('TS_ARCHIVE_INVALID', `${file}: corrupt gzip stream: ${(err as Error).message}`, { cause: err, details: { path: file } });
         }
         handle = await fsOpen(tarPath, 'r');
@@ -239,7 +239,7 @@ async function scan(handle: FileHandle, file: string, signal?: AbortSignal): Pro
     return buf;
   };
   for (;;) {
-    if (signal?.aborted) throw cancelledError(signal);
+    throwIfAborted(signal);
     if (pos + BLOCK > fileSize) throw invalid(file, pos === fileSize ? 'no end-of-archive marker' : 'truncated header', pos);
     const { bytesRead } = await handle.read(header, 0, BLOCK, pos);
     if (bytesRead !== BLOCK) throw invalid(file, 'truncated header', pos);

@@ -1,15 +1,17 @@
 // Resolves a parsed reference to an ImageSource or ImageDestination: stores (dir:, s3://, store:) here, image
-// transports (oci:, oci-archive:, docker-archive:, docker://) in sources/.
+// transports (oci:, oci-archive:, docker-archive:, docker://) in transfer/sources/. Command wiring, so it lives in
+// cli/: it is the one place that picks between a plain store and the placement read path, and transfer/ (below
+// placement in the layer map) must not know placement exists.
 import { TransshipError } from '@transship/core/errors';
-import type { Config } from '../config.js';
+import type { Config } from '../config/config.js';
 import { openConfiguredStore, openStore } from '../store/open.js';
 import type { BlobStore } from '../store/contract.js';
 import type { PresenceCache } from '../index/presence-cache.js';
-import { isStoreReference, type Reference, type StoreReference } from './reference.js';
-import { openSource, openDestination } from './sources/index.js';
-import { StoreDestination } from './store-destination.js';
-import { StoreSource } from './store-source.js';
-import type { ImageDestination, ImageSource } from './types.js';
+import { isStoreReference, type Reference, type StoreReference } from '../transfer/reference.js';
+import { openSource, openDestination } from '../transfer/sources/index.js';
+import { StoreDestination } from '../transfer/store-destination.js';
+import { StoreSource } from '../transfer/store-source.js';
+import type { ImageDestination, ImageSource } from '../transfer/types.js';
 import { Regions } from '../placement/regions.js';
 import { Rules } from '../placement/rules.js';
 import { PlacedReader } from '../placement/read-path.js';

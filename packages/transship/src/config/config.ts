@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { TransshipError } from '@transship/core/errors';
+import { DURATION_FORMS, durationProblem } from '@transship/core/duration';
+import { REGION_NAME_RE, REGION_NAME_RULE } from '@transship/core/names';
 
 const positiveInt = z.number().int().positive();
 
@@ -82,9 +84,11 @@ const serveSchema = z
   })
   .strict();
 
-/** `transship watch` (src/containerd/watch): durations as `30s`, `5m`, `1h`, `500ms`. */
-const DURATION = /^\d+(?:\.\d+)?(?:ms|s|m|h)?$/;
-const durationString = z.string().regex(DURATION, 'expected a duration like 500ms, 30s, 5m or 1h');
+/** Durations (src/core/duration.ts): `500ms`, `30s`, `5m`, `1h`, `7d` or plain seconds. */
+const durationString = z.string().superRefine((v, ctx) => {
+  const problem = durationProblem(v);
+  if (problem !== undefined) ctx.addIssue({ code: 'custom', message: `${problem}; expected ${DURATION_FORMS}` });
+});
 const watchSchema = z
   .object({
     /** containerd's gRPC socket. */
@@ -105,8 +109,10 @@ const watchSchema = z
   })
   .strict();
 
+/** Region names: one pattern (src/core/names.ts) for the config, `ls` and `copy` references. */
+const regionName = z.string().regex(REGION_NAME_RE, `region names are ${REGION_NAME_RULE}`);
+
 /** Placement across regions (src/placement): rules, on-demand promotion, the replicator. */
-const REGION_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
 const placementSchema = z
   .object({
     /**
@@ -123,7 +129,10 @@ const placementSchema = z
          * Promoted copies not read for this long are evicted (src/placement/evict.ts): `never`, or `12h`, `7d`…
          * Default: the price table's break-even residency (transfer ÷ storage price; ≈ 26 days at AWS list prices).
          */
-        evictAfterIdle: z.string().regex(/^(?:never|\d+(?:\.\d+)?(?:ms|s|m|h|d))$/, 'expected "never" or a duration like 12h, 7d or 30d (units ms, s, m, h, d)').optional(),
+        evictAfterIdle: z.string().superRefine((v, ctx) => {
+          const problem = v.trim() === 'never' ? undefined : durationProblem(v);
+          if (problem !== undefined) ctx.addIssue({ code: 'custom', message: `${problem}; expected "never" or ${DURATION_FORMS}` });
+        }).optional(),
       })
       .strict()
       .optional(),
@@ -151,7 +160,7 @@ const placementSchema = z
             /** dr: copy every push eagerly; demand: promote after measured remote reads; never: stay where pushed. */
             reason: z.enum(['dr', 'demand', 'never']),
             /** Target regions (dr); empty/omitted = every other region. */
-            regions: z.array(z.string().regex(REGION_NAME)).optional(),
+            regions: z.array(regionName).optional(),
           })
           .strict(),
       )
@@ -166,7 +175,7 @@ const placementSchema = z
       .strict()
       .optional(),
     /** Order in which other regions are tried for lazy fetches (default: config order). */
-    fetchOrder: z.array(z.string().regex(REGION_NAME)).optional(),
+    fetchOrder: z.array(regionName).optional(),
   })
   .strict();
 
@@ -185,8 +194,8 @@ export const configSchema = z
     /** The home store: where writes go. `dir:PATH` or `s3://BUCKET[/PREFIX]`. */
     store: z.string().min(1).optional(),
     /** The home region's name (a key of `regions`, or a label for the single store). */
-    region: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'region names are lowercase letters, digits and "-"').optional(),
-    regions: z.record(z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'region names are lowercase letters, digits and "-"'), regionSchema).optional(),
+    region: regionName.optional(),
+    regions: z.record(regionName, regionSchema).optional(),
     s3: s3Schema.optional(),
     concurrency: positiveInt.max(64).optional(),
     cache: z.object({ file: z.string().optional(), ttlSeconds: positiveInt.optional(), enabled: z.boolean().optional() }).strict().optional(),

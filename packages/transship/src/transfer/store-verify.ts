@@ -1,0 +1,62 @@
+// Re-hash every stored blob and walk every tag's manifest graph: what `transship verify` reports. Here, not in the
+// command file, because it is store-and-manifest logic the CLI only prints (and tests call directly).
+import { pipeline } from 'node:stream/promises';
+import { Writable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
+import { VerifyingStream } from '@transship/core/digest';
+import { errorSummary, isTransshipError, throwIfAborted } from '@transship/core/errors';
+import { forEachLimit } from '@transship/core/limit';
+import type { BlobInfo, BlobStore } from '../store/contract.js';
+import { parseManifest, references } from './manifest.js';
+
+export interface VerifyProblem {
+  kind: 'corrupt' | 'missing' | 'unreadable';
+  digest: string;
+  detail: string;
+  repository?: string;
+  tag?: string;
+}
+
+export async function verifyStore(store: BlobStore, opts: { signal?: AbortSignal; concurrency?: number } = {}): Promise<{ blobs: number; bytes: number; problems: VerifyProblem[] }> {
+  const problems: VerifyProblem[] = [];
+  const blobs: BlobInfo[] = [];
+  for await (const b of store.listBlobs({ signal: opts.signal })) blobs.push(b);
+  let bytes = 0;
+  const present = new Set(blobs.map((b) => b.digest));
+  await forEachLimit(blobs, opts.concurrency ?? 4, async (b, signal) => {
+    try {
+      const v = new VerifyingStream({ expected: b.digest });
+      await pipeline(await store.getBlob(b.digest, { signal }), v, new Writable({ write: (_c, _e, cb) => cb() }), { signal });
+      bytes += v.bytes;
+    } catch (err) {
+      if (isTransshipError(err, 'TS_CANCELLED')) throw err;
+      problems.push({ kind: isTransshipError(err, 'TS_DIGEST_MISMATCH') ? 'corrupt' : 'unreadable', digest: b.digest, detail: errorSummary(err).message });
+    }
+  }, opts.signal);
+  // Every tag must lead to a complete graph (manifest → children → blobs).
+  for (const repo of await store.listRepos({ signal: opts.signal })) {
+    for (const tag of await store.listTags(repo, { signal: opts.signal })) {
+      throwIfAborted(opts.signal);
+      const root = await store.getTag(repo, tag, { signal: opts.signal });
+      const queue = root ? [root] : [];
+      while (queue.length) {
+        const d = queue.shift() as string;
+        if (!present.has(d)) {
+          problems.push({ kind: 'missing', digest: d, detail: 'referenced but not stored', repository: repo, tag });
+          continue;
+        }
+        if (problems.some((p) => p.digest === d)) continue;
+        try {
+          const parsed = parseManifest(await buffer(await store.getBlob(d, { signal: opts.signal })));
+          for (const ref of references(parsed)) {
+            if (parsed.kind === 'index') queue.push(ref.digest);
+            else if (!present.has(ref.digest)) problems.push({ kind: 'missing', digest: ref.digest, detail: `referenced by ${d} but not stored`, repository: repo, tag });
+          }
+        } catch (err) {
+          problems.push({ kind: 'unreadable', digest: d, detail: errorSummary(err).message, repository: repo, tag });
+        }
+      }
+    }
+  }
+  return { blobs: blobs.length, bytes, problems };
+}
