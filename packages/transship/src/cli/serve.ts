@@ -22,6 +22,7 @@ import { hashPassword } from '../registry/auth.js';
 import { buildServer } from '../server/server.js';
 import { tuneHeapForStreaming } from '../server/heap.js';
 import { mallocHint } from '../server/malloc.js';
+import { log } from '@transship/core/log';
 import { collectWhenIdle } from '../server/idle-gc.js';
 import { runCommand, loadCliConfig, type GlobalOptions } from './context.js';
 
@@ -158,8 +159,9 @@ export function registerServe(program: Command): void {
         const shownHost = isIP(listen.host) === 6 ? `[${listen.host}]` : listen.host;
         process.stdout.write(`transship: registry listening on ${tls ? 'https' : 'http'}://${shownHost}:${port} (store ${store.name}${serve.auth ? ', auth on' : ''})\n`);
         const hint = mallocHint(); // see src/server/malloc.ts
-        if (hint) process.stderr.write(`transship: note: ${hint}\n`);
-        if (!serve.auth && !isLoopback(listen.host)) process.stderr.write('transship: warning: auth is off and the registry listens beyond loopback; configure serve.auth\n');
+        // Notes go through the structured log like everything else on stderr (one JSON object a line).
+        if (hint) log.warn({ hint: 'malloc' }, hint);
+        if (!serve.auth && !isLoopback(listen.host)) log.warn({ hint: 'auth' }, 'auth is off and the registry listens beyond loopback; configure serve.auth');
         await new Promise<void>((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve(), { once: true })));
         // Closing the app cancels in-flight uploads and removes their spools (registry onClose), then the store.
         await app.close();
