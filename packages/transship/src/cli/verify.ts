@@ -23,6 +23,11 @@ export function registerVerify(program: Command): void {
           else {
             process.stdout.write(`${store.name}: ${r.blobs} blobs, ${r.bytes} bytes re-hashed, ${r.problems.length} problem(s)\n`);
             for (const p of r.problems) process.stdout.write(`  ${p.kind.padEnd(10)} ${p.digest} ${p.repository ? `${p.repository}:${p.tag} ` : ''}${p.detail}\n`);
+            if (r.leftovers.length > 0) {
+              const wasted = r.leftovers.reduce((n, l) => n + l.size, 0);
+              process.stdout.write(`${r.leftovers.length} temp file(s) of interrupted writes (${wasted} bytes), removed by the store's next write or by gc:\n`);
+              for (const l of r.leftovers) process.stdout.write(`  leftover   ${l.key} ${l.size} bytes, ${l.ageSeconds}s old\n`);
+            }
           }
           return r.problems.length ? ExitCode.findings : ExitCode.ok;
         } finally {

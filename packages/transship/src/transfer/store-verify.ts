@@ -8,6 +8,7 @@ import { errorSummary, isTransshipError, throwIfAborted } from '@transship/core/
 import { forEachLimit } from '@transship/core/limit';
 import type { BlobInfo, BlobStore } from '../store/contract.js';
 import { parseManifest, references } from './manifest.js';
+import { TEMP_ORPHAN_AGE_MS } from '../store/fs-store.js';
 
 export interface VerifyProblem {
   kind: 'corrupt' | 'missing' | 'unreadable';
@@ -17,7 +18,14 @@ export interface VerifyProblem {
   tag?: string;
 }
 
-export async function verifyStore(store: BlobStore, opts: { signal?: AbortSignal; concurrency?: number } = {}): Promise<{ blobs: number; bytes: number; problems: VerifyProblem[] }> {
+/** A temp file an interrupted write left (fs store: `.tmp/*.part`): no data is wrong, but the bytes are wasted. */
+export interface VerifyLeftover {
+  key: string;
+  size: number;
+  ageSeconds: number;
+}
+
+export async function verifyStore(store: BlobStore, opts: { signal?: AbortSignal; concurrency?: number } = {}): Promise<{ blobs: number; bytes: number; problems: VerifyProblem[]; leftovers: VerifyLeftover[] }> {
   const problems: VerifyProblem[] = [];
   const blobs: BlobInfo[] = [];
   for await (const b of store.listBlobs({ signal: opts.signal })) blobs.push(b);
@@ -58,5 +66,13 @@ export async function verifyStore(store: BlobStore, opts: { signal?: AbortSignal
       }
     }
   }
-  return { blobs: blobs.length, bytes, problems };
+  // Temp files older than the sweep limit belong to no live write (younger ones may be a copy running now).
+  const leftovers: VerifyLeftover[] = [];
+  if (store.listTemporary) {
+    for await (const t of store.listTemporary({ signal: opts.signal })) {
+      const age = Date.now() - t.lastModified;
+      if (age >= TEMP_ORPHAN_AGE_MS) leftovers.push({ key: t.key, size: t.size, ageSeconds: Math.floor(age / 1000) });
+    }
+  }
+  return { blobs: blobs.length, bytes, problems, leftovers };
 }
