@@ -64,7 +64,7 @@ export interface BenchContext {
   /** Deletes every object (and multipart upload) in `bucket` and lets RGW free the memory now. */
   reclaim(bucket: string): Promise<void>;
   images(): Promise<BenchImages>;
-  /** `node bin/transship.js ARGS` with the proxy as S3 endpoint and private cache/data dirs. */
+  /** `node packages/transship/dist/cli/main.js ARGS` with the proxy as S3 endpoint and private cache/data dirs. */
   transship(args: string[], extraEnv?: Record<string, string>): Promise<Measured>;
   /** The environment `transship` runs with. */
   transshipEnv(extraEnv?: Record<string, string>): NodeJS.ProcessEnv;

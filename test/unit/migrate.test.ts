@@ -1,12 +1,12 @@
 // `transship migrate` on the fs store: the old layout (repos/<name>/tags|manifests|blobs|referrers, repos/_placement,
 // which misread a repository named team/tags/app) is rewritten to the reserved one, idempotently.
 import { test } from 'node:test';
+import { CLI, REPO_ROOT } from '../support/cli.js';
 import assert from 'node:assert/strict';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { FsStore } from '../../packages/transship/src/store/fs-store.js';
 import { migrateLayout } from '../../packages/transship/src/store/migrate.js';
 import { migrateStory, migratedKeys, seedOldLayout } from '../support/migrate-scenario.js';
@@ -44,8 +44,7 @@ test('migrate (fs): killed mid-way (aborted after the first batch), a re-run fin
 });
 
 test('transship migrate DIR --dry-run --json prints the plan; without --dry-run it migrates', () => {
-  const root = fileURLToPath(new URL('../..', import.meta.url));
-  const run = (args: string[]) => spawnSync(process.execPath, [join(root, 'bin', 'transship.js'), ...args], { cwd: root, encoding: 'utf8', env: { ...process.env, TRANSSHIP_CONFIG: '' }, timeout: 60_000 });
+  const run = (args: string[]) => spawnSync(process.execPath, [CLI, ...args], { cwd: REPO_ROOT, encoding: 'utf8', env: { ...process.env, TRANSSHIP_CONFIG: '' }, timeout: 60_000 });
   return (async () => {
     const { dir, store } = await fresh();
     await seedOldLayout(store);
