@@ -8,7 +8,7 @@ import { errorSummary, throwIfAborted } from '../core/errors.js';
 import { scanBundles, TASK_DIR, type Bundle, type SuspiciousEntry } from './bundles.js';
 import { ContainerdClient, timestampToDate, type TaskStatus } from './client.js';
 import { listProcesses, listenersByPath, readMounts, readUnixSockets, socketOwners, isGone, type BlindSpot, type Mount, type ProcInfo } from './procfs.js';
-import { SHIM_SOCKET_DIR, parseShimArgv, shimGroupId } from './shim-socket.js';
+import { SHIM_SOCKET_DIR, isServingShim, parseShimArgv, shimGroupId, socketPath } from './shim-socket.js';
 import { DEFAULT_RUNC_ROOT, scanRuncStates, type RuncState } from './runc-state.js';
 
 export interface ContainerState {
@@ -204,7 +204,7 @@ async function scanCgroups(root: string, namespaces: string[], blind: BlindSpot[
 
 export async function gather(opts: GatherOptions): Promise<Snapshot> {
   const signal = opts.signal;
-  const address = resolve(opts.address.replace(/^unix:\/\//, ''));
+  const address = socketPath(opts.address);
   const stateDir = resolve(opts.stateDir);
   const socketDir = opts.socketDir ?? SHIM_SOCKET_DIR;
   const procOpts = { procRoot: opts.procRoot, signal };
@@ -238,9 +238,9 @@ export async function gather(opts: GatherOptions): Promise<Snapshot> {
     }
     for (const p of procs.processes.values()) {
       const a = parseShimArgv(p.argv);
-      // Only the serving shim has -address; `shim start`/`delete` invocations are short-lived and lack it or a namespace.
-      if (!a || a.address === undefined || a.namespace === undefined || a.id === undefined || isGone(p)) continue;
-      if (resolve(a.address.replace(/^unix:\/\//, '')) !== address) {
+      // Only the serving shim: `shim start`/`delete` invocations of the same binary are short-lived.
+      if (!a || !isServingShim(a) || a.namespace === undefined || a.id === undefined || isGone(p)) continue;
+      if (socketPath(a.address ?? '') !== address) {
         otherShims++;
         continue;
       }

@@ -10,7 +10,7 @@
 // container that has a task with a live shim.
 import { execFile } from 'node:child_process';
 import { lstat, readFile, realpath, rm, rmdir, unlink } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TransshipError, errorSummary, throwIfAborted } from '../core/errors.js';
 import { containerdDoctorRepairActionsTotal } from '../telemetry/metrics.js';
@@ -21,7 +21,7 @@ import type { ContainerdClient } from './client.js';
 import type { Diagnosis } from './diagnose.js';
 import type { Finding } from './findings.js';
 import { isGone, listProcesses, listenersByPath, processesUsingDir, readMounts, readProcess, readUnixSockets, type ProcInfo } from './procfs.js';
-import { parseShimArgv, shimGroupId, shimSocketPath } from './shim-socket.js';
+import { isShimOf, shimGroupId, shimSocketPath } from './shim-socket.js';
 
 export type ActionKind = 'stop-shim' | 'delete-task' | 'unmount' | 'remove-bundle' | 'runc-delete' | 'remove-socket' | 'remove-cgroup' | 'remove-container';
 
@@ -154,11 +154,7 @@ function exec(cmd: string, args: string[], signal: AbortSignal | undefined): Pro
 
 async function shimsOf(ctx: RepairContext, ns: string, groupId: string): Promise<ProcInfo[]> {
   const { processes } = await listProcesses({ procRoot: ctx.procRoot, signal: ctx.signal });
-  return [...processes.values()].filter((p) => {
-    if (isGone(p)) return false;
-    const a = parseShimArgv(p.argv);
-    return a !== undefined && a.namespace === ns && a.id === groupId && a.address !== undefined && resolve(a.address.replace(/^unix:\/\//, '')) === ctx.address;
-  });
+  return [...processes.values()].filter((p) => !isGone(p) && isShimOf(p.argv, ctx.address, ns, groupId));
 }
 
 async function groupIdOf(ctx: RepairContext, ns: string, id: string): Promise<string> {
@@ -217,8 +213,7 @@ const handlers: Record<ActionKind, (a: Action, ctx: RepairContext, observed: Rec
     observed.process = p ? `${p.argv.join(' ')} state=${p.state}` : null;
     if (isGone(p) || !p) throw new PreconditionFailed(`pid ${pid} is gone`, observed);
     if (a.startTime !== undefined && p.startTime !== a.startTime) throw new PreconditionFailed(`pid ${pid} was reused by another process`, observed);
-    const args = parseShimArgv(p.argv);
-    if (!args || args.namespace !== a.namespace || args.id !== a.containerId || resolve((args.address ?? '').replace(/^unix:\/\//, '')) !== ctx.address) throw new PreconditionFailed(`pid ${pid} is no longer the shim of ${a.namespace}/${a.containerId}`, observed);
+    if (!isShimOf(p.argv, ctx.address, a.namespace, a.containerId)) throw new PreconditionFailed(`pid ${pid} is no longer the shim of ${a.namespace}/${a.containerId}`, observed);
     // Still orphaned: no task of the group, checked through the API.
     const [tasks, containers] = await Promise.all([ctx.client.listTasks(a.namespace, { signal: ctx.signal }), ctx.client.listContainers(a.namespace, { signal: ctx.signal })]);
     const groups = new Map(containers.map((c) => [c.id, c.spec && c.spec.value.length > 0 ? safeGroup(c.id, c.spec.value) : c.id]));

@@ -25,6 +25,7 @@ import {
   containerdWatchTasksStuckCreated,
   containerdWatchUnexpectedShimExitsTotal,
   containerdWatchExitEventsMissingTotal,
+  containerdWatchTaskExitsTotal,
 } from '../../src/telemetry/metrics.js';
 
 const BIN = fileURLToPath(new URL('../../bin/transship.js', import.meta.url));
@@ -132,6 +133,9 @@ describe('containerd watch on a real containerd', () => {
     await c.runContainer('life1');
     const shimPid = await c.shimPid('life1');
     assert.ok(shimPid);
+    // The watcher can only name a shim it saw alive: the whole lifecycle below takes less than one delivery window of
+    // the event stream (500 ms), so the container ends only once the watcher has seen it start (issue 20 item 17).
+    await until('life1 started', () => span('life1', 'containerd.task.start'));
     assert.equal((await c.ctr(['task', 'exec', '--exec-id', 'probe', 'life1', 'sh', '-c', 'exit 4'])).code, 4, 'ctr passes the exec status through');
     await removeContainer('life1');
     const root = await until('life1 trace to end', () => span('life1', 'containerd.container'));
@@ -186,6 +190,41 @@ describe('containerd watch on a real containerd', () => {
     assert.equal(span('kill1', 'containerd.leak_check')?.attributes['containerd.released.socket'], false);
     await ctrOk(['container', 'delete', 'kill1']);
     await until('kill1 trace to end', () => span('kill1', 'containerd.container'));
+  });
+
+  test('a shim SIGKILLed right after `ctr run -d` returns is shim_died, 20 of 20; 20 short-lived normal containers never are (issue 16 defect 3)', async () => {
+    const outcome = async (o: string): Promise<number> => value(containerdWatchTaskExitsTotal, { namespace: c.namespace, outcome: o });
+    const diedBefore = await outcome('shim_died');
+    const unexpectedBefore = await value(containerdWatchUnexpectedShimExitsTotal, { namespace: c.namespace });
+    const early = Array.from({ length: 20 }, (_, i) => `early${i}`);
+    for (const id of early) {
+      // No pause: the shim dies before the watcher has even read the task's create (the race of the issue).
+      await ctrOk(['run', '-d', '--null-io', IMAGE, id, 'sleep', '100000']);
+      const shim = await c.shimPid(id);
+      assert.ok(shim, `${id} has a shim`);
+      process.kill(shim, 'SIGKILL');
+    }
+    for (const id of early) {
+      const exit = await until(`${id} exit span`, () => span(id, 'containerd.task.exit'));
+      assert.equal(exit.attributes['containerd.shim.died'], true, `${id}: ${JSON.stringify(exit.attributes)}`);
+      assert.ok(findingsOf(id).some((f) => f.code === 'task-shim-dead'), `${id}: ${JSON.stringify(findingsOf(id))}`);
+      await until(`${id} task gone`, async () => (await c.taskStatus(id)) === undefined);
+      await ctrOk(['container', 'delete', id]);
+    }
+    assert.equal(await outcome('shim_died'), diedBefore + 20);
+    assert.equal(await value(containerdWatchUnexpectedShimExitsTotal, { namespace: c.namespace }), unexpectedBefore + 20);
+    for (const id of early) await until(`${id} trace to end`, () => span(id, 'containerd.container'));
+
+    const zeroBefore = await outcome('zero');
+    const short = Array.from({ length: 20 }, (_, i) => `short${i}`);
+    for (const id of short) assert.equal((await c.ctr(['run', '--rm', '--null-io', IMAGE, id, 'sh', '-c', 'true'])).code, 0);
+    for (const id of short) {
+      await until(`${id} trace to end`, () => span(id, 'containerd.container'));
+      assert.equal(span(id, 'containerd.task.exit')?.attributes['containerd.shim.died'], false, id);
+      assert.equal(findingsOf(id).some((f) => f.code === 'task-shim-dead'), false, `${id}: ${JSON.stringify(findingsOf(id))}`);
+    }
+    assert.equal(await outcome('shim_died'), diedBefore + 20, 'no normal exit was called a shim death');
+    assert.equal(await outcome('zero'), zeroBefore + 20);
   });
 
   test('real OOM kill under a 16 MiB memory limit → oom span, oom metric, exit 137 marked oom', async () => {

@@ -151,11 +151,12 @@ async function procCmdlines(): Promise<Array<{ pid: number; argv: string[] }>> {
   return out;
 }
 
-function isShimOf(argv: string[], address: string): boolean {
+/** A shim process of `address`: the serving shim, and (`any`) containerd's short-lived `start`/`delete` invocations. */
+function isShimOf(argv: string[], address: string, any = false): boolean {
   const bin = argv[0] ?? '';
   if (!bin.includes('containerd-shim')) return false;
   const i = argv.indexOf('-address');
-  return i !== -1 && argv[i + 1] === address;
+  return i !== -1 && argv[i + 1] === address && (any || !argv.includes('-publish-binary'));
 }
 
 function alive(pid: number): boolean {
@@ -310,7 +311,7 @@ export async function reapInstance(dir: string, opts: { namespaces?: string[]; e
   const procs = await procCmdlines();
   // Container processes first (by our namespaces' cgroups), then shims of our address, then containerd.
   for (const ns of nsList) await killCgroupTree(ns, false);
-  for (const p of procs.filter((x) => isShimOf(x.argv, address))) {
+  for (const p of procs.filter((x) => isShimOf(x.argv, address, true))) {
     try {
       process.kill(p.pid, 'SIGKILL');
     } catch {
