@@ -3,14 +3,15 @@
 // those really gone). Reads are targeted — a handful of files per task, never a walk of /proc — so following a node
 // that starts containers at full speed stays cheap. The doctor's readers and parsers are reused; nothing here
 // trusts the state dir more than the doctor does (no symlink is followed, files are size-capped).
-import { closeSync, constants, fstatSync, lstatSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, openSync, readFileSync, readSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { TASK_DIR } from '../bundles.js';
+import { CgroupLayout, specFacts } from '../cgroups.js';
 import { withoutStackTraces } from '../../core/errors.js';
 import type { GatherOptions } from '../gather.js';
 import { parseCmdline, parseMountinfo, parseNetUnix, parseStat } from '../procfs.js';
 import { DEFAULT_RUNC_ROOT } from '../runc-state.js';
-import { SHIM_SOCKET_DIR, isShimOf, parseShimAddress, shimGroupId, shimSocketPath, socketPath } from '../shim-socket.js';
+import { SHIM_SOCKET_DIR, isShimOf, parseShimAddress, shimSocketPath, socketPath } from '../shim-socket.js';
 
 export type HostOptions = Pick<GatherOptions, 'address' | 'stateDir' | 'socketDir' | 'procRoot' | 'cgroupRoot' | 'runcRoot'>;
 
@@ -74,30 +75,6 @@ export interface HostProbe {
   exists(path: string): boolean;
   /** Where a task's resources would be when its create was never inspected (adopted after the fact). */
   fallbackInfo(namespace: string, id: string): TaskHostInfo;
-}
-
-const CGROUP_V1 = ['memory', 'pids', 'cpu', 'cpuacct', 'cpuset', 'blkio', 'devices', 'freezer', 'systemd', 'hugetlb', 'net_cls', 'perf_event', 'unified'];
-
-/** systemd's slice naming: `a-b-c.slice` lives at `a.slice/a-b.slice/a-b-c.slice`. */
-export function expandSlice(slice: string): string {
-  if (slice === '-.slice' || slice === '') return '';
-  const name = slice.replace(/\.slice$/, '');
-  const parts = name.split('-');
-  const out: string[] = [];
-  for (let i = 1; i <= parts.length; i++) out.push(`${parts.slice(0, i).join('-')}.slice`);
-  return out.join('/');
-}
-
-/** A runtime spec's `linux.cgroupsPath` as a path relative to a cgroup hierarchy root. */
-export function cgroupRelPath(cgroupsPath: string, id: string): string {
-  // runc puts a container whose spec has no cgroupsPath at /<id>; ctr and CRI always set one.
-  if (cgroupsPath === '') return join('/', id);
-  const systemd = /^([^:/]*):([^:]*):([^:]+)$/.exec(cgroupsPath);
-  if (systemd) {
-    const [, slice = '', prefix = '', name = ''] = systemd;
-    return join('/', expandSlice(slice || 'system.slice'), name.endsWith('.slice') ? name : `${prefix}-${name}.scope`);
-  }
-  return join('/', cgroupsPath);
 }
 
 /**
@@ -199,9 +176,8 @@ export class LinuxHost implements HostProbe {
   private readonly procRoot: string;
   private readonly cgroupRoot: string;
   private readonly runcRoot: string;
-  private readonly cgroupV2: boolean;
   private readonly stateDir: string;
-  private readonly v1Roots: string[];
+  private readonly cgroups: CgroupLayout;
 
   constructor(opts: HostOptions) {
     this.address = socketPath(opts.address);
@@ -210,22 +186,7 @@ export class LinuxHost implements HostProbe {
     this.procRoot = opts.procRoot ?? '/proc';
     this.cgroupRoot = opts.cgroupRoot ?? '/sys/fs/cgroup';
     this.runcRoot = opts.runcRoot ?? DEFAULT_RUNC_ROOT;
-    this.cgroupV2 = exists(join(this.cgroupRoot, 'cgroup.controllers'));
-    // v1: only the hierarchies mounted here, each once (cpu and cpuacct are usually one hierarchy behind two names),
-    // so a post-delete check costs one lstat per real hierarchy.
-    const seen = new Set<string>();
-    this.v1Roots = this.cgroupV2
-      ? []
-      : CGROUP_V1.map((c) => join(this.cgroupRoot, c)).filter((dir) => {
-          try {
-            const real = realpathSync(dir);
-            if (seen.has(real)) return false;
-            seen.add(real);
-            return statSync(real).isDirectory();
-          } catch {
-            return false;
-          }
-        });
+    this.cgroups = new CgroupLayout(this.cgroupRoot);
   }
 
   private stat(pid: number): { state: string; ppid: number; startTime: number } | undefined {
@@ -344,24 +305,12 @@ export class LinuxHost implements HostProbe {
     // both (a file already deleted — a fast lifecycle, or the watcher lagging — gives neither).
     const spec = readWithMtime(join(bundle, 'config.json'), 4 * 1024 * 1024);
     const bundleWrittenAt = spec?.mtimeMs;
-    let annotations: Record<string, unknown> | undefined;
-    let cgroupsPath = '';
-    if (spec !== undefined) {
-      try {
-        const s = JSON.parse(spec.text) as { annotations?: Record<string, unknown>; linux?: { cgroupsPath?: unknown } };
-        annotations = s.annotations;
-        cgroupsPath = typeof s.linux?.cgroupsPath === 'string' ? s.linux.cgroupsPath : '';
-      } catch {
-        // garbage in the bundle: the doctor reports it; here we fall back to the defaults
-      }
-    }
-    const groupId = shimGroupId(id, annotations);
+    const { groupId, cgroupRel } = specFacts(namespace, id, spec?.text);
     // The shim writes its address into the bundle (1.x); trust it only when it parses as a path in the socket dir.
     const addr = readWithMtime(join(bundle, 'address'), 4096);
     const parsed = addr !== undefined ? parseShimAddress(addr.text) : undefined;
     const socket = parsed?.kind === 'path' && parsed.path.startsWith(this.socketDir + '/') ? parsed.path : shimSocketPath(this.address, namespace, groupId, this.socketDir);
-    // Without a readable spec, guess ctr's `/<ns>/<id>`: a wrong guess only misses a leak, it never invents one.
-    const cgroupDirs = this.cgroupDirs(spec === undefined ? join('/', namespace, id) : cgroupRelPath(cgroupsPath, id));
+    const cgroupDirs = this.cgroupDirs(cgroupRel);
     const socketListening = this.listening(socket, publishedAt);
     // Both files unreadable: the bundle is gone, which containerd does only after the shim's shutdown.
     const bundleGone = spec === undefined && addr === undefined;
@@ -378,7 +327,7 @@ export class LinuxHost implements HostProbe {
   }
 
   private cgroupDirs(rel: string): string[] {
-    return this.cgroupV2 ? [join(this.cgroupRoot, rel)] : this.v1Roots.map((root) => join(root, rel));
+    return this.cgroups.dirs(rel);
   }
 
   fallbackInfo(namespace: string, id: string): TaskHostInfo {
