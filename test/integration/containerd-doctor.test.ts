@@ -62,6 +62,31 @@ async function plantStaleSocket(path: string): Promise<void> {
   assert.ok(existsSync(path));
 }
 
+/**
+ * A foreign listener on `id`'s shim socket path: a ttrpc frame header with an unknown message type, connection kept
+ * open. containerd 1.6 then fails the create with "unknown message type received" and leaves the bundle behind (a
+ * listener that just closes the connection gives "ttrpc: closed" and a clean-up instead, so the frame is pinned).
+ */
+async function foreignListener(id: string): Promise<{ path: string; close: () => Promise<void> }> {
+  const path = c.shimSocket(id);
+  c.trackSocket(path);
+  const conns = new Set<net.Socket>();
+  const srv = net.createServer((s) => {
+    conns.add(s);
+    s.on('error', () => undefined);
+    s.write(Buffer.from('00000000000000017f00', 'hex'));
+  });
+  await new Promise<void>((resolve) => srv.listen(path, resolve));
+  return {
+    path,
+    close: () =>
+      new Promise<void>((resolve) => {
+        srv.close(() => resolve());
+        for (const s of conns) s.destroy();
+      }),
+  };
+}
+
 before(async () => {
   c = await startContainerd();
   healthyPid = await c.runContainer('healthy');
@@ -85,22 +110,75 @@ describe('containerd doctor on a real containerd', () => {
     assert.match(text, /containerd_doctor_findings\{code="leaked-bundle",severity="critical"\} 0/);
   });
 
+  test('a second containerd in the same namespace: its healthy containers are never reported; a shared id is an info hazard naming both; --fix leaves them alone (issue 16 defect 1)', async () => {
+    // Same namespace, default runc root and cgroupfs paths: B's containers land in /run/containerd/runc/<ns>/<id> and
+    // /sys/fs/cgroup/…/<ns>/<id>, where this instance's doctor looks too.
+    const b = await startContainerd({ namespace: c.namespace });
+    try {
+      const n1 = await b.runContainer('n1');
+      const d = await doctor();
+      assert.equal(d.exitCode, 0, d.output);
+      assert.equal(d.before.findings.some((f) => f.containerId === 'n1'), false, d.output);
+      // The same id in both instances: a container n2 here (no task), a running n2 there.
+      assert.equal((await c.ctr(['container', 'create', IMAGE, 'n2', 'sleep', '100000'])).code, 0);
+      const n2 = await b.runContainer('n2');
+      const fixed = await doctor({ fix: true, yes: true });
+      const hazard = find(fixed.before.findings, 'instance-collision', 'n2');
+      assert.ok(hazard, fixed.output);
+      assert.equal(hazard.severity, 'info');
+      assert.equal(hazard.evidence.thisInstance, c.address);
+      assert.equal(hazard.evidence.otherInstance, b.address);
+      assert.equal(fixed.before.findings.filter((f) => f.containerId === 'n1' || f.containerId === 'n2').length, 1, fixed.output);
+      assert.equal(fixed.exitCode, 0, fixed.output);
+      assert.deepEqual(fixed.results.filter((r) => r.action.containerId === 'n1' || r.action.containerId === 'n2'), [], '--fix never acts on the other instance');
+      assert.equal(await b.taskStatus('n1'), 'RUNNING');
+      assert.equal(await b.taskPid('n1'), n1);
+      assert.equal(await b.taskPid('n2'), n2);
+      assert.equal((await c.ctr(['container', 'delete', 'n2'])).code, 0);
+    } finally {
+      await b.stop();
+    }
+    await assertHealthyUntouched();
+  });
+
+  test('a bundle left by a failed create is named by a doctor run 2 s later with the default thresholds, with its age (issue 16 defect 2)', async () => {
+    const listener = await foreignListener('f2');
+    let failedAt: number;
+    try {
+      const created = await c.ctr(['run', '-d', '--null-io', IMAGE, 'f2', 'sleep', '100000'], { timeoutMs: 15_000 });
+      failedAt = Date.now();
+      assert.notEqual(created.code, 0, 'ctr run must fail while a foreign process holds the socket');
+    } finally {
+      await listener.close();
+    }
+    const bundle = c.bundleDir('f2');
+    assert.ok(existsSync(bundle));
+    // The state under test is "bundle left, nothing serving it": the failed create's own shim may still be exiting.
+    for (let i = 0; i < 100 && (await c.shimRuns('f2')).length > 0; i++) await sleep(100);
+    assert.deepEqual(await c.shimRuns('f2'), []);
+    // The operator's moment: 2 s after the error (the old rule hid the bundle for 30 s).
+    while (Date.now() - failedAt < 2000) await sleep(100);
+    const d = await doctor({ minBundleAgeMs: undefined, createdThresholdMs: undefined });
+    const leaked = find(d.before.findings, 'leaked-bundle', 'f2');
+    assert.ok(leaked, d.output);
+    assert.equal(leaked.evidence.dir, bundle);
+    assert.ok(typeof leaked.evidence.ageSeconds === 'number' && leaked.evidence.ageSeconds < 30, JSON.stringify(leaked.evidence));
+    assert.equal(d.exitCode, 3);
+    const fixed = await doctor({ fix: true, yes: true });
+    assert.equal(fixed.results.find((r) => r.action.kind === 'remove-bundle' && r.action.containerId === 'f2')?.outcome, 'done', fixed.output);
+    await startAgain('f2');
+    await assertHealthyUntouched();
+  });
+
   test('foreign listener on a shim socket path → failed create leaves a bundle; fix removes it once the listener is gone', async () => {
-    const path = c.shimSocket('f1');
-    c.trackSocket(path);
-    const conns = new Set<net.Socket>();
-    // A ttrpc frame header with an unknown message type, connection kept open: containerd 1.6 fails the create with
-    // "unknown message type received" and leaves the bundle behind (a listener that just closes the connection
-    // gives "ttrpc: closed" and a clean-up instead, so the test pins the frame).
-    const srv = net.createServer((s) => {
-      conns.add(s);
-      s.on('error', () => undefined);
-      s.write(Buffer.from('00000000000000017f00', 'hex'));
-    });
-    await new Promise<void>((resolve) => srv.listen(path, resolve));
+    const { path, close } = await foreignListener('f1');
     const created = await c.ctr(['run', '-d', '--null-io', IMAGE, 'f1', 'sleep', '100000'], { timeoutMs: 15_000 });
     assert.notEqual(created.code, 0, 'ctr run must fail while a foreign process holds the socket');
     assert.ok(existsSync(c.bundleDir('f1')), `the failed create leaves its bundle (${created.stderr})`);
+    // containerd's clean-up of the failed create (`shim delete`) may still run: while it does, a create (or its
+    // clean-up) is in flight for f1 and the doctor rightly leaves the bundle alone. The state under test comes after.
+    for (let i = 0; i < 100 && (await c.shimRuns('f1')).length > 0; i++) await sleep(100);
+    assert.deepEqual(await c.shimRuns('f1'), [], 'no shim run for f1 any more');
 
     const d = await doctor();
     assert.equal(d.exitCode, 3);
@@ -115,10 +193,7 @@ describe('containerd doctor on a real containerd', () => {
     assert.equal(leaked.evidence.dir, c.bundleDir('f1'));
 
     // The doctor never kills a foreign process; the operator does, then --fix removes the bundle.
-    await new Promise<void>((resolve) => {
-      srv.close(() => resolve());
-      for (const s of conns) s.destroy();
-    });
+    await close();
     // (containerd 1.6 then refuses `ctr task start f1` with "mkdir …: file exists" — see shared/notes — but probing
     // it here changed the state under test when the machine was loaded, so the test relies on the bundle check
     // above and on startAgain() below.)
