@@ -4,7 +4,7 @@
 // check and of the stuck/dead detection. Spans go to an in-memory exporter; metrics are read from the one registry.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { existsSync } from 'node:fs';
@@ -12,6 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan, type SpanExporter } from '@opentelemetry/sdk-trace-base';
 import type { Counter, Gauge, Histogram } from 'prom-client';
 import { startContainerd, IMAGE, type TestContainerd } from '../support/containerd.js';
+import { createTask } from '../support/containerd-create-task.js';
 import { Watcher } from '../../src/containerd/watch/watcher.js';
 import { BoundedSpanProcessor } from '../../src/containerd/watch/span-export.js';
 import type { WatchFinding } from '../../src/containerd/watch/stuck.js';
@@ -76,22 +77,12 @@ async function ctrOk(args: string[]): Promise<void> {
 }
 
 /**
- * A task stuck in CREATED, the real way: `ctr task start` creates the task, then starts it. ctr is frozen as soon as
- * the bundle appears (the create still takes the shim launch and runc create, ~100 ms+), so containerd finishes the
- * create and nobody ever starts it. The caller SIGKILLs the returned client.
+ * A task stuck in CREATED: created through the API (what `ctr task start` does first) and never started.
  */
-async function freezeInCreated(id: string): Promise<ChildProcess> {
+async function freezeInCreated(id: string): Promise<void> {
   await ctrOk(['container', 'create', IMAGE, id, 'sleep', '100000']);
-  const client = spawn('ctr', ['--address', c.address, '-n', c.namespace, 'task', 'start', '-d', '--null-io', id], { stdio: 'ignore' });
-  try {
-    await until(`${id} bundle`, () => existsSync(c.bundleDir(id)), 10_000);
-    client.kill('SIGSTOP');
-    await until(`${id} CREATED`, async () => (await c.taskStatus(id)) === 'CREATED');
-    return client;
-  } catch (err) {
-    client.kill('SIGKILL');
-    throw err;
-  }
+  await createTask(c.address, c.namespace, id);
+  assert.equal(await c.taskStatus(id), 'CREATED');
 }
 
 /** Ends a container the way an operator does: SIGKILL the task, delete it, delete the container. */
@@ -242,15 +233,11 @@ describe('containerd watch on a real containerd', () => {
     assert.deepEqual(findingsOf('oom1'), [], 'an OOM kill of the container (not the shim) leaks nothing');
   });
 
-  test('task stuck in CREATED (client frozen between create and start) → finding and gauge; cleared once deleted', async () => {
-    const client = await freezeInCreated('stuck1');
-    try {
-      const f = await until('task-stuck-created finding', () => findingsOf('stuck1').find((x) => x.code === 'task-stuck-created'));
-      assert.equal(f.severity, 'warning');
-      assert.ok((await value(containerdWatchTasksStuckCreated, { namespace: c.namespace })) >= 1);
-    } finally {
-      client.kill('SIGKILL');
-    }
+  test('task stuck in CREATED (created, never started) → finding and gauge; cleared once deleted', async () => {
+    await freezeInCreated('stuck1');
+    const f = await until('task-stuck-created finding', () => findingsOf('stuck1').find((x) => x.code === 'task-stuck-created'));
+    assert.equal(f.severity, 'warning');
+    assert.ok((await value(containerdWatchTasksStuckCreated, { namespace: c.namespace })) >= 1);
     await ctrOk(['task', 'delete', '--force', 'stuck1']);
     await ctrOk(['container', 'delete', 'stuck1']);
     await until('stuck gauge back to 0', async () => (await value(containerdWatchTasksStuckCreated, { namespace: c.namespace })) === 0);
@@ -356,18 +343,14 @@ describe('containerd watch on a real containerd', () => {
   });
 
   test('CLI: `watch --once` with a stuck CREATED task (threshold 0s would be refused; 1ms counts) → exit 3 naming it', async () => {
-    const client = await freezeInCreated('stuck2');
-    try {
-      const r = await cli(['watch', '--address', c.address, '--state', c.state, '--namespace', c.namespace, '--once', '--json', '--created-threshold', '1ms']);
-      assert.equal(r.code, 3, r.stderr);
-      const doc = JSON.parse(r.stdout) as { findings: Array<{ code: string; containerId: string }> };
-      assert.ok(doc.findings.some((f) => f.code === 'task-stuck-created' && f.containerId === 'stuck2'), r.stdout);
-      const zero = await cli(['watch', '--address', c.address, '--state', c.state, '--once', '--created-threshold', '0s']);
-      assert.equal(zero.code, 2);
-      assert.match(zero.stderr, /--created-threshold: must be greater than zero/);
-    } finally {
-      client.kill('SIGKILL');
-    }
+    await freezeInCreated('stuck2');
+    const r = await cli(['watch', '--address', c.address, '--state', c.state, '--namespace', c.namespace, '--once', '--json', '--created-threshold', '1ms']);
+    assert.equal(r.code, 3, r.stderr);
+    const doc = JSON.parse(r.stdout) as { findings: Array<{ code: string; containerId: string }> };
+    assert.ok(doc.findings.some((f) => f.code === 'task-stuck-created' && f.containerId === 'stuck2'), r.stdout);
+    const zero = await cli(['watch', '--address', c.address, '--state', c.state, '--once', '--created-threshold', '0s']);
+    assert.equal(zero.code, 2);
+    assert.match(zero.stderr, /--created-threshold: must be greater than zero/);
     await ctrOk(['task', 'delete', '--force', 'stuck2']);
     await ctrOk(['container', 'delete', 'stuck2']);
   });
