@@ -5,7 +5,7 @@
 import { after, before, describe, test } from 'node:test';
 import { CLI } from '../support/cli.js';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -15,17 +15,8 @@ import { startContainerd, IMAGE, type TestContainerd } from '../support/containe
 import { Watcher } from '@transship/containerd/watch/watcher';
 import { BoundedSpanProcessor } from '@transship/containerd/watch/span-export';
 import type { WatchFinding } from '@transship/containerd/watch/stuck';
-import {
-  containerdWatchEventsDroppedTotal,
-  containerdWatchLeaksTotal,
-  containerdWatchOomKillsTotal,
-  containerdWatchPhaseDurationSeconds,
-  containerdWatchReconciledTotal,
-  containerdWatchResubscriptionsTotal,
-  containerdWatchTasksStuckCreated,
-  containerdWatchUnexpectedShimExitsTotal,
-  containerdWatchExitEventsMissingTotal,
-} from '@transship/containerd/metrics';
+import { createTask } from '../support/containerd-create-task.js';
+import { containerdWatchEventsDroppedTotal, containerdWatchLeaksTotal, containerdWatchOomKillsTotal, containerdWatchPhaseDurationSeconds, containerdWatchReconciledTotal, containerdWatchResubscriptionsTotal, containerdWatchTasksStuckCreated, containerdWatchUnexpectedShimExitsTotal, containerdWatchExitEventsMissingTotal, containerdWatchTaskExitsTotal } from '@transship/containerd/metrics';
 
 const BIN = CLI;
 
@@ -75,22 +66,12 @@ async function ctrOk(args: string[]): Promise<void> {
 }
 
 /**
- * A task stuck in CREATED, the real way: `ctr task start` creates the task, then starts it. ctr is frozen as soon as
- * the bundle appears (the create still takes the shim launch and runc create, ~100 ms+), so containerd finishes the
- * create and nobody ever starts it. The caller SIGKILLs the returned client.
+ * A task stuck in CREATED: created through the API (what `ctr task start` does first) and never started.
  */
-async function freezeInCreated(id: string): Promise<ChildProcess> {
+async function freezeInCreated(id: string): Promise<void> {
   await ctrOk(['container', 'create', IMAGE, id, 'sleep', '100000']);
-  const client = spawn('ctr', ['--address', c.address, '-n', c.namespace, 'task', 'start', '-d', '--null-io', id], { stdio: 'ignore' });
-  try {
-    await until(`${id} bundle`, () => existsSync(c.bundleDir(id)), 10_000);
-    client.kill('SIGSTOP');
-    await until(`${id} CREATED`, async () => (await c.taskStatus(id)) === 'CREATED');
-    return client;
-  } catch (err) {
-    client.kill('SIGKILL');
-    throw err;
-  }
+  await createTask(c.address, c.namespace, id);
+  assert.equal(await c.taskStatus(id), 'CREATED');
 }
 
 /** Ends a container the way an operator does: SIGKILL the task, delete it, delete the container. */
@@ -132,6 +113,9 @@ describe('containerd watch on a real containerd', () => {
     await c.runContainer('life1');
     const shimPid = await c.shimPid('life1');
     assert.ok(shimPid);
+    // The watcher can only name a shim it saw alive: the whole lifecycle below takes less than one delivery window of
+    // the event stream (500 ms), so the container ends only once the watcher has seen it start (issue 20 item 17).
+    await until('life1 started', () => span('life1', 'containerd.task.start'));
     assert.equal((await c.ctr(['task', 'exec', '--exec-id', 'probe', 'life1', 'sh', '-c', 'exit 4'])).code, 4, 'ctr passes the exec status through');
     await removeContainer('life1');
     const root = await until('life1 trace to end', () => span('life1', 'containerd.container'));
@@ -188,6 +172,41 @@ describe('containerd watch on a real containerd', () => {
     await until('kill1 trace to end', () => span('kill1', 'containerd.container'));
   });
 
+  test('a shim SIGKILLed right after `ctr run -d` returns is shim_died, 20 of 20; 20 short-lived normal containers never are (issue 16 defect 3)', async () => {
+    const outcome = async (o: string): Promise<number> => value(containerdWatchTaskExitsTotal, { namespace: c.namespace, outcome: o });
+    const diedBefore = await outcome('shim_died');
+    const unexpectedBefore = await value(containerdWatchUnexpectedShimExitsTotal, { namespace: c.namespace });
+    const early = Array.from({ length: 20 }, (_, i) => `early${i}`);
+    for (const id of early) {
+      // No pause: the shim dies before the watcher has even read the task's create (the race of the issue).
+      await ctrOk(['run', '-d', '--null-io', IMAGE, id, 'sleep', '100000']);
+      const shim = await c.shimPid(id);
+      assert.ok(shim, `${id} has a shim`);
+      process.kill(shim, 'SIGKILL');
+    }
+    for (const id of early) {
+      const exit = await until(`${id} exit span`, () => span(id, 'containerd.task.exit'));
+      assert.equal(exit.attributes['containerd.shim.died'], true, `${id}: ${JSON.stringify(exit.attributes)}`);
+      assert.ok(findingsOf(id).some((f) => f.code === 'task-shim-dead'), `${id}: ${JSON.stringify(findingsOf(id))}`);
+      await until(`${id} task gone`, async () => (await c.taskStatus(id)) === undefined);
+      await ctrOk(['container', 'delete', id]);
+    }
+    assert.equal(await outcome('shim_died'), diedBefore + 20);
+    assert.equal(await value(containerdWatchUnexpectedShimExitsTotal, { namespace: c.namespace }), unexpectedBefore + 20);
+    for (const id of early) await until(`${id} trace to end`, () => span(id, 'containerd.container'));
+
+    const zeroBefore = await outcome('zero');
+    const short = Array.from({ length: 20 }, (_, i) => `short${i}`);
+    for (const id of short) assert.equal((await c.ctr(['run', '--rm', '--null-io', IMAGE, id, 'sh', '-c', 'true'])).code, 0);
+    for (const id of short) {
+      await until(`${id} trace to end`, () => span(id, 'containerd.container'));
+      assert.equal(span(id, 'containerd.task.exit')?.attributes['containerd.shim.died'], false, id);
+      assert.equal(findingsOf(id).some((f) => f.code === 'task-shim-dead'), false, `${id}: ${JSON.stringify(findingsOf(id))}`);
+    }
+    assert.equal(await outcome('shim_died'), diedBefore + 20, 'no normal exit was called a shim death');
+    assert.equal(await outcome('zero'), zeroBefore + 20);
+  });
+
   test('real OOM kill under a 16 MiB memory limit → oom span, oom metric, exit 137 marked oom', async () => {
     const before = await value(containerdWatchOomKillsTotal, { namespace: c.namespace });
     await ctrOk(['run', '-d', '--null-io', '--memory-limit', String(16 * 1024 * 1024), IMAGE, 'oom1', '/bin/busybox', 'tail', '/dev/zero']);
@@ -203,15 +222,11 @@ describe('containerd watch on a real containerd', () => {
     assert.deepEqual(findingsOf('oom1'), [], 'an OOM kill of the container (not the shim) leaks nothing');
   });
 
-  test('task stuck in CREATED (client frozen between create and start) → finding and gauge; cleared once deleted', async () => {
-    const client = await freezeInCreated('stuck1');
-    try {
-      const f = await until('task-stuck-created finding', () => findingsOf('stuck1').find((x) => x.code === 'task-stuck-created'));
-      assert.equal(f.severity, 'warning');
-      assert.ok((await value(containerdWatchTasksStuckCreated, { namespace: c.namespace })) >= 1);
-    } finally {
-      client.kill('SIGKILL');
-    }
+  test('task stuck in CREATED (created, never started) → finding and gauge; cleared once deleted', async () => {
+    await freezeInCreated('stuck1');
+    const f = await until('task-stuck-created finding', () => findingsOf('stuck1').find((x) => x.code === 'task-stuck-created'));
+    assert.equal(f.severity, 'warning');
+    assert.ok((await value(containerdWatchTasksStuckCreated, { namespace: c.namespace })) >= 1);
     await ctrOk(['task', 'delete', '--force', 'stuck1']);
     await ctrOk(['container', 'delete', 'stuck1']);
     await until('stuck gauge back to 0', async () => (await value(containerdWatchTasksStuckCreated, { namespace: c.namespace })) === 0);
@@ -317,18 +332,14 @@ describe('containerd watch on a real containerd', () => {
   });
 
   test('CLI: `watch --once` with a stuck CREATED task (threshold 0s would be refused; 1ms counts) → exit 3 naming it', async () => {
-    const client = await freezeInCreated('stuck2');
-    try {
-      const r = await cli(['watch', '--address', c.address, '--state', c.state, '--namespace', c.namespace, '--once', '--json', '--created-threshold', '1ms']);
-      assert.equal(r.code, 3, r.stderr);
-      const doc = JSON.parse(r.stdout) as { findings: Array<{ code: string; containerId: string }> };
-      assert.ok(doc.findings.some((f) => f.code === 'task-stuck-created' && f.containerId === 'stuck2'), r.stdout);
-      const zero = await cli(['watch', '--address', c.address, '--state', c.state, '--once', '--created-threshold', '0s']);
-      assert.equal(zero.code, 2);
-      assert.match(zero.stderr, /--created-threshold: must be greater than zero/);
-    } finally {
-      client.kill('SIGKILL');
-    }
+    await freezeInCreated('stuck2');
+    const r = await cli(['watch', '--address', c.address, '--state', c.state, '--namespace', c.namespace, '--once', '--json', '--created-threshold', '1ms']);
+    assert.equal(r.code, 3, r.stderr);
+    const doc = JSON.parse(r.stdout) as { findings: Array<{ code: string; containerId: string }> };
+    assert.ok(doc.findings.some((f) => f.code === 'task-stuck-created' && f.containerId === 'stuck2'), r.stdout);
+    const zero = await cli(['watch', '--address', c.address, '--state', c.state, '--once', '--created-threshold', '0s']);
+    assert.equal(zero.code, 2);
+    assert.match(zero.stderr, /--created-threshold: must be greater than zero/);
     await ctrOk(['task', 'delete', '--force', 'stuck2']);
     await ctrOk(['container', 'delete', 'stuck2']);
   });

@@ -41,6 +41,8 @@ export interface TestContainerd {
   taskStatus(id: string, opts?: { namespace?: string }): Promise<string | undefined>;
   /** Pid of the shim serving (ns, id) of this instance, from /proc cmdlines. */
   shimPid(id: string, opts?: { namespace?: string }): Promise<number | undefined>;
+  /** Pids of every run of the shim binary for (ns, id) of this instance: the serving shim and `shim start`/`delete`. */
+  shimRuns(id: string, opts?: { namespace?: string }): Promise<number[]>;
   shimSocket(id: string, opts?: { namespace?: string }): string;
   bundleDir(id: string, opts?: { namespace?: string }): string;
   /** SIGKILL containerd (shims survive, as on a real node). */
@@ -151,11 +153,12 @@ async function procCmdlines(): Promise<Array<{ pid: number; argv: string[] }>> {
   return out;
 }
 
-function isShimOf(argv: string[], address: string): boolean {
+/** A shim process of `address`: the serving shim, and (`any`) containerd's short-lived `start`/`delete` invocations. */
+function isShimOf(argv: string[], address: string, any = false): boolean {
   const bin = argv[0] ?? '';
   if (!bin.includes('containerd-shim')) return false;
   const i = argv.indexOf('-address');
-  return i !== -1 && argv[i + 1] === address;
+  return i !== -1 && argv[i + 1] === address && (any || !argv.includes('-publish-binary'));
 }
 
 function alive(pid: number): boolean {
@@ -167,6 +170,10 @@ function alive(pid: number): boolean {
   }
 }
 
+/**
+ * `namespace`: share a namespace with another instance (to test what the tools make of two containerds whose
+ * containers land in the same runc root and cgroup paths); stop() then touches only the ids this instance ran.
+ */
 export async function startContainerd(opts: { namespace?: string } = {}): Promise<TestContainerd> {
   await ensurePackages();
   const dir = await mkdtemp(join(tmpdir(), 'ts-ctrd-'));
@@ -275,6 +282,14 @@ export async function startContainerd(opts: { namespace?: string } = {}): Promis
       }
       return undefined;
     },
+    async shimRuns(id, o = {}) {
+      const out: number[] = [];
+      for (const p of await procCmdlines()) {
+        if (!isShimOf(p.argv, address, true)) continue;
+        if (p.argv[p.argv.indexOf('-namespace') + 1] === (o.namespace ?? namespace) && p.argv[p.argv.indexOf('-id') + 1] === id) out.push(p.pid);
+      }
+      return out;
+    },
     shimSocket,
     bundleDir: (id, o = {}) => join(state, 'io.containerd.runtime.v2.task', o.namespace ?? namespace, id),
     async kill9() {
@@ -291,7 +306,12 @@ export async function startContainerd(opts: { namespace?: string } = {}): Promis
     },
     async stop() {
       const pid = child.pid;
-      await reapInstance(dir, { namespaces: [namespace, ...[...ids].map((x) => x.split('/')[0] ?? namespace)], extraSockets: [...sockets], containerdPid: child.exitCode === null && child.signalCode === null ? pid : undefined });
+      await reapInstance(dir, {
+        namespaces: [namespace, ...[...ids].map((x) => x.split('/')[0] ?? namespace)],
+        extraSockets: [...sockets],
+        containerdPid: child.exitCode === null && child.signalCode === null ? pid : undefined,
+        onlyIds: opts.namespace !== undefined ? new Set([...ids].map((x) => x.slice(x.indexOf('/') + 1))) : undefined,
+      });
     },
   };
   return self;
@@ -302,15 +322,18 @@ export async function startContainerd(opts: { namespace?: string } = {}): Promis
  * whose test process crashed (`node --import tsx test/support/containerd.ts reap <dir>`): containerd is found by its
  * `--config <dir>/config.toml`, shims by `-address <dir>/containerd.sock`, namespaces from the state dir.
  */
-export async function reapInstance(dir: string, opts: { namespaces?: string[]; extraSockets?: string[]; containerdPid?: number | undefined } = {}): Promise<void> {
+export async function reapInstance(dir: string, opts: { namespaces?: string[]; extraSockets?: string[]; containerdPid?: number | undefined; onlyIds?: Set<string> | undefined } = {}): Promise<void> {
   const address = join(dir, 'containerd.sock');
   const state = join(dir, 'state');
   const taskDir = join(state, 'io.containerd.runtime.v2.task');
   const nsList = new Set([...(opts.namespaces ?? []), ...(await readdir(taskDir).catch(() => [] as string[]))]);
+  // A shared namespace: only the ids this instance ran (and whose bundles it still has) are its to clean.
+  const only = opts.onlyIds;
+  if (only) for (const ns of nsList) for (const id of await readdir(join(taskDir, ns)).catch(() => [] as string[])) only.add(id);
   const procs = await procCmdlines();
   // Container processes first (by our namespaces' cgroups), then shims of our address, then containerd.
-  for (const ns of nsList) await killCgroupTree(ns, false);
-  for (const p of procs.filter((x) => isShimOf(x.argv, address))) {
+  for (const ns of nsList) await killCgroupTree(ns, false, only);
+  for (const p of procs.filter((x) => isShimOf(x.argv, address, true))) {
     try {
       process.kill(p.pid, 'SIGKILL');
     } catch {
@@ -328,13 +351,16 @@ export async function reapInstance(dir: string, opts: { namespaces?: string[]; e
   }
   for (let i = 0; i < 100 && daemons.some(alive); i++) await sleep(50);
   for (const pid of daemons.filter(alive)) process.kill(pid, 'SIGKILL');
-  for (const ns of nsList) await killCgroupTree(ns, true);
+  for (const ns of nsList) await killCgroupTree(ns, true, only);
   const sockets = new Set(opts.extraSockets ?? []);
   for (const ns of nsList) {
     for (const id of await readdir(join(taskDir, ns)).catch(() => [] as string[])) sockets.add(join(SHIM_SOCKET_DIR, sha256(join(address, ns, id))));
   }
   for (const s of sockets) await rm(s, { force: true }).catch(() => undefined);
-  for (const ns of nsList) await rm(join('/run/containerd/runc', ns), { recursive: true, force: true }).catch(() => undefined);
+  for (const ns of nsList) {
+    const runcDirs = only ? [...only].map((id) => join('/run/containerd/runc', ns, id)) : [join('/run/containerd/runc', ns)];
+    for (const d of runcDirs) await rm(d, { recursive: true, force: true }).catch(() => undefined);
+  }
   await unmountUnder(dir);
   await run('umount', [state]).catch(() => run('umount', ['-l', state]).catch(() => undefined));
   await rm(dir, { recursive: true, force: true, maxRetries: 3 });
@@ -343,10 +369,11 @@ export async function reapInstance(dir: string, opts: { namespaces?: string[]; e
 const CGROUP_CONTROLLERS = ['pids', 'memory', 'cpu', 'cpuacct', 'cpuset', 'blkio', 'devices', 'freezer', 'systemd', 'unified', 'hugetlb', 'net_cls', 'perf_event'];
 
 /** Kills every process in our namespace's cgroups and removes the cgroups (they are unique to this instance). */
-async function killCgroupTree(ns: string, remove: boolean): Promise<void> {
+async function killCgroupTree(ns: string, remove: boolean, only?: Set<string>): Promise<void> {
   const bases = [join('/sys/fs/cgroup', ns), ...CGROUP_CONTROLLERS.map((c) => join('/sys/fs/cgroup', c, ns))];
+  const mine = async (base: string): Promise<string[]> => (await readdir(base).catch(() => [] as string[])).filter((id) => !only || only.has(id));
   for (const base of bases) {
-    const ids = await readdir(base).catch(() => [] as string[]);
+    const ids = await mine(base);
     for (const id of ids) {
       const cg = join(base, id);
       if (!(await stat(cg).then((s) => s.isDirectory()).catch(() => false))) continue;
@@ -366,8 +393,8 @@ async function killCgroupTree(ns: string, remove: boolean): Promise<void> {
   await sleep(100);
   if (!remove) return;
   for (const base of bases) {
-    for (const id of await readdir(base).catch(() => [] as string[])) await rmdir(join(base, id)).catch(() => undefined);
-    await rmdir(base).catch(() => undefined);
+    for (const id of await mine(base)) await rmdir(join(base, id)).catch(() => undefined);
+    if (!only) await rmdir(base).catch(() => undefined);
   }
 }
 

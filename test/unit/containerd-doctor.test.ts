@@ -16,6 +16,11 @@ import type { Snapshot } from '@transship/containerd/gather';
 import { plan, execute, type Action } from '@transship/containerd/repair';
 import { ContainerdClient } from '@transship/containerd/client';
 import { parseDuration } from '@transship/core/duration';
+import { isServingShim } from '@transship/containerd/shim-socket';
+import { ACTIONS } from '@transship/containerd/repair';
+import { FINDING_CODES } from '@transship/containerd/findings';
+import { withFindingsTable } from '@transship/containerd/doctor-docs';
+import { parseRuncState } from '@transship/containerd/runc-state';
 
 async function tmp(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'ts-doctor-unit-'));
@@ -56,7 +61,13 @@ test('parsers survive odd but legal input', () => {
     namespace: 'k8s.io',
     id: 'p1',
     address: '/run/containerd/containerd.sock',
+    action: undefined,
+    publishBinary: undefined,
   });
+  // containerd's `shim start` run carries the same flags: not the serving shim.
+  const start = parseShimArgv(['/usr/bin/containerd-shim-runc-v2', '-namespace', 'k8s.io', '-address', '/a.sock', '-publish-binary', '/usr/bin/containerd', '-id', 'p1', '-debug', 'start']);
+  assert.equal(start?.action, 'start');
+  assert.equal(start && isServingShim(start), false);
   assert.equal(parseShimArgv(['/usr/bin/sleep', '10']), undefined);
   assert.equal(parseDuration('5m', '--x'), 300_000);
   assert.throws(() => parseDuration('soon', '--x'), { code: 'TS_USAGE' });
@@ -189,6 +200,8 @@ function snapshot(over: Partial<Snapshot> = {}): Snapshot {
     tasks: [],
     shims: [],
     otherShims: 0,
+    otherShimList: [],
+    shimInvocations: [],
     processes: new Map(),
     socketFiles: [],
     listeners: new Map(),
@@ -204,7 +217,7 @@ function snapshot(over: Partial<Snapshot> = {}): Snapshot {
 }
 
 test('a task whose shim is dead → task-shim-dead, repaired through the API (delete-task), not by files', () => {
-  const snap = snapshot({ tasks: [{ namespace: 'k8s.io', id: 'c1', pid: 4242, status: 'RUNNING', exitStatus: 0 }], containers: [{ namespace: 'k8s.io', id: 'c1', groupId: 'c1', image: 'i', runtime: 'io.containerd.runc.v2', labels: {} }] });
+  const snap = snapshot({ tasks: [{ namespace: 'k8s.io', id: 'c1', pid: 4242, status: 'RUNNING', exitStatus: 0 }], containers: [{ namespace: 'k8s.io', id: 'c1', groupId: 'c1', cgroupRel: '/k8s.io/c1', image: 'i', runtime: 'io.containerd.runc.v2', labels: {} }] });
   const findings = correlate(snap, DEFAULT_DIAGNOSE);
   assert.deepEqual(findings.map((f) => f.code), ['task-shim-dead']);
   const actions = plan(findings);
@@ -217,8 +230,8 @@ test('pods: containers keyed by their sandbox id share one shim and are not orph
   const otherInstanceSock = shimSocketPath('/run/other/containerd.sock', 'k8s.io', 'zzz');
   const snap = snapshot({
     containers: [
-      { namespace: 'k8s.io', id: 'pod1', groupId: 'pod1', image: 'pause', runtime: 'r', labels: {} },
-      { namespace: 'k8s.io', id: 'app1', groupId: 'pod1', image: 'app', runtime: 'r', labels: {} },
+      { namespace: 'k8s.io', id: 'pod1', groupId: 'pod1', cgroupRel: '/k8s.io/pod1', image: 'pause', runtime: 'r', labels: {} },
+      { namespace: 'k8s.io', id: 'app1', groupId: 'pod1', cgroupRel: '/k8s.io/app1', image: 'app', runtime: 'r', labels: {} },
     ],
     tasks: [
       { namespace: 'k8s.io', id: 'pod1', pid: 10, status: 'RUNNING', exitStatus: 0 },
@@ -245,11 +258,70 @@ test('an orphaned shim found while containerd is gone is reported, but nothing i
   assert.deepEqual(plan(findings), []);
 });
 
-test('young bundles are not called leaked (a create may be in flight)', async () => {
+test('a bundle left by a failed create is leaked at once unless something shows a create in flight (issue 16 defect 2)', () => {
+  const dir = '/run/containerd/io.containerd.runtime.v2.task/k8s.io/new';
+  // Changed 2 s before the diagnosis: reported with the default options (it used to wait until 30 s old).
+  const snap = snapshot({ bundles: [{ namespace: 'k8s.io', id: 'new', dir, mtimeMs: 998_000, problems: [] }] });
+  const leaked = correlate(snap, DEFAULT_DIAGNOSE);
+  assert.deepEqual(leaked.map((f) => f.code), ['leaked-bundle']);
+  assert.equal(leaked[0]?.evidence.ageSeconds, 2);
+  // Evidence of a create in flight: being written, a `shim start` run, a shim, a listening socket (not a foreign one).
+  assert.deepEqual(correlate(snapshot({ bundles: [{ namespace: 'k8s.io', id: 'new', dir, mtimeMs: 999_500, problems: [] }] }), DEFAULT_DIAGNOSE), []);
+  assert.deepEqual(correlate({ ...snap, shimInvocations: [{ pid: 5, namespace: 'k8s.io', id: 'new', action: 'start' }] }, DEFAULT_DIAGNOSE), []);
+  const shim = { pid: 9, startTime: 1, state: 'S', namespace: 'k8s.io', id: 'new', address: snap.address, children: [] };
+  assert.deepEqual(correlate({ ...snap, shims: [shim] }, DEFAULT_DIAGNOSE).map((f) => f.code), ['orphaned-shim'], 'the shim, not the bundle, is what is left');
+  const sock = shimSocketPath(snap.address, 'k8s.io', 'new');
+  assert.equal(correlate({ ...snap, listeners: new Map([[sock, { inodes: [1], owners: [] }]]) }, DEFAULT_DIAGNOSE).some((f) => f.code === 'leaked-bundle'), false, 'a listener whose owner is not visible may be its shim');
+  const foreign = correlate({ ...snap, listeners: new Map([[sock, { inodes: [1], owners: [4242] }]]) }, DEFAULT_DIAGNOSE);
+  assert.deepEqual(foreign.map((f) => f.code).sort(), ['foreign-listener', 'leaked-bundle'], 'a foreign listener is no evidence of a create');
+});
+
+test('another containerd instance in the same namespace: its runc state and cgroups are never judged; a shared id is an info hazard naming both (issue 16 defect 1)', () => {
+  const ours = '/run/containerd/containerd.sock';
+  const theirs = '/var/run/docker/containerd/containerd.sock';
+  const otherShim = { pid: 70, startTime: 1, state: 'S', namespace: 'k8s.io', id: 'n1', address: theirs, children: [71] };
+  const processes = new Map([
+    [70, { pid: 70, ppid: 1, state: 'S', startTime: 1, argv: ['containerd-shim-runc-v2', '-namespace', 'k8s.io', '-id', 'n1', '-address', theirs] }],
+    [71, { pid: 71, ppid: 70, state: 'S', startTime: 2, argv: ['sleep', '100000'] }],
+    [72, { pid: 72, ppid: 71, state: 'S', startTime: 3, argv: ['sh'] }],
+    [80, { pid: 80, ppid: 1, state: 'S', startTime: 4, argv: ['sleep', '1'] }],
+  ]);
+  const base = snapshot({
+    address: ours,
+    otherShims: 1,
+    otherShimList: [otherShim],
+    processes,
+    runcStates: [
+      { namespace: 'k8s.io', id: 'n1', dir: '/run/containerd/runc/k8s.io/n1', initPid: 71, initStart: 2, bundle: '/var/run/docker/containerd/state/io.containerd.runtime.v2.task/k8s.io/n1' },
+      // No shim anywhere, but runc says the bundle is under another state dir.
+      { namespace: 'k8s.io', id: 'n2', dir: '/run/containerd/runc/k8s.io/n2', initPid: 80, initStart: 4, bundle: '/srv/b/state/io.containerd.runtime.v2.task/k8s.io/n2' },
+    ],
+    cgroups: [{ namespace: 'k8s.io', id: 'n1', paths: ['/sys/fs/cgroup/k8s.io/n1'], pids: [71, 72] }],
+  });
+  const healthy = correlate(base, DEFAULT_DIAGNOSE);
+  assert.deepEqual(healthy, [], JSON.stringify(healthy));
+  // This instance also has a container n1 (no task): the shared runc state and cgroup are a hazard, not a failure.
+  const both = correlate({ ...base, containers: [{ namespace: 'k8s.io', id: 'n1', groupId: 'n1', cgroupRel: '/k8s.io/n1', image: 'i', runtime: 'r', labels: {} }] }, DEFAULT_DIAGNOSE);
+  assert.deepEqual(both.map((f) => [f.code, f.severity, f.containerId]), [['instance-collision', 'info', 'n1']]);
+  assert.equal(both[0]?.evidence.thisInstance, ours);
+  assert.equal(both[0]?.evidence.otherInstance, theirs);
+  assert.deepEqual(plan(both), [], 'nothing is planned against another instance');
+  // Our own leftover in the same place is still judged.
+  const own = correlate({ ...base, runcStates: [{ namespace: 'k8s.io', id: 'x1', dir: '/run/containerd/runc/k8s.io/x1', initPid: 999, bundle: '/run/containerd/io.containerd.runtime.v2.task/k8s.io/x1' }] }, DEFAULT_DIAGNOSE);
+  assert.deepEqual(own.map((f) => f.code), ['leftover-runc-state']);
+});
+
+test('docs/doctor.md holds the findings table rendered from the finding and repair tables (every code, its meaning, its action); missing file fails (issue 14)', async () => {
+  const docs = await readFile(new URL('../../docs/doctor.md', import.meta.url), 'utf8');
+  assert.equal(docs, withFindingsTable(docs), 'run: node --import tsx src/containerd/doctor-docs.ts docs/doctor.md');
+  for (const [code, spec] of Object.entries(FINDING_CODES)) assert.ok(docs.includes(`| \`${code}\` | ${spec.severity} | ${spec.meaning.replace(/\|/g, '\\|')} |`), `docs/doctor.md documents ${code}`);
+  for (const row of ACTIONS) assert.ok(docs.includes(`\`${row.kind}\``) && docs.includes(row.precondition), `docs/doctor.md documents ${row.kind}`);
+  assert.equal(Object.keys(FINDING_CODES).length, 15);
+});
+
+test('young bundles are not called leaked while being written; runc state names its bundle', () => {
   const snap = snapshot({ bundles: [{ namespace: 'k8s.io', id: 'new', dir: '/run/containerd/io.containerd.runtime.v2.task/k8s.io/new', mtimeMs: 999_000, problems: [] }] });
   assert.deepEqual(correlate(snap, { ...DEFAULT_DIAGNOSE, minBundleAgeMs: 30_000 }), []);
   assert.deepEqual(correlate(snap, { ...DEFAULT_DIAGNOSE, minBundleAgeMs: 0 }).map((f) => f.code), ['leaked-bundle']);
-  // The docs table is generated from the same codes: keep it in step.
-  const docs = await readFile(new URL('../../docs/doctor.md', import.meta.url), 'utf8').catch(() => '');
-  if (docs) for (const code of ['leaked-bundle', 'stale-socket', 'orphaned-shim', 'task-shim-dead', 'leftover-runc-state']) assert.ok(docs.includes(`\`${code}\``), `docs/doctor.md documents ${code}`);
+  assert.deepEqual(parseRuncState(JSON.stringify({ init_process_pid: 5, init_process_start: 7, config: { labels: ['x=y', 'bundle=/s/io.containerd.runtime.v2.task/ns/c'] } })), { initPid: 5, initStart: 7, bundle: '/s/io.containerd.runtime.v2.task/ns/c' });
 });

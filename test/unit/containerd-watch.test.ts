@@ -10,17 +10,18 @@ import { BoundedQueue } from '@transship/containerd/watch/queue';
 import { BoundedSpanProcessor } from '@transship/containerd/watch/span-export';
 import { OtlpTracer, unixNano, type OtlpSpan } from '@transship/containerd/watch/otlp-tracer';
 import { createServer } from 'node:http';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Lifecycles, type ContainerTrack } from '@transship/containerd/watch/lifecycle';
 import type { WatchEvent } from '@transship/containerd/watch/events';
 import { LeakChecker, allReleased, leakFindings } from '@transship/containerd/watch/leak-check';
-import { LinuxHost, cgroupRelPath, expandSlice, listeningIn, type HostProbe, type ReleaseReport, type ReleaseTarget, type TaskHostInfo } from '@transship/containerd/watch/host';
-import { checkTracks } from '@transship/containerd/watch/stuck';
-import { planReconcile, type ApiView } from '@transship/containerd/watch/reconcile';
+import { cgroupRelPath, expandSlice } from '@transship/containerd/cgroups';
+import { LinuxHost, listeningIn, type HostProbe, type ReleaseReport, type ReleaseTarget, type TaskHostInfo } from '@transship/containerd/watch/host';
 import { loadConfig } from '../../packages/transship/src/config/config.js';
 import { parseHostPort } from '../../packages/transship/src/cli/args.js';
+import { checkTracks } from '@transship/containerd/watch/stuck';
+import { planReconcile, type ApiView } from '@transship/containerd/watch/reconcile';
 import { TransshipError } from '@transship/core/errors';
 
 const NS = 'ns1';
@@ -153,7 +154,11 @@ test('leak checker: re-checks with growing intervals and reports only what is st
   let calls = 0;
   let socketGoneAt = Number.POSITIVE_INFINITY;
   const host: HostProbe = {
-    taskCreated: () => Promise.reject(new Error('unused')),
+    taskCreated: () => {
+      throw new Error('unused');
+    },
+    findShim: () => undefined,
+    listening: () => false,
     liveness: () => 'gone',
     exists: () => false,
     fallbackInfo: (ns, id) => info(id),
@@ -181,7 +186,11 @@ test('leak checker: re-checks with growing intervals and reports only what is st
 
 test('leak checker, paced: no timer of its own while the event stream polls (each timer was an empty wakeup); its own timer again once unpaced', async () => {
   const host: HostProbe = {
-    taskCreated: () => Promise.reject(new Error('unused')),
+    taskCreated: () => {
+      throw new Error('unused');
+    },
+    findShim: () => undefined,
+    listening: () => false,
     liveness: () => 'gone',
     exists: () => false,
     fallbackInfo: (ns, id) => info(id),
@@ -230,17 +239,50 @@ test('shim of a task whose init is already gone: found among the children of the
     shim(400, 'c1');
     stat(500, 'sh', 400, 5000);
     listening('c1', 'c2');
-    assert.deepEqual((await host.taskCreated(NS, 'c1', 500, bundle('c1'))).shim, { pid: 400, startTime: 1400 });
+    assert.deepEqual((host.taskCreated(NS, 'c1', 500, bundle('c1'))).shim, { pid: 400, startTime: 1400 });
     // c2's init (610) is gone; 7's children: c1's shim, c2's shim (600), another container's shim (605) closer below.
     shim(600, 'c2');
     shim(605, 'c3');
     put('proc/7/task/7/children', '400 600 605 700 ');
-    assert.deepEqual((await host.taskCreated(NS, 'c2', 610, bundle('c2'))).shim, { pid: 600, startTime: 1600 }, 'the shim that names c2, not the closest pid');
+    assert.deepEqual((host.taskCreated(NS, 'c2', 610, bundle('c2'))).shim, { pid: 600, startTime: 1600 }, 'the shim that names c2, not the closest pid');
     // Socket no longer listening: the shim was shut down, nothing to look for (a pid found now would not be it).
     listening('c1');
-    const late = await host.taskCreated(NS, 'c2', 610, bundle('c2'));
+    const late = host.taskCreated(NS, 'c2', 610, bundle('c2'));
     assert.equal(late.socketListening, false);
     assert.equal(late.shim, undefined);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('shim of a task whose init is gone and whose shim parent is not known yet: found by its command line in /proc, never a `shim start`/`delete` invocation with the same flags (issue 20 item 17)', () => {
+  const root = mkdtempSync(join(tmpdir(), 'ts-watch-scan-'));
+  try {
+    const proc = join(root, 'proc');
+    const sockDir = join(root, 's');
+    const address = join(root, 'containerd.sock');
+    const put = (rel: string, text: string): void => {
+      mkdirSync(join(root, rel, '..'), { recursive: true });
+      writeFileSync(join(root, rel), text);
+    };
+    const proc1 = (pid: number, argv: string[]): void => {
+      put(`proc/${pid}/cmdline`, [...argv, ''].join('\0'));
+      put(`proc/${pid}/stat`, `${pid} (containerd-shim) S 1 ${'0 '.repeat(17)}${1000 + pid} 0 0\n`);
+      symlinkSync(argv[0] ?? '', join(proc, String(pid), 'exe'));
+    };
+    const shimBin = '/usr/bin/containerd-shim-runc-v2';
+    // Lower pids first in readdir order: the `start` and `delete` invocations must not be taken for the shim.
+    proc1(300, [shimBin, '-namespace', NS, '-address', address, '-publish-binary', '/usr/bin/containerd', '-id', 'c9', 'start']);
+    proc1(301, [shimBin, '-namespace', NS, '-address', address, '-publish-binary', '/usr/bin/containerd', '-id', 'c9', '-bundle', '/b', 'delete']);
+    proc1(302, [shimBin, '-namespace', NS, '-id', 'c9', '-address', '/other/containerd.sock']);
+    proc1(4000, [shimBin, '-namespace', NS, '-id', 'c9', '-address', address, '-debug']);
+    put('bundles/c9/config.json', '{}');
+    put('bundles/c9/address', `unix://${sockDir}/c9`);
+    put('proc/self/net/unix', `Num       RefCount Protocol Flags    Type St Inode Path\n0000000000000000: 00000002 00000000 00010000 0001 01 100 ${sockDir}/c9\n`);
+    const host = new LinuxHost({ address, stateDir: join(root, 'state'), socketDir: sockDir, procRoot: proc, cgroupRoot: join(root, 'cgroup'), runcRoot: join(root, 'runc') });
+    assert.deepEqual(host.taskCreated(NS, 'c9', 5000, join(root, 'bundles', 'c9')).shim, { pid: 4000, startTime: 5000 });
+    assert.deepEqual(host.findShim(NS, 'c9', 0), { pid: 4000, startTime: 5000 });
+    assert.equal(host.findShim(NS, 'c8', 0), undefined);
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

@@ -10,17 +10,22 @@ import { FINDING_CODES, SEVERITY_ORDER, type Finding, type FindingCode, type Evi
 import { gather, type GatherOptions, type Snapshot, type ShimProcess, type TaskState, type ContainerState } from './gather.js';
 import { isGone } from './procfs.js';
 import { shimSocketPath } from './shim-socket.js';
+import { TASK_DIR } from './bundles.js';
 import { addLogEvidence } from './log-evidence.js';
 
 export interface DiagnoseOptions {
   /** A task CREATED (or a container without task) longer than this is reported. */
   createdThresholdMs: number;
-  /** Bundles younger than this are not called leaked: containerd writes the bundle before the task appears. */
+  /**
+   * A bundle changed this recently, with no shim and no socket for it yet, is taken as still being written (containerd
+   * writes config.json and launches `shim start` within milliseconds). Older, with no such evidence, it is leaked —
+   * reported at once, not after an age (issue 16 defect 2).
+   */
   minBundleAgeMs: number;
   now?: number | undefined;
 }
 
-export const DEFAULT_DIAGNOSE: DiagnoseOptions = { createdThresholdMs: 5 * 60_000, minBundleAgeMs: 30_000 };
+export const DEFAULT_DIAGNOSE: DiagnoseOptions = { createdThresholdMs: 5 * 60_000, minBundleAgeMs: 1_000 };
 
 function key(ns: string, id: string): string {
   return `${ns}\u0000${id}`;
@@ -88,9 +93,67 @@ export function correlate(snap: Snapshot, opts: DiagnoseOptions = DEFAULT_DIAGNO
   for (const b of snap.bundles) addKnown(b.namespace, groupOf(b.namespace, b.id));
   for (const s of snap.shims) addKnown(s.namespace, s.id);
   const judged = new Set(snap.namespaces);
+  const shimOwns = (pids: number[], ns: string, id: string): boolean => pids.some((pid) => (shimsByGroup.get(key(ns, id)) ?? []).some((s) => s.pid === pid));
+
+  /**
+   * Evidence that containerd is creating (or cleaning up) a task for (ns, id) right now: a shim or a `shim start` /
+   * `shim delete` run of this containerd for it, a listener on its socket path that is (or may be) its shim, or a
+   * bundle changed within the last `minBundleAgeMs` (still being written). Empty: the bundle is left over.
+   */
+  const createInFlight = (ns: string, id: string, mtimeMs: number): string[] => {
+    const gid = groupOf(ns, id);
+    const out: string[] = [];
+    if ((shimsByGroup.get(key(ns, gid)) ?? []).length > 0 || (shimsByGroup.get(key(ns, id)) ?? []).length > 0) out.push('shim process');
+    if (snap.shimInvocations.some((x) => x.namespace === ns && (x.id === gid || x.id === id))) out.push('shim start/delete running');
+    const l = snap.listeners.get(shimSocketPath(snap.address, ns, gid, snap.socketDir));
+    if (l && (l.owners.length === 0 || shimOwns(l.owners, ns, gid))) out.push('socket listening');
+    if (now - mtimeMs < opts.minBundleAgeMs) out.push('bundle being written');
+    return out;
+  };
+
+  // --- attribution: runc state and cgroups are keyed by (ns, id) only, so another containerd instance using the same
+  // namespace puts its containers in the same places. Whose is it: runc's `bundle=` (under which state dir), the
+  // shim of another instance serving that id, or another instance's shim among the processes' ancestors. ---
+  const taskRoot = join(snap.stateDir, TASK_DIR) + '/';
+  const ourShimPids = new Set(snap.shims.map((s) => s.pid));
+  const otherShimByPid = new Map(snap.otherShimList.map((s) => [s.pid, s]));
+  const shimAbove = (pid: number): { ours: true } | { ours: false; address: string } | undefined => {
+    let cur = pid;
+    for (let depth = 0; depth < 64 && cur > 1; depth++) {
+      if (ourShimPids.has(cur)) return { ours: true };
+      const other = otherShimByPid.get(cur);
+      if (other) return { ours: false, address: other.address };
+      const p = snap.processes.get(cur);
+      if (!p) return undefined;
+      cur = p.ppid;
+    }
+    return undefined;
+  };
+  /** Another instance that owns (ns, id), described for a person; undefined when nothing says it is not ours. */
+  const otherOwner = (ns: string, id: string, o: { bundle?: string | undefined; pids?: number[] }): string | undefined => {
+    const shim = snap.otherShimList.find((s) => s.namespace === ns && s.id === id);
+    if (shim) return shim.address;
+    for (const pid of o.pids ?? []) {
+      const above = shimAbove(pid);
+      if (above && !above.ours) return above.address;
+    }
+    if (o.bundle !== undefined && o.bundle.startsWith('/') && !o.bundle.startsWith(taskRoot)) {
+      const i = o.bundle.indexOf(`/${TASK_DIR}/`);
+      return `the containerd with state dir ${i > 0 ? o.bundle.slice(0, i) : o.bundle}`;
+    }
+    return undefined;
+  };
+  const collisions = new Map<string, { ns: string; id: string; other: string; runcState: string | null; cgroups: string[]; pids: number[] }>();
+  const collide = (ns: string, id: string, other: string, what: { runcState?: string; cgroups?: string[]; pids?: number[] }): void => {
+    const k = key(ns, id);
+    const c = collisions.get(k) ?? { ns, id, other, runcState: null, cgroups: [], pids: [] };
+    if (what.runcState !== undefined) c.runcState = what.runcState;
+    c.cgroups.push(...(what.cgroups ?? []));
+    c.pids.push(...(what.pids ?? []).filter((p) => !c.pids.includes(p)));
+    collisions.set(k, c);
+  };
 
   // --- sockets: stale files and foreign listeners ---
-  const shimOwns = (pids: number[], ns: string, id: string): boolean => pids.some((pid) => (shimsByGroup.get(key(ns, id)) ?? []).some((s) => s.pid === pid));
   const checkedPaths = new Set<string>();
   for (const f of snap.socketFiles) {
     const owner = socketOwner.get(f.path);
@@ -177,7 +240,7 @@ export function correlate(snap: Snapshot, opts: DiagnoseOptions = DEFAULT_DIAGNO
       const k = key(b.namespace, b.id);
       if (tasks.has(k)) continue;
       const age = now - b.mtimeMs;
-      if (age < opts.minBundleAgeMs) continue;
+      if (createInFlight(b.namespace, b.id, b.mtimeMs).length > 0) continue;
       const container = containers.get(k);
       const mounted = snap.mounts.filter((m) => m.mountPoint === b.dir || m.mountPoint.startsWith(b.dir + '/')).map((m) => m.mountPoint);
       const initAlive = b.initPid !== undefined && !isGone(snap.processes.get(b.initPid));
@@ -197,6 +260,7 @@ export function correlate(snap: Snapshot, opts: DiagnoseOptions = DEFAULT_DIAGNO
             initAlive,
             mounted,
             ageSeconds: Math.round(age / 1000),
+            inFlightEvidence: 'none: no task, no shim or shim start/delete run, no listening socket, not being written',
             work: b.work ?? null,
             problems: b.problems,
           },
@@ -210,7 +274,7 @@ export function correlate(snap: Snapshot, opts: DiagnoseOptions = DEFAULT_DIAGNO
       const [ns, id] = rel;
       if (ns === undefined || id === undefined || !judged.has(ns) || tasks.has(key(ns, id))) continue;
       const b = bundles.get(key(ns, id));
-      if (b && now - b.mtimeMs < opts.minBundleAgeMs) continue;
+      if (b && createInFlight(ns, id, b.mtimeMs).length > 0) continue;
       findings.push(
         finding('leftover-rootfs-mount', {
           namespace: ns,
@@ -297,6 +361,12 @@ export function correlate(snap: Snapshot, opts: DiagnoseOptions = DEFAULT_DIAGNO
       if (!judged.has(r.namespace) || tasks.has(k)) continue;
       const init = r.initPid !== undefined ? snap.processes.get(r.initPid) : undefined;
       const initAlive = !isGone(init) && (r.initStart === undefined || init?.startTime === r.initStart);
+      // Another instance's container: never judged; a hazard only when this instance uses the same id too.
+      const other = otherOwner(r.namespace, r.id, { bundle: r.bundle, pids: initAlive && r.initPid !== undefined ? [r.initPid] : [] });
+      if (other !== undefined) {
+        if (containers.has(k)) collide(r.namespace, r.id, other, { runcState: r.dir });
+        continue;
+      }
       // A live init under an orphaned shim of ours is that shim's container: orphaned-shim already says it.
       if (initAlive && (shimsByGroup.get(key(r.namespace, groupOf(r.namespace, r.id))) ?? []).length > 0) continue;
       const container = containers.has(k);
@@ -308,7 +378,7 @@ export function correlate(snap: Snapshot, opts: DiagnoseOptions = DEFAULT_DIAGNO
           summary: initAlive
             ? `runc state of ${r.namespace}/${r.id} has a live init (pid ${r.initPid}) but containerd has no task (another containerd instance, or escaped processes)`
             : `runc state of ${r.namespace}/${r.id} outlived its task${container ? ': creating the task again fails with "container with given ID already exists"' : ''}`,
-          evidence: { dir: r.dir, initPid: r.initPid ?? null, initAlive, containerExists: container, problem: r.problem ?? null },
+          evidence: { dir: r.dir, initPid: r.initPid ?? null, initAlive, bundle: r.bundle ?? null, containerExists: container, problem: r.problem ?? null },
           see: [`runc --root ${join(snap.runcRoot, r.namespace)} list`, `runc --root ${join(snap.runcRoot, r.namespace)} state ${r.id}`],
           fix: initAlive ? 'manual: find out whose container this is before deleting it' : 'runc-delete',
         }),
@@ -319,6 +389,13 @@ export function correlate(snap: Snapshot, opts: DiagnoseOptions = DEFAULT_DIAGNO
     for (const cg of snap.cgroups) {
       if (!judged.has(cg.namespace) || tasks.has(key(cg.namespace, cg.id))) continue;
       const live = cg.pids.filter((p) => !isGone(snap.processes.get(p)));
+      const other = otherOwner(cg.namespace, cg.id, { pids: live });
+      if (other !== undefined) {
+        if (containers.has(key(cg.namespace, cg.id))) collide(cg.namespace, cg.id, other, { cgroups: cg.paths, pids: live });
+        continue;
+      }
+      // Processes under an orphaned shim of ours: orphaned-shim already says it (and stop-shim stops them).
+      if (live.length > 0 && live.every((p) => shimAbove(p)?.ours === true)) continue;
       if (live.length > 0) {
         findings.push(
           finding('stray-container-processes', {
@@ -343,6 +420,19 @@ export function correlate(snap: Snapshot, opts: DiagnoseOptions = DEFAULT_DIAGNO
         );
       }
     }
+  }
+
+  for (const c of collisions.values()) {
+    findings.push(
+      finding('instance-collision', {
+        namespace: c.ns,
+        containerId: c.id,
+        summary: `${c.ns}/${c.id} is a container of this containerd (${snap.address}) and of another instance (${c.other}); runc state and cgroups of that id are shared`,
+        evidence: { thisInstance: snap.address, otherInstance: c.other, runcState: c.runcState, cgroups: c.cgroups, pids: c.pids.map((p) => describePid(snap, p)) },
+        see: [ctr(snap, c.ns, 'container ls'), `ps -eo pid,args | grep 'containerd-shim.*-id ${c.id} '`, ...(c.runcState ? [`cat ${c.runcState}/state.json`] : [])],
+        fix: 'manual: give the instances different namespaces (or runc roots and cgroup parents); the doctor leaves these objects to their owner',
+      }),
+    );
   }
 
   for (const s of snap.suspicious) {

@@ -17,6 +17,7 @@ export const FINDING_CODES = {
   'leftover-runc-state': { severity: 'critical', meaning: 'runc state of a container with no task and a dead init: the next create fails with "container with given ID already exists"' },
   'leftover-cgroup': { severity: 'info', meaning: 'a cgroup named after a container of this namespace that has no task, with no processes' },
   'stray-container-processes': { severity: 'warning', meaning: "processes still run in the cgroup of a container that has no task" },
+  'instance-collision': { severity: 'info', meaning: 'another containerd instance on this host runs a container with the same namespace and id: runc state and cgroups keyed by (namespace, id) are shared, so neither instance can manage that id safely' },
   'suspicious-state-entry': { severity: 'warning', meaning: 'an entry in the task state dir that containerd would not write (symlink, file, garbage), left alone' },
 } as const satisfies Record<string, { severity: Severity; meaning: string }>;
 

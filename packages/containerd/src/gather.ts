@@ -8,7 +8,8 @@ import { errorSummary, throwIfAborted } from '@transship/core/errors';
 import { scanBundles, TASK_DIR, type Bundle, type SuspiciousEntry } from './bundles.js';
 import { ContainerdClient, timestampToDate, type TaskStatus } from './client.js';
 import { listProcesses, listenersByPath, readMounts, readUnixSockets, socketOwners, isGone, type BlindSpot, type Mount, type ProcInfo } from './procfs.js';
-import { SHIM_SOCKET_DIR, parseShimArgv, shimGroupId } from './shim-socket.js';
+import { CgroupLayout, specFacts } from './cgroups.js';
+import { SHIM_SOCKET_DIR, isServingShim, parseShimArgv, socketPath } from './shim-socket.js';
 import { DEFAULT_RUNC_ROOT, scanRuncStates, type RuncState } from './runc-state.js';
 
 export interface ContainerState {
@@ -16,6 +17,8 @@ export interface ContainerState {
   id: string;
   /** The id its shim is keyed by (pod sandbox id for Kubernetes containers). */
   groupId: string;
+  /** Its cgroup relative to a hierarchy root (the spec's linux.cgroupsPath; cgroups.ts). */
+  cgroupRel: string;
   image: string;
   runtime: string;
   createdAt?: Date | undefined;
@@ -73,6 +76,10 @@ export interface Snapshot {
   shims: ShimProcess[];
   /** Shim processes of other containerd instances: counted, never judged. */
   otherShims: number;
+  /** The same, listed: what another instance owns is attributed to it (runc state, cgroups shared by ns/id). */
+  otherShimList: ShimProcess[];
+  /** containerd's `shim start` / `shim delete` runs for this containerd: a create (or a dead shim's cleanup) in flight. */
+  shimInvocations: Array<{ pid: number; namespace: string; id: string; action: string }>;
   processes: Map<number, ProcInfo>;
   socketFiles: SocketFile[];
   listeners: Map<string, Listener>;
@@ -111,16 +118,6 @@ function rootSummary(err: unknown): { code: string; message: string } {
   return errorSummary(e);
 }
 
-function parseSpecAnnotations(spec: { value: Buffer } | null): Record<string, unknown> | undefined {
-  if (!spec || spec.value.length === 0) return undefined;
-  try {
-    const parsed = JSON.parse(spec.value.toString('utf8')) as { annotations?: Record<string, unknown> };
-    return parsed.annotations;
-  } catch {
-    return undefined;
-  }
-}
-
 async function apiView(client: ContainerdClient, wanted: string[] | undefined, signal: AbortSignal | undefined): Promise<{ version: string; namespaces: string[]; containers: ContainerState[]; tasks: TaskState[] }> {
   const v = await client.version({ signal });
   const all = await client.listNamespaces({ signal });
@@ -131,7 +128,7 @@ async function apiView(client: ContainerdClient, wanted: string[] | undefined, s
       const containers: ContainerState[] = cs.map((c) => ({
         namespace: ns,
         id: c.id,
-        groupId: shimGroupId(c.id, parseSpecAnnotations(c.spec)),
+        ...specFacts(ns, c.id, c.spec?.value),
         image: c.image,
         runtime: c.runtime?.name ?? '',
         createdAt: timestampToDate(c.created_at),
@@ -164,39 +161,43 @@ async function scanSocketDir(dir: string, blind: BlindSpot[]): Promise<SocketFil
   return out;
 }
 
-const CGROUP_V1_CONTROLLERS = ['pids', 'memory', 'cpu', 'unified', 'systemd'];
-
-async function scanCgroups(root: string, namespaces: string[], blind: BlindSpot[]): Promise<CgroupState[]> {
+/**
+ * The cgroups the doctor judges: each container's own (from its spec, cgroups.ts — the same layout the watcher
+ * checks) and every cgroup directly under `/<ns>/` in each hierarchy (ctr's layout), which is where the cgroups of
+ * containers containerd no longer knows are found.
+ */
+function scanCgroups(layout: CgroupLayout, namespaces: string[], containers: ContainerState[], blind: BlindSpot[]): CgroupState[] {
   const byKey = new Map<string, CgroupState>();
-  const bases = (ns: string): string[] => [join(root, ns), ...CGROUP_V1_CONTROLLERS.map((c) => join(root, c, ns))];
+  const add = (ns: string, id: string, path: string): void => {
+    let procs: string;
+    try {
+      // cgroupfs reads are in-kernel and fast; sync avoids ~500 thread-pool round trips on a 100-task node.
+      procs = readFileSync(join(path, 'cgroup.procs'), 'utf8');
+    } catch (err) {
+      if (errCode(err) !== 'ENOTDIR' && errCode(err) !== 'ENOENT') blind.push({ what: path, reason: errCode(err) });
+      return; // no such cgroup, or a control file
+    }
+    const key = `${ns}/${id}`;
+    const entry = byKey.get(key) ?? { namespace: ns, id, paths: [], pids: [] };
+    if (entry.paths.includes(path)) return;
+    entry.paths.push(path);
+    for (const l of procs.split('\n')) {
+      const pid = Number(l);
+      if (l !== '' && Number.isInteger(pid) && !entry.pids.includes(pid)) entry.pids.push(pid);
+    }
+    byKey.set(key, entry);
+  };
+  const judged = new Set(namespaces);
+  for (const c of containers) if (judged.has(c.namespace)) for (const dir of layout.dirs(c.cgroupRel)) add(c.namespace, c.id, dir);
   for (const ns of namespaces) {
-    for (const base of bases(ns)) {
+    for (const base of layout.dirs(join('/', ns))) {
       let ids: string[];
       try {
-        // cgroupfs reads are in-kernel and fast; sync avoids ~500 thread-pool round trips on a 100-task node.
         ids = readdirSync(base);
       } catch {
-        continue; // no such controller or namespace cgroup: nothing to see
+        continue; // no such namespace cgroup: nothing to see
       }
-      for (const id of ids) {
-        const path = join(base, id);
-        let procs: string;
-        try {
-          procs = readFileSync(join(path, 'cgroup.procs'), 'utf8');
-        } catch (err) {
-          if (errCode(err) === 'ENOTDIR' || errCode(err) === 'ENOENT') continue; // a control file, not a cgroup
-          blind.push({ what: path, reason: errCode(err) });
-          continue;
-        }
-        const key = `${ns}/${id}`;
-        const entry = byKey.get(key) ?? { namespace: ns, id, paths: [], pids: [] };
-        entry.paths.push(path);
-        for (const l of procs.split('\n')) {
-          const pid = Number(l);
-          if (l !== '' && Number.isInteger(pid) && !entry.pids.includes(pid)) entry.pids.push(pid);
-        }
-        byKey.set(key, entry);
-      }
+      for (const id of ids) add(ns, id, join(base, id));
     }
   }
   return [...byKey.values()];
@@ -204,7 +205,7 @@ async function scanCgroups(root: string, namespaces: string[], blind: BlindSpot[
 
 export async function gather(opts: GatherOptions): Promise<Snapshot> {
   const signal = opts.signal;
-  const address = resolve(opts.address.replace(/^unix:\/\//, ''));
+  const address = socketPath(opts.address);
   const stateDir = resolve(opts.stateDir);
   const socketDir = opts.socketDir ?? SHIM_SOCKET_DIR;
   const procOpts = { procRoot: opts.procRoot, signal };
@@ -228,7 +229,8 @@ export async function gather(opts: GatherOptions): Promise<Snapshot> {
     blind.push(...procs.blind, ...unix.blind, ...mountsR.blind, ...bundlesR.blind);
 
     const shims: ShimProcess[] = [];
-    let otherShims = 0;
+    const otherShimList: ShimProcess[] = [];
+    const shimInvocations: Snapshot['shimInvocations'] = [];
     const childrenOf = new Map<number, number[]>();
     for (const p of procs.processes.values()) {
       if (isGone(p)) continue;
@@ -238,13 +240,14 @@ export async function gather(opts: GatherOptions): Promise<Snapshot> {
     }
     for (const p of procs.processes.values()) {
       const a = parseShimArgv(p.argv);
-      // Only the serving shim has -address; `shim start`/`delete` invocations are short-lived and lack it or a namespace.
-      if (!a || a.address === undefined || a.namespace === undefined || a.id === undefined || isGone(p)) continue;
-      if (resolve(a.address.replace(/^unix:\/\//, '')) !== address) {
-        otherShims++;
+      if (!a || a.namespace === undefined || a.id === undefined || isGone(p)) continue;
+      // `shim start`/`delete` invocations of the same binary are short-lived: evidence of a create in flight only.
+      if (!isServingShim(a)) {
+        if (socketPath(a.address ?? '') === address) shimInvocations.push({ pid: p.pid, namespace: a.namespace, id: a.id, action: a.action ?? '?' });
         continue;
       }
-      shims.push({ pid: p.pid, startTime: p.startTime, state: p.state, namespace: a.namespace, id: a.id, address, children: childrenOf.get(p.pid) ?? [] });
+      const shim = { pid: p.pid, startTime: p.startTime, state: p.state, namespace: a.namespace, id: a.id, address: socketPath(a.address ?? ''), children: childrenOf.get(p.pid) ?? [] };
+      (shim.address === address ? shims : otherShimList).push(shim);
     }
 
     const listenRows = listenersByPath(unix.rows);
@@ -285,7 +288,7 @@ export async function gather(opts: GatherOptions): Promise<Snapshot> {
     const judged = new Set(namespaces);
     const taskRoot = join(stateDir, TASK_DIR) + '/';
     const mounts = mountsR.mounts.filter((m) => m.mountPoint.startsWith(taskRoot));
-    const cgroups = await scanCgroups(opts.cgroupRoot ?? '/sys/fs/cgroup', namespaces, blind);
+    const cgroups = scanCgroups(new CgroupLayout(opts.cgroupRoot), namespaces, containers, blind);
     const runcRoot = opts.runcRoot ?? DEFAULT_RUNC_ROOT;
     const runc = await scanRuncStates(runcRoot, namespaces);
     blind.push(...runc.blind);
@@ -299,7 +302,9 @@ export async function gather(opts: GatherOptions): Promise<Snapshot> {
       containers,
       tasks,
       shims: shims.filter((s) => judged.has(s.namespace) || !api.ok),
-      otherShims,
+      otherShims: otherShimList.length,
+      otherShimList,
+      shimInvocations,
       processes: procs.processes,
       socketFiles,
       listeners,

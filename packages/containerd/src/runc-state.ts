@@ -16,15 +16,24 @@ export interface RuncState {
   initPid?: number | undefined;
   /** Init start time in clock ticks (as runc records it), to tell a live init from a reused pid. */
   initStart?: number | undefined;
+  /** The bundle runc was created from (`bundle=` label): under whose state dir it lies says whose container it is. */
+  bundle?: string | undefined;
   problem?: string | undefined;
 }
 
-export function parseRuncState(text: string): { initPid?: number; initStart?: number } {
+export function parseRuncState(text: string): { initPid?: number; initStart?: number; bundle?: string } {
   try {
-    const s = JSON.parse(text) as { init_process_pid?: unknown; init_process_start?: unknown };
+    const s = JSON.parse(text) as { init_process_pid?: unknown; init_process_start?: unknown; config?: { labels?: unknown } };
     const pid = typeof s.init_process_pid === 'number' ? s.init_process_pid : undefined;
     const start = typeof s.init_process_start === 'number' ? s.init_process_start : typeof s.init_process_start === 'string' ? Number(s.init_process_start) : undefined;
-    return { ...(pid !== undefined ? { initPid: pid } : {}), ...(start !== undefined && Number.isFinite(start) ? { initStart: start } : {}) };
+    // runc records the directory it was created in as the label `bundle=<dir>`.
+    const labels = Array.isArray(s.config?.labels) ? s.config.labels : [];
+    const label = labels.find((l): l is string => typeof l === 'string' && l.startsWith('bundle='));
+    return {
+      ...(pid !== undefined ? { initPid: pid } : {}),
+      ...(start !== undefined && Number.isFinite(start) ? { initStart: start } : {}),
+      ...(label !== undefined ? { bundle: label.slice('bundle='.length) } : {}),
+    };
   } catch {
     return {};
   }

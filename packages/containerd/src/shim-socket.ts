@@ -4,7 +4,7 @@
 // address, several containerd instances can share /run/containerd/s/ without colliding — and we can tell which
 // socket files belong to the instance we judge without trusting anything written in them.
 import { createHash } from 'node:crypto';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 
 export const SHIM_SOCKET_DIR = '/run/containerd/s';
 
@@ -52,6 +52,9 @@ export interface ShimArgs {
   namespace: string | undefined;
   id: string | undefined;
   address: string | undefined;
+  /** `start` or `delete` for containerd's short-lived invocations of the binary; undefined for the serving shim. */
+  action: string | undefined;
+  publishBinary: string | undefined;
 }
 
 export function parseShimArgv(argv: string[]): ShimArgs | undefined {
@@ -68,5 +71,39 @@ export function parseShimArgv(argv: string[]): ShimArgs | undefined {
     }
     return undefined;
   };
-  return { binary: base, namespace: flag('namespace'), id: flag('id'), address: flag('address') };
+  // The action is the first argument that is neither a flag nor a flag's value (flags here all take one value).
+  let action: string | undefined;
+  for (let i = 1; i < argv.length; i++) {
+    const a = argv[i] ?? '';
+    if (a.startsWith('-')) {
+      if (!a.includes('=') && !BOOLEAN_FLAGS.has(a.replace(/^-+/, ''))) i++;
+      continue;
+    }
+    action = a;
+    break;
+  }
+  return { binary: base, namespace: flag('namespace'), id: flag('id'), address: flag('address'), action, publishBinary: flag('publish-binary') };
+}
+
+const BOOLEAN_FLAGS = new Set(['debug', 'v', 'version']);
+
+/**
+ * The long-lived shim that serves tasks (`-namespace ns -id id -address sock`), as opposed to containerd's `shim start`
+ * and `shim delete` invocations of the same binary, which carry the same three flags plus `-publish-binary` and an
+ * action, and live only for the create or the cleanup of a dead shim.
+ */
+export function isServingShim(a: ShimArgs): boolean {
+  return a.action === undefined && a.publishBinary === undefined && a.address !== undefined && a.namespace !== undefined && a.id !== undefined;
+}
+
+/** Whether `argv` is the serving shim of (address, namespace, group id). `address` is containerd's socket path. */
+export function isShimOf(argv: string[], address: string, namespace?: string, groupId?: string): boolean {
+  const a = parseShimArgv(argv);
+  if (!a || !isServingShim(a) || socketPath(a.address ?? '') !== address) return false;
+  return (namespace === undefined || a.namespace === namespace) && (groupId === undefined || a.id === groupId);
+}
+
+/** containerd's address as a plain path (`unix://` dropped, made absolute) so two spellings compare equal. */
+export function socketPath(address: string): string {
+  return resolve(address.replace(/^unix:\/\//, ''));
 }

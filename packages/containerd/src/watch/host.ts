@@ -3,14 +3,15 @@
 // those really gone). Reads are targeted — a handful of files per task, never a walk of /proc — so following a node
 // that starts containers at full speed stays cheap. The doctor's readers and parsers are reused; nothing here
 // trusts the state dir more than the doctor does (no symlink is followed, files are size-capped).
-import { closeSync, constants, fstatSync, lstatSync, openSync, readFileSync, readSync, readlinkSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, openSync, readFileSync, readSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { TASK_DIR } from '../bundles.js';
 import { withoutStackTraces } from '@transship/core/errors';
+import { CgroupLayout, specFacts } from '../cgroups.js';
 import type { GatherOptions } from '../gather.js';
 import { parseCmdline, parseMountinfo, parseNetUnix, parseStat } from '../procfs.js';
 import { DEFAULT_RUNC_ROOT } from '../runc-state.js';
-import { SHIM_SOCKET_DIR, parseShimAddress, parseShimArgv, shimGroupId, shimSocketPath } from '../shim-socket.js';
+import { SHIM_SOCKET_DIR, isShimOf, parseShimAddress, shimSocketPath, socketPath } from '../shim-socket.js';
 
 export type HostOptions = Pick<GatherOptions, 'address' | 'stateDir' | 'socketDir' | 'procRoot' | 'cgroupRoot' | 'runcRoot'>;
 
@@ -63,37 +64,17 @@ export interface HostProbe {
    * `publishedAt`: containerd's timestamp of the /tasks/create event. A socket-table read taken after it answers for
    * every task created before it, so the tasks created in one batch of events share one read.
    */
-  taskCreated(namespace: string, id: string, initPid: number, bundle: string, publishedAt?: number): Promise<TaskHostInfo>;
+  taskCreated(namespace: string, id: string, initPid: number, bundle: string, publishedAt?: number): TaskHostInfo;
+  /** The serving shim of (ns, group) if one lives now (a deterministic search, see LinuxHost.shimOf). */
+  findShim(namespace: string, groupId: string, initPid: number): ShimRef | undefined;
+  /** Whether something listens on a unix socket path now. */
+  listening(path: string): boolean;
   liveness(pid: number, startTime?: number): Liveness;
   released(target: ReleaseTarget): ReleaseReport;
   /** Whether a path (a shim socket) exists: a shim that exits cleanly unlinks its socket, a killed one cannot. */
   exists(path: string): boolean;
   /** Where a task's resources would be when its create was never inspected (adopted after the fact). */
   fallbackInfo(namespace: string, id: string): TaskHostInfo;
-}
-
-const CGROUP_V1 = ['memory', 'pids', 'cpu', 'cpuacct', 'cpuset', 'blkio', 'devices', 'freezer', 'systemd', 'hugetlb', 'net_cls', 'perf_event', 'unified'];
-
-/** systemd's slice naming: `a-b-c.slice` lives at `a.slice/a-b.slice/a-b-c.slice`. */
-export function expandSlice(slice: string): string {
-  if (slice === '-.slice' || slice === '') return '';
-  const name = slice.replace(/\.slice$/, '');
-  const parts = name.split('-');
-  const out: string[] = [];
-  for (let i = 1; i <= parts.length; i++) out.push(`${parts.slice(0, i).join('-')}.slice`);
-  return out.join('/');
-}
-
-/** A runtime spec's `linux.cgroupsPath` as a path relative to a cgroup hierarchy root. */
-export function cgroupRelPath(cgroupsPath: string, id: string): string {
-  // runc puts a container whose spec has no cgroupsPath at /<id>; ctr and CRI always set one.
-  if (cgroupsPath === '') return join('/', id);
-  const systemd = /^([^:/]*):([^:]*):([^:]+)$/.exec(cgroupsPath);
-  if (systemd) {
-    const [, slice = '', prefix = '', name = ''] = systemd;
-    return join('/', expandSlice(slice || 'system.slice'), name.endsWith('.slice') ? name : `${prefix}-${name}.scope`);
-  }
-  return join('/', cgroupsPath);
 }
 
 /**
@@ -149,11 +130,6 @@ export function listeningIn(text: string, path: string): boolean {
 }
 
 const procBuf = Buffer.allocUnsafe(8192);
-/**
- * How far below a gone init's pid to look for its shim: the shim's and runc's Go threads take pids in between, and a
- * busy node starts other processes too. A miss costs one failed open per pid.
- */
-const SHIM_LOOKBACK = 64;
 /** How far below a gone init's pid its shim may be among the shims' parent's children (processes only, no threads). */
 const SHIM_CHILD_RANGE = 4096;
 
@@ -200,33 +176,17 @@ export class LinuxHost implements HostProbe {
   private readonly procRoot: string;
   private readonly cgroupRoot: string;
   private readonly runcRoot: string;
-  private readonly cgroupV2: boolean;
   private readonly stateDir: string;
-  private readonly v1Roots: string[];
+  private readonly cgroups: CgroupLayout;
 
   constructor(opts: HostOptions) {
-    this.address = opts.address.replace(/^unix:\/\//, '');
+    this.address = socketPath(opts.address);
     this.stateDir = opts.stateDir;
     this.socketDir = opts.socketDir ?? SHIM_SOCKET_DIR;
     this.procRoot = opts.procRoot ?? '/proc';
     this.cgroupRoot = opts.cgroupRoot ?? '/sys/fs/cgroup';
     this.runcRoot = opts.runcRoot ?? DEFAULT_RUNC_ROOT;
-    this.cgroupV2 = exists(join(this.cgroupRoot, 'cgroup.controllers'));
-    // v1: only the hierarchies mounted here, each once (cpu and cpuacct are usually one hierarchy behind two names),
-    // so a post-delete check costs one lstat per real hierarchy.
-    const seen = new Set<string>();
-    this.v1Roots = this.cgroupV2
-      ? []
-      : CGROUP_V1.map((c) => join(this.cgroupRoot, c)).filter((dir) => {
-          try {
-            const real = realpathSync(dir);
-            if (seen.has(real)) return false;
-            seen.add(real);
-            return statSync(real).isDirectory();
-          } catch {
-            return false;
-          }
-        });
+    this.cgroups = new CgroupLayout(this.cgroupRoot);
   }
 
   private stat(pid: number): { state: string; ppid: number; startTime: number } | undefined {
@@ -244,18 +204,11 @@ export class LinuxHost implements HostProbe {
     return s.state === 'Z' || s.state === 'X' ? 'zombie' : 'alive';
   }
 
-  private tgid(pid: number): number | undefined {
-    const raw = readProc(join(this.procRoot, String(pid), 'status'));
-    const m = raw === undefined ? null : /^Tgid:\s+(\d+)/m.exec(raw.toString('utf8'));
-    return m ? Number(m[1]) : undefined;
-  }
-
   /** The shim at `pid`, if its command line says it serves (ns, group) of our containerd. */
   private shimAt(pid: number, namespace: string, groupId: string): ShimRef | undefined {
     const raw = readProc(join(this.procRoot, String(pid), 'cmdline'));
     if (raw === undefined) return undefined; // no such process
-    const a = parseShimArgv(parseCmdline(raw));
-    if (!a || a.namespace !== namespace || a.id !== groupId || a.address?.replace(/^unix:\/\//, '') !== this.address) return undefined;
+    if (!isShimOf(parseCmdline(raw), this.address, namespace, groupId)) return undefined;
     const shim = this.stat(pid);
     if (!shim) return undefined;
     this.shimParent = shim.ppid;
@@ -263,33 +216,41 @@ export class LinuxHost implements HostProbe {
   }
 
   /**
-   * The shim serving (ns, group): the parent of the task's init. When the init is already gone (a short-lived task,
-   * or a watcher that read the create late), the shim is found by looking back from the init's pid: the shim started
-   * just before it (`shim start` forks the shim, which runs `runc create`, which forks the init), so its pid is a
-   * little lower. The command line must name our containerd, namespace and group: a wrong pid cannot match.
-   * `shimMayLive` false (its socket was not listening, or the bundle is gone: the shim was shut down) skips the
-   * look-back: measured on 200 `ctr run --rm` lifecycles, it never found a shim in those cases (116 of 200 tasks)
-   * and cost up to 64 lstats and a dozen command-line reads each.
+   * The shim serving (ns, group), found by what identifies it, never by a guess: the parent of the task's live init
+   * (the shim is runc's child subreaper), else the shim whose command line names our containerd, namespace and group
+   * — first among the children of the shims' parent (one file read), then in all of /proc (one readlink of each
+   * process's executable; command lines are read only for shims). The old look-back over the 64 pids below the init
+   * found nothing whenever other processes (an exec, a busy node) took those pids, and the watcher read the create
+   * too late to see the init (issue 20 item 17). `shimMayLive` false (its socket was not listening, or the bundle is
+   * gone: the shim was shut down) skips the search: nothing found then could be it.
    */
   private shimOf(initPid: number, namespace: string, groupId: string, shimMayLive: boolean): ShimRef | undefined {
-    const init = this.stat(initPid);
-    if (init) return this.shimAt(init.ppid, namespace, groupId);
-    if (!shimMayLive) return undefined;
-    // Its socket listens, so the shim lives: when it is not among the children (not learned yet, more exited shims
-    // than candidates closer below the init, another parent), the walk below the init's pid looks for it too.
-    const adopted = this.shimAmongChildren(initPid, namespace, groupId);
-    if (adopted) return adopted;
-    for (let pid = initPid - 1; pid > 1 && pid >= initPid - SHIM_LOOKBACK; pid--) {
-      // A free pid (the common answer) costs one lstat that throws nothing; another program (the ctr clients, runc)
-      // one readlink of its executable; only shims have their command line read.
-      const dir = join(this.procRoot, String(pid));
-      if (!exists(dir) || !mayBeShim(dir) || !this.shimAt(pid, namespace, groupId)) continue;
-      // Thread ids share the pid space and /proc/<tid> answers like a process: the shim's threads (started after
-      // it) are met first going down. The process is the thread group's leader.
-      const tgid = this.tgid(pid);
-      return tgid === undefined ? undefined : this.shimAt(tgid, namespace, groupId);
+    const init = initPid > 0 ? this.stat(initPid) : undefined;
+    const parent = init ? this.shimAt(init.ppid, namespace, groupId) : undefined;
+    if (parent || !shimMayLive) return parent;
+    return (initPid > 0 ? this.shimAmongChildren(initPid, namespace, groupId) : undefined) ?? this.scanForShim(namespace, groupId);
+  }
+
+  /** Every serving shim process of (ns, group) of our containerd, by its command line (a walk of /proc). */
+  private scanForShim(namespace: string, groupId: string): ShimRef | undefined {
+    let names: string[];
+    try {
+      names = readdirSync(this.procRoot);
+    } catch {
+      return undefined;
+    }
+    for (const name of names) {
+      if (name.charCodeAt(0) < 48 || name.charCodeAt(0) > 57) continue; // not a pid
+      const dir = join(this.procRoot, name);
+      if (!mayBeShim(dir)) continue;
+      const shim = this.shimAt(Number(name), namespace, groupId);
+      if (shim) return shim;
     }
     return undefined;
+  }
+
+  findShim(namespace: string, groupId: string, initPid: number): ShimRef | undefined {
+    return this.shimOf(initPid, namespace, groupId, true);
   }
 
   /**
@@ -326,7 +287,7 @@ export class LinuxHost implements HostProbe {
   /** The last /proc/net/unix read and when it was taken (wall clock, as containerd's event timestamps). */
   private socketTable: { text: string; takenAt: number } | undefined;
 
-  private listening(path: string, publishedAt?: number): boolean {
+  listening(path: string, publishedAt?: number): boolean {
     try {
       let table = this.socketTable;
       if (!table || publishedAt === undefined || table.takenAt < publishedAt) {
@@ -339,29 +300,17 @@ export class LinuxHost implements HostProbe {
     }
   }
 
-  async taskCreated(namespace: string, id: string, initPid: number, bundle: string, publishedAt?: number): Promise<TaskHostInfo> {
+  taskCreated(namespace: string, id: string, initPid: number, bundle: string, publishedAt?: number): TaskHostInfo {
     // config.json is written first, before the shim starts: its mtime is when the task create began. One open gives
     // both (a file already deleted — a fast lifecycle, or the watcher lagging — gives neither).
     const spec = readWithMtime(join(bundle, 'config.json'), 4 * 1024 * 1024);
     const bundleWrittenAt = spec?.mtimeMs;
-    let annotations: Record<string, unknown> | undefined;
-    let cgroupsPath = '';
-    if (spec !== undefined) {
-      try {
-        const s = JSON.parse(spec.text) as { annotations?: Record<string, unknown>; linux?: { cgroupsPath?: unknown } };
-        annotations = s.annotations;
-        cgroupsPath = typeof s.linux?.cgroupsPath === 'string' ? s.linux.cgroupsPath : '';
-      } catch {
-        // garbage in the bundle: the doctor reports it; here we fall back to the defaults
-      }
-    }
-    const groupId = shimGroupId(id, annotations);
+    const { groupId, cgroupRel } = specFacts(namespace, id, spec?.text);
     // The shim writes its address into the bundle (1.x); trust it only when it parses as a path in the socket dir.
     const addr = readWithMtime(join(bundle, 'address'), 4096);
     const parsed = addr !== undefined ? parseShimAddress(addr.text) : undefined;
     const socket = parsed?.kind === 'path' && parsed.path.startsWith(this.socketDir + '/') ? parsed.path : shimSocketPath(this.address, namespace, groupId, this.socketDir);
-    // Without a readable spec, guess ctr's `/<ns>/<id>`: a wrong guess only misses a leak, it never invents one.
-    const cgroupDirs = this.cgroupDirs(spec === undefined ? join('/', namespace, id) : cgroupRelPath(cgroupsPath, id));
+    const cgroupDirs = this.cgroupDirs(cgroupRel);
     const socketListening = this.listening(socket, publishedAt);
     // Both files unreadable: the bundle is gone, which containerd does only after the shim's shutdown.
     const bundleGone = spec === undefined && addr === undefined;
@@ -378,7 +327,7 @@ export class LinuxHost implements HostProbe {
   }
 
   private cgroupDirs(rel: string): string[] {
-    return this.cgroupV2 ? [join(this.cgroupRoot, rel)] : this.v1Roots.map((root) => join(root, rel));
+    return this.cgroups.dirs(rel);
   }
 
   fallbackInfo(namespace: string, id: string): TaskHostInfo {

@@ -19,7 +19,7 @@
 import { ROOT_CONTEXT, SpanStatusCode, trace, type Attributes, type Context, type Span, type Tracer } from '@opentelemetry/api';
 import { containerdWatchContainersTracked, containerdWatchOomKillsTotal, containerdWatchPhaseDurationSeconds, containerdWatchReconciledTotal, containerdWatchTaskExitsTotal } from '../metrics.js';
 import type { WatchEvent } from './events.js';
-import type { TaskHostInfo } from './host.js';
+import type { ShimRef, TaskHostInfo } from './host.js';
 import type { LeakCheckResult } from './leak-check.js';
 
 export type TaskState = 'created' | 'running' | 'paused' | 'exited' | 'deleted';
@@ -271,6 +271,14 @@ export class Lifecycles {
         return c;
       }
     }
+  }
+
+  /** The shim of a task found after its create span was written: recorded for the dead-shim checks and on the trace. */
+  shimFound(c: ContainerTrack, t: TaskTrack, shim: ShimRef): void {
+    if (!t.host) return;
+    t.host.shim = shim;
+    c.root.setAttribute('containerd.shim.pid', shim.pid);
+    this.hooks.taskCreated?.(c, t);
   }
 
   /** Marks the init exit (from the event, or inferred from a delete / a reconcile). */

@@ -29,7 +29,7 @@ import {
   containerdWatchUnexpectedShimExitsTotal,
 } from '../metrics.js';
 import type { WatchEvent } from './events.js';
-import { LinuxHost, type HostProbe, type TaskHostInfo, type ShimRef } from './host.js';
+import { LinuxHost, type HostProbe, type TaskHostInfo } from './host.js';
 import { DEFAULT_LEAK_CHECK, LeakChecker, type LeakCheckOptions, type LeakCheckResult } from './leak-check.js';
 import { Lifecycles, trackKey, type ContainerTrack, type TaskTrack } from './lifecycle.js';
 import { BoundedQueue } from './queue.js';
@@ -59,7 +59,8 @@ export interface WatchOptions extends Pick<GatherOptions, 'address' | 'stateDir'
   host?: HostProbe | undefined;
 }
 
-type Queued = WatchEvent & { shimGoneAtExit?: boolean };
+/** An event as queued: with what the host showed when it arrived (read then, not when a lagging processor gets to it). */
+type Queued = WatchEvent & { shimGoneAtExit?: boolean; info?: TaskHostInfo | undefined };
 
 export interface WatchStatus {
   subscribed: boolean;
@@ -89,9 +90,8 @@ export class Watcher {
   private readonly leaks: LeakChecker;
   private readonly stuckOpts: StuckOptions;
   private readonly namespaces: Set<string> | undefined;
-  /** Shim of every live task, for the intake's "was the shim still alive at exit?" check. */
-  private readonly shims = new Map<string, ShimRef>();
-  private readonly sockets = new Map<string, string>();
+  /** Host facts of every live task (shim, socket, group), for the intake's "was the shim still alive at exit?" check. */
+  private readonly hostInfo = new Map<string, TaskHostInfo>();
   private subscribed = false;
   private subscribedSince: number | undefined;
   private resubscriptions = 0;
@@ -124,15 +124,11 @@ export class Watcher {
     this.leaks = new LeakChecker(this.host, { ...DEFAULT_LEAK_CHECK, batchMs: leakBatchMs, ...definedOnly(opts.leakCheck ?? {}) }, (r) => this.onLeakChecked(r));
     this.lifecycles = new Lifecycles(opts.tracer ?? trace.getTracer('transship-watch'), {
       taskCreated: (c, t) => {
-        if (t.host?.shim) {
-          this.shims.set(trackKey(c.namespace, c.id), t.host.shim);
-          this.sockets.set(trackKey(c.namespace, c.id), t.host.socket);
-        }
+        if (t.host) this.hostInfo.set(trackKey(c.namespace, c.id), t.host);
       },
       taskDeleted: (c, t, at) => this.scheduleLeakCheck(c, t, at),
       ended: (c) => {
-        this.shims.delete(trackKey(c.namespace, c.id));
-        this.sockets.delete(trackKey(c.namespace, c.id));
+        this.hostInfo.delete(trackKey(c.namespace, c.id));
       },
     });
   }
@@ -255,15 +251,17 @@ export class Watcher {
     counter.inc();
     if (this.namespaces && !this.namespaces.has(ev.namespace)) return;
     const q: Queued = ev;
+    if (ev.kind === 'task-create') {
+      // Which shim serves the task is read now, ≤ one coalescing window after containerd published the create: the
+      // processor may get to the event after a short-lived task (and its shim) is gone (issue 20 item 17).
+      q.info = this.inspect(ev.namespace, ev.id, ev.pid, ev.bundle, ev.at);
+      if (q.info) this.hostInfo.set(trackKey(ev.namespace, ev.id), q.info);
+    }
     // A shim lives on after its task's exit until the task is deleted, and then unlinks its socket and exits. One
     // already gone when containerd reports the exit, with its socket left behind, was killed (containerd's dead-shim
     // cleanup publishes that exit). Checked here, not in the processor, so a lagging processor cannot mistake a shim
     // that exited normally after the delete for a dead one; the socket tells the two apart when delivery itself lags.
-    if (ev.kind === 'task-exit' && ev.execId === ev.id) {
-      const key = trackKey(ev.namespace, ev.id);
-      const shim = this.shims.get(key);
-      if (shim && this.host.liveness(shim.pid, shim.startTime) !== 'alive' && this.host.exists(this.sockets.get(key) ?? '')) q.shimGoneAtExit = true;
-    }
+    if (ev.kind === 'task-exit' && ev.execId === ev.id) q.shimGoneAtExit = this.shimGone(ev.namespace, ev.id);
     this.queue.push(q);
   }
 
@@ -307,9 +305,23 @@ export class Watcher {
     }
   }
 
-  private async inspect(namespace: string, id: string, pid: number, bundle: string, publishedAt?: number): Promise<TaskHostInfo | undefined> {
+  /**
+   * Whether the shim of (ns, id) died rather than exited: a clean shim unlinks its socket before it exits, a killed one
+   * cannot. Known shim: gone (pid + start time) with its socket file still there. Unknown shim (it died before anyone
+   * could see it, e.g. killed right after the start): a socket file that nothing listens on and no serving shim of
+   * the group alive — a shim in its clean shutdown between closing the listener and unlinking the file still runs.
+   * Classifying by what the host shows, not by how long the shim lived, is issue 16 defect 3.
+   */
+  private shimGone(namespace: string, id: string): boolean {
+    const info = this.hostInfo.get(trackKey(namespace, id)) ?? this.host.fallbackInfo(namespace, id);
+    if (!this.host.exists(info.socket)) return false;
+    if (info.shim) return this.host.liveness(info.shim.pid, info.shim.startTime) !== 'alive';
+    return !this.host.listening(info.socket) && this.host.findShim(namespace, info.groupId, 0) === undefined;
+  }
+
+  private inspect(namespace: string, id: string, pid: number, bundle: string, publishedAt?: number): TaskHostInfo | undefined {
     try {
-      return await this.host.taskCreated(namespace, id, pid, bundle, publishedAt);
+      return this.host.taskCreated(namespace, id, pid, bundle, publishedAt);
     } catch (err) {
       log.debug({ namespace, containerId: id, error: errorSummary(err) }, 'could not inspect task on the host');
       return undefined;
@@ -318,12 +330,14 @@ export class Watcher {
 
   private async apply(ev: Queued): Promise<void> {
     let info: TaskHostInfo | undefined;
-    if (ev.kind === 'task-create') info = await this.inspect(ev.namespace, ev.id, ev.pid, ev.bundle, ev.reconciled ? undefined : ev.at);
+    if (ev.kind === 'task-create') info = ev.info ?? this.inspect(ev.namespace, ev.id, ev.pid, ev.bundle, ev.reconciled ? undefined : ev.at);
+    if (ev.kind === 'task-start') this.resolveShim(ev.namespace, ev.id);
     if (ev.kind === 'task-exit' && ev.shimGoneAtExit) {
       const c = this.lifecycles.get(ev.namespace, ev.id);
       if (c?.task && !c.task.shimDied) this.shimDied(c, c.task, 'the shim was already gone when containerd reported the exit');
     }
     const c = this.lifecycles.apply(ev, info);
+    if (ev.kind === 'task-create' && !c) this.hostInfo.delete(trackKey(ev.namespace, ev.id)); // a late event, ignored
     // Level checks first: building the fields object for every event costs more than the rest of the intake.
     if (c && ev.kind !== 'other' && log.isLevelEnabled('debug')) {
       const t = c.task;
@@ -333,6 +347,19 @@ export class Watcher {
       const t = c.task;
       log.warn({ containerId: c.id, namespace: c.namespace, shimPid: t?.host?.shim?.pid, socket: t?.host?.socket, pid: t?.pid }, 'container OOM kill');
     }
+  }
+
+  /**
+   * A task whose create showed its socket but not its shim (read in the instant between the shim's listen and its
+   * fork of runc, or under a pid race): looked for again at its start and at the periodic checks, for
+   * SHIM_RESOLVE_MS, never trusting one look. The shim is what the dead-shim detection watches.
+   */
+  private resolveShim(namespace: string, id: string): void {
+    const c = this.lifecycles.get(namespace, id);
+    const t = c?.task;
+    if (!c || !t?.host || t.host.shim || (t.state !== 'created' && t.state !== 'running' && t.state !== 'paused')) return;
+    const shim = this.host.findShim(namespace, t.host.groupId, t.pid);
+    if (shim) this.lifecycles.shimFound(c, t, shim);
   }
 
   private shimDied(c: ContainerTrack, t: TaskTrack, why: string): void {
@@ -372,6 +399,8 @@ export class Watcher {
   }
 
   private runChecks(): void {
+    const now = Date.now();
+    for (const c of this.lifecycles.all()) if (c.task?.host && !c.task.host.shim && now - c.task.createdAt < SHIM_RESOLVE_MS) this.resolveShim(c.namespace, c.id);
     const res = checkTracks(this.lifecycles.all(), this.host, Date.now(), this.stuckOpts);
     containerdWatchTasksStuckCreated.reset();
     for (const [ns, n] of res.stuckByNamespace) containerdWatchTasksStuckCreated.set({ namespace: ns }, n);
@@ -445,7 +474,7 @@ export class Watcher {
 
   private async adoptTask(c: ContainerTrack, task: { namespace: string; id: string; pid: number; status: Parameters<typeof taskStateOf>[0]; exitStatus: number; exitedAt: number | undefined }, at: number): Promise<void> {
     const bundle = this.host.fallbackInfo(task.namespace, task.id).bundle;
-    const info = await this.inspect(task.namespace, task.id, task.pid, bundle);
+    const info = this.inspect(task.namespace, task.id, task.pid, bundle);
     const state = taskStateOf(task.status);
     // The bundle's config.json dates the create, so a task adopted while stuck in CREATED is judged by its real age.
     this.lifecycles.adoptTask(c, { pid: task.pid, status: state, at: info?.bundleWrittenAt ?? at, ...(state === 'exited' ? { exitStatus: task.exitStatus, exitedAt: task.exitedAt } : {}) }, info);
@@ -462,6 +491,9 @@ export function eventFilters(namespaces: Set<string> | undefined): string[] {
   if (!namespaces) return topics;
   return [...namespaces].flatMap((ns) => topics.map((t) => `namespace==${JSON.stringify(ns)},${t}`));
 }
+
+/** How long after its create a task's unknown shim is looked for again. */
+const SHIM_RESOLVE_MS = 30_000;
 
 /** Read coalescing of the event stream: delivery up to this much later, in exchange for one wakeup per burst. */
 export const DEFAULT_COALESCE_MS = 500;

@@ -50,7 +50,7 @@ export function registerDoctor(program: Command): void {
     .option('--remove-containers', 'with --fix: also allowed to remove container metadata (never otherwise)')
     .option('--audit-log <file>', 'with --fix: append JSON lines of what was seen and done')
     .option('--created-threshold <duration>', 'report tasks CREATED (and containers without task) for longer than this', '5m')
-    .option('--min-bundle-age <duration>', 'do not call bundles younger than this leaked (a create may be in flight)', '30s')
+    .option('--min-bundle-age <duration>', 'a bundle changed this recently, with no shim or socket for it, is taken as still being written (not leaked)', '1s')
     .option('--socket-dir <dir>', 'where shim sockets live', '/run/containerd/s')
     .option('--timeout <duration>', 'deadline of one containerd API call', '5s')
     .option('--no-logs', 'do not read journalctl/dmesg for evidence')
