@@ -11,10 +11,11 @@
 //   `repository:<name>:<actions>`; the token is checked statelessly, so any instance with the same secret accepts it.
 // - Access rules in the config grant `pull`/`push`/`delete` on repository patterns to users (`*` = any
 //   authenticated user, `anonymous` = no credentials). `*` in a pattern matches any characters including `/`;
-//   `{user}` is replaced by the user's name.
+//   `{user}` stands for the user's name, matched literally (see patternToRegExp).
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { TransshipError } from '../core/errors.js';
+import { isValidRepoName } from '../core/names.js';
 import { RegistryError } from './errors.js';
 
 export type Action = 'pull' | 'push' | 'delete';
@@ -96,10 +97,25 @@ export function parseHtpasswd(text: string, source: string): Map<string, string>
   return users;
 }
 
-function patternToRegExp(pattern: string, user: string | undefined): RegExp | undefined {
-  if (pattern.includes('{user}') && user === undefined) return undefined;
-  const p = user === undefined ? pattern : pattern.replaceAll('{user}', user);
-  return new RegExp(`^${p.split('*').map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+/** A user name `{user}` can stand for: one repository path component, so it can neither add segments nor globs. */
+const isNamespace = (user: string): boolean => !user.includes('/') && isValidRepoName(user);
+
+const escapeRegExp = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/**
+ * A repository pattern as a RegExp. `*` is the only glob and comes from the pattern alone: `{user}` is matched as
+ * the literal user name (escaped), so a user called "b*" gets the literal prefix "b*" + "/", which no valid
+ * repository name has — never "bob/…". A user whose name is not a single repository component (contains `/`, uppercase, glob characters…)
+ * matches no `{user}` pattern at all: `{user}` means "a namespace named after you", and such a name has none.
+ */
+export function patternToRegExp(pattern: string, user: string | undefined): RegExp | undefined {
+  const hasUser = pattern.includes('{user}');
+  if (hasUser && (user === undefined || !isNamespace(user))) return undefined;
+  const source = pattern
+    .split('{user}')
+    .map((part) => part.split('*').map(escapeRegExp).join('.*'))
+    .join(escapeRegExp(user ?? ''));
+  return new RegExp(`^${source}$`);
 }
 
 export class Authenticator {

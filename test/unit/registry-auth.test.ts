@@ -171,3 +171,26 @@ test('Basic-only mode challenges with Basic', async () => {
   const r = await inject({ method: 'GET', url: '/v2/' });
   assert.equal(r.headers['www-authenticate'], 'Basic realm="transship-test"');
 });
+
+test('regression (issue 20 item 14): {user} is matched literally — a user named "b*" cannot read or push bob/secret', async () => {
+  const users = { bob: hashPassword('bob-pw'), 'b*': hashPassword('star-pw'), 'bob/secret': hashPassword('slash-pw') };
+  const { inject, store, meta } = await setup({ auth: { ...AUTH, users, access: [{ users: ['*'], repositories: ['{user}/*'], actions: ['pull', 'push', 'delete'] }] } });
+  const secret = testImage('bob-secret');
+  assert.equal((await pushImage(inject, 'bob/secret', 'v1', secret, basic('bob', 'bob-pw'))).statusCode, 201);
+  const before = await snapshot(store, meta);
+  for (const [user, pw] of [['b*', 'star-pw'], ['bob/secret', 'slash-pw']] as const) {
+    const creds = basic(user, pw);
+    const read = await inject({ method: 'GET', url: '/v2/bob/secret/manifests/v1', headers: creds });
+    assert.equal(read.statusCode, 403, `${user} reads`);
+    assert.equal(errorCode(read), 'DENIED');
+    const push = await uploadBlob(inject, 'bob/secret', Buffer.from('planted'), creds);
+    assert.equal(push.statusCode, 403, `${user} pushes`);
+    // Through the token flow too: the token grants nothing on bob/secret.
+    const tok = await token(inject, 'repository:bob/secret:pull,push', creds);
+    assert.equal((await inject({ method: 'GET', url: '/v2/bob/secret/manifests/v1', headers: tok })).statusCode, 403);
+    assert.equal((await uploadBlob(inject, 'bob/secret', Buffer.from('planted'), tok)).statusCode, 403);
+  }
+  assert.deepEqual(await snapshot(store, meta), before, 'nothing written to bob/secret');
+  // The rule still works for its owner.
+  assert.equal((await inject({ method: 'GET', url: '/v2/bob/secret/manifests/v1', headers: basic('bob', 'bob-pw') })).statusCode, 200);
+});
