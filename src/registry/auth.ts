@@ -1,10 +1,7 @@
 // Authentication and per-repository authorization. Off unless `serve.auth` is configured.
 //
-// - Users come from an htpasswd-style file and/or the config. Supported hashes (bcrypt is not available without a
-//   native or extra dependency):
-//     {SHA}<base64(sha1(password))>                          Apache `htpasswd -s`
-//     {SSHA256}<base64(sha256(password ‖ salt) ‖ salt)>      salted sha256, LDAP-style; `hashPassword()` makes one
-//   Anything else (e.g. bcrypt `$2y$`) is refused at load time with a message, never silently accepted.
+// - Users come from an htpasswd file and/or the config; hashes are bcrypt (recommended), {SSHA256} or {SHA}
+//   (passwords.ts).
 // - Clients may send Basic credentials on every request, or follow the docker token flow: a 401 carries
 //   `WWW-Authenticate: Bearer realm=<our /token>,service=…,scope=…`, the client calls /token with Basic
 //   credentials (or none, for anonymous access) and gets an HMAC-SHA256-signed token listing the granted
@@ -12,11 +9,14 @@
 // - Access rules in the config grant `pull`/`push`/`delete` on repository patterns to users (`*` = any
 //   authenticated user, `anonymous` = no credentials). `*` in a pattern matches any characters including `/`;
 //   `{user}` stands for the user's name, matched literally (see patternToRegExp).
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { TransshipError } from '../core/errors.js';
 import { isValidRepoName } from '../core/names.js';
 import { RegistryError } from './errors.js';
+import { Credentials, parseHtpasswd } from './passwords.js';
+
+export { hashPassword, verifyPassword, parseHtpasswd } from './passwords.js';
 
 export type Action = 'pull' | 'push' | 'delete';
 
@@ -54,47 +54,8 @@ interface TokenClaims {
 
 const ANONYMOUS = 'anonymous';
 
-export function hashPassword(password: string, salt: Buffer = randomBytes(16)): string {
-  const digest = createHash('sha256').update(password).update(salt).digest();
-  return `{SSHA256}${Buffer.concat([digest, salt]).toString('base64')}`;
-}
-
-export function verifyPassword(password: string, stored: string): boolean {
-  if (stored.startsWith('{SHA}')) {
-    return safeEqual(createHash('sha1').update(password).digest(), Buffer.from(stored.slice(5), 'base64'));
-  }
-  if (stored.startsWith('{SSHA256}')) {
-    const raw = Buffer.from(stored.slice(9), 'base64');
-    if (raw.length <= 32) return false;
-    const salt = raw.subarray(32);
-    return safeEqual(createHash('sha256').update(password).update(salt).digest(), raw.subarray(0, 32));
-  }
-  return false;
-}
-
 function safeEqual(a: Buffer, b: Buffer): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
-}
-
-function checkHashScheme(user: string, hash: string, source: string): void {
-  if (!hash.startsWith('{SHA}') && !hash.startsWith('{SSHA256}')) {
-    throw new TransshipError('TS_CONFIG_INVALID', `${source}: user "${user}" has an unsupported password hash (${hash.slice(0, 4)}…); use {SHA} (htpasswd -s) or {SSHA256} (transship's hashPassword)`);
-  }
-}
-
-export function parseHtpasswd(text: string, source: string): Map<string, string> {
-  const users = new Map<string, string>();
-  for (const [i, raw] of text.split(/\r?\n/).entries()) {
-    const line = raw.trim();
-    if (!line || line.startsWith('#')) continue;
-    const colon = line.indexOf(':');
-    if (colon <= 0) throw new TransshipError('TS_CONFIG_INVALID', `${source}:${i + 1}: expected "user:hash"`);
-    const user = line.slice(0, colon);
-    const hash = line.slice(colon + 1);
-    checkHashScheme(user, hash, `${source}:${i + 1}`);
-    users.set(user, hash);
-  }
-  return users;
 }
 
 /** A user name `{user}` can stand for: one repository path component, so it can neither add segments nor globs. */
@@ -120,7 +81,7 @@ export function patternToRegExp(pattern: string, user: string | undefined): RegE
 
 export class Authenticator {
   readonly service: string;
-  private readonly users = new Map<string, string>();
+  private readonly credentials = new Credentials();
   private readonly secret: Buffer;
   private readonly ttl: number;
 
@@ -134,12 +95,9 @@ export class Authenticator {
       } catch (err) {
         throw new TransshipError('TS_CONFIG_INVALID', `cannot read htpasswd file ${config.htpasswd}: ${(err as Error).message}`, { cause: err });
       }
-      for (const [u, h] of parseHtpasswd(text, config.htpasswd)) this.users.set(u, h);
+      this.credentials.add(parseHtpasswd(text, config.htpasswd), config.htpasswd);
     }
-    for (const [u, h] of Object.entries(config.users ?? {})) {
-      checkHashScheme(u, h, 'serve.auth.users');
-      this.users.set(u, h);
-    }
+    this.credentials.add(Object.entries(config.users ?? {}), 'serve.auth.users');
     // Without a configured secret, tokens are only valid on this process (fine for one instance; say so in docs).
     this.secret = config.tokenSecret ? Buffer.from(config.tokenSecret) : randomBytes(32);
   }
@@ -156,13 +114,13 @@ export class Authenticator {
   }
 
   /** Identity from an Authorization header. Wrong credentials are a 401, never a silent anonymous. */
-  identify(header: string | undefined, realm: string): Identity {
+  async identify(header: string | undefined, realm: string): Promise<Identity> {
     if (!header) return { kind: 'anonymous' };
     const space = header.indexOf(' ');
     const scheme = header.slice(0, space === -1 ? undefined : space).toLowerCase();
     const value = space === -1 ? '' : header.slice(space + 1).trim();
     if (scheme === 'basic') {
-      const user = this.checkBasic(value);
+      const user = await this.credentials.check(value);
       if (!user) throw this.challenge(realm, undefined, 'invalid username or password');
       return { kind: 'basic', user };
     }
@@ -174,21 +132,6 @@ export class Authenticator {
       return { kind: 'bearer', user: claims.sub ?? undefined, grants };
     }
     throw this.challenge(realm, undefined, `unsupported authorization scheme "${scheme.slice(0, 20)}"`);
-  }
-
-  /** Basic credentials → user name, or undefined when they do not check out. */
-  checkBasic(value: string): string | undefined {
-    const decoded = Buffer.from(value, 'base64').toString('utf8');
-    const colon = decoded.indexOf(':');
-    if (colon <= 0) return undefined;
-    const user = decoded.slice(0, colon);
-    const stored = this.users.get(user);
-    // Hash something even for unknown users so response time does not tell which users exist.
-    if (!stored) {
-      verifyPassword(decoded.slice(colon + 1), '{SSHA256}' + Buffer.alloc(48).toString('base64'));
-      return undefined;
-    }
-    return verifyPassword(decoded.slice(colon + 1), stored) ? user : undefined;
   }
 
   /** Throws 401 (with a challenge naming the scope) or 403 unless `identity` may do `action` on `repo`. */
@@ -221,12 +164,12 @@ export class Authenticator {
   }
 
   /** The /token endpoint: grants the requested scopes the (optional) Basic user is allowed, signs them. */
-  issueToken(authorization: string | undefined, scopes: string[], realm: string): { token: string; access_token: string; expires_in: number; issued_at: string } {
+  async issueToken(authorization: string | undefined, scopes: string[], realm: string): Promise<{ token: string; access_token: string; expires_in: number; issued_at: string }> {
     let user: string | undefined;
     if (authorization) {
       const [scheme, value] = authorization.split(' ', 2);
       if (scheme?.toLowerCase() !== 'basic' || !value) throw this.challenge(realm, undefined, 'the token endpoint takes Basic credentials');
-      user = this.checkBasic(value);
+      user = await this.credentials.check(value);
       if (!user) throw new RegistryError('UNAUTHORIZED', 'invalid username or password', {}, 401, { 'www-authenticate': `Basic realm="${this.service}"` });
     }
     const access: TokenClaims['access'] = [];

@@ -98,7 +98,7 @@ export async function registryPlugin(app: FastifyInstance, opts: RegistryPluginO
       record.op = op;
       const handler = ROUTES[target.kind][request.method];
       if (!handler) throw new RegistryError('UNSUPPORTED', `${request.method} is not supported on ${target.kind}`, {}, 405);
-      const identity = authenticate(ctx, request, target);
+      const identity = await authenticate(ctx, request, target);
       const call: Call = { ctx, target, method: request.method, query, request, reply, signal: controller.signal, identity };
       const attrs = { 'http.method': request.method, 'registry.operation': op, ...('name' in target ? { 'registry.repository': target.name } : {}) };
       await withSpan(`registry.${op}`, attrs, () => handler(call));
@@ -116,7 +116,7 @@ export async function registryPlugin(app: FastifyInstance, opts: RegistryPluginO
     app.get('/token', async (request, reply) => {
       try {
         const query = new URLSearchParams((request.raw.url ?? '').split('?')[1] ?? '');
-        const body = auth.issueToken(request.headers.authorization, query.getAll('scope').flatMap((s) => s.split(' ')), realmOf(ctx, request));
+        const body = await auth.issueToken(request.headers.authorization, query.getAll('scope').flatMap((s) => s.split(' ')), realmOf(ctx, request));
         reply.code(200).header('cache-control', 'no-store').send(body);
       } catch (err) {
         sendError(request, reply, err);
@@ -126,10 +126,10 @@ export async function registryPlugin(app: FastifyInstance, opts: RegistryPluginO
   }
 }
 
-function authenticate(ctx: RegistryContext, request: FastifyRequest, target: Target): Identity {
+async function authenticate(ctx: RegistryContext, request: FastifyRequest, target: Target): Promise<Identity> {
   if (!ctx.auth) return { kind: 'anonymous' };
   const realm = realmOf(ctx, request);
-  const identity = ctx.auth.identify(request.headers.authorization, realm);
+  const identity = await ctx.auth.identify(request.headers.authorization, realm);
   if (target.kind === 'base' || target.kind === 'catalog') {
     // The base endpoint is how clients discover auth: anonymous callers get the challenge.
     if (identity.kind === 'anonymous') throw ctx.auth.challenge(realm, target.kind === 'catalog' ? 'registry:catalog:*' : undefined, 'authentication required');

@@ -5,7 +5,11 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { pino } from 'pino';
 import { buildServer, type ServerOptions } from '../../src/server/server.js';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Authenticator, hashPassword, parseHtpasswd, verifyPassword } from '../../src/registry/auth.js';
+import { hashPasswordSsha256 } from '../../src/registry/passwords.js';
 import { isTransshipError } from '../../src/core/errors.js';
 import { errorCode, injector, pushImage, snapshot, tempFsStore, testImage, uploadBlob, type Inject } from '../support/registry.js';
 
@@ -21,7 +25,7 @@ const sha1Hash = (pw: string): string => `{SHA}${createHash('sha1').update(pw).d
 const AUTH = {
   service: 'transship-test',
   tokenSecret: 'a-test-secret-of-enough-length',
-  users: { alice: hashPassword('alice-pw'), bob: sha1Hash('bob-pw') },
+  users: { alice: hashPassword('alice-pw', 4), bob: sha1Hash('bob-pw'), carl: hashPasswordSsha256('carl-pw') },
   access: [
     { users: ['*'], repositories: ['{user}/*'], actions: ['pull', 'push', 'delete'] as Array<'pull' | 'push' | 'delete'> },
     { users: ['anonymous', '*'], repositories: ['public/*'], actions: ['pull'] as Array<'pull' | 'push' | 'delete'> },
@@ -44,17 +48,44 @@ async function token(inject: Inject, scope: string, creds?: Record<string, strin
   return { authorization: `Bearer ${r.json<{ token: string }>().token}` };
 }
 
-test('password hashes: {SHA} and {SSHA256} verify, bcrypt is refused at load time', () => {
-  assert.ok(verifyPassword('pw', sha1Hash('pw')));
-  assert.ok(!verifyPassword('nope', sha1Hash('pw')));
-  const h = hashPassword('pw');
-  assert.match(h, /^\{SSHA256\}/);
-  assert.ok(verifyPassword('pw', h));
-  assert.ok(!verifyPassword('pw2', h));
-  assert.notEqual(hashPassword('pw'), h, 'salted');
-  assert.equal(parseHtpasswd(`# comment\nbob:${sha1Hash('x')}\n`, 'f').size, 1);
-  assert.throws(() => parseHtpasswd('carol:$2y$05$abcdefghijklmnopqrstuv', 'f'), (e) => isTransshipError(e, 'TS_CONFIG_INVALID'));
+test('password hashes: bcrypt ($2a$/$2b$/$2y$), {SSHA256} and {SHA} verify; other schemes are refused at load time', async () => {
+  // A published bcrypt test vector (OpenBSD's): password "U*U", cost 5; htpasswd writes the same hash as $2y$.
+  const vector = '$2a$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW';
+  for (const prefix of ['$2a$', '$2b$', '$2y$']) {
+    assert.ok(await verifyPassword('U*U', prefix + vector.slice(4)), prefix);
+    assert.ok(!(await verifyPassword('U*V', prefix + vector.slice(4))), prefix);
+  }
+  assert.ok(await verifyPassword('pw', sha1Hash('pw')));
+  assert.ok(!(await verifyPassword('nope', sha1Hash('pw'))));
+  const old = hashPasswordSsha256('pw');
+  assert.ok(await verifyPassword('pw', old));
+  assert.ok(!(await verifyPassword('pw2', old)));
+  const h = hashPassword('pw', 4);
+  assert.match(h, /^\$2y\$04\$/, 'transship makes bcrypt hashes, spelled as htpasswd -B does');
+  assert.ok(await verifyPassword('pw', h));
+  assert.ok(!(await verifyPassword('pw2', h)));
+  assert.notEqual(hashPassword('pw', 4), h, 'salted');
+  assert.equal(parseHtpasswd(`# comment\nbob:${sha1Hash('x')}\ncarol:${vector}\n`, 'f').size, 2);
+  assert.throws(() => parseHtpasswd('carol:$2y$05$abcdefghijklmnopqrstuv', 'f'), (e) => isTransshipError(e, 'TS_CONFIG_INVALID'), 'truncated bcrypt');
+  assert.throws(() => parseHtpasswd('dave:$apr1$abc$def', 'f'), (e) => isTransshipError(e, 'TS_CONFIG_INVALID'), 'MD5 htpasswd');
   assert.throws(() => new Authenticator({ users: { carol: 'plain' } }), (e) => isTransshipError(e, 'TS_CONFIG_INVALID'));
+});
+
+test('issue 20 item 15: a bcrypt htpasswd file (fixed hash) authenticates Basic and /token; a wrong password is a 401', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ts-htpasswd-'));
+  cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'htpasswd');
+  await writeFile(file, 'carol:$2y$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW\n');
+  const { inject } = await setup({ auth: { ...AUTH, users: {}, htpasswd: file } });
+  assert.equal((await inject({ method: 'GET', url: '/v2/', headers: basic('carol', 'U*U') })).statusCode, 200);
+  assert.equal((await inject({ method: 'GET', url: '/v2/', headers: basic('carol', 'U*U') })).statusCode, 200, 'again (remembered check)');
+  assert.equal((await pushImage(inject, 'carol/app', 'v1', testImage('carol'), basic('carol', 'U*U'))).statusCode, 201);
+  const wrong = await inject({ method: 'GET', url: '/v2/', headers: basic('carol', 'U*V') });
+  assert.equal(wrong.statusCode, 401);
+  assert.equal(errorCode(wrong), 'UNAUTHORIZED');
+  const tok = await token(inject, 'repository:carol/app:pull', basic('carol', 'U*U'));
+  assert.equal((await inject({ method: 'GET', url: '/v2/carol/app/manifests/v1', headers: tok })).statusCode, 200);
+  assert.equal((await inject({ method: 'GET', url: '/token?scope=repository:carol/app:pull', headers: basic('carol', 'nope') })).statusCode, 401);
 });
 
 test('missing auth → 401 UNAUTHORIZED with a Bearer challenge naming realm, service and scope; store unchanged', async () => {
@@ -173,7 +204,7 @@ test('Basic-only mode challenges with Basic', async () => {
 });
 
 test('regression (issue 20 item 14): {user} is matched literally — a user named "b*" cannot read or push bob/secret', async () => {
-  const users = { bob: hashPassword('bob-pw'), 'b*': hashPassword('star-pw'), 'bob/secret': hashPassword('slash-pw') };
+  const users = { bob: hashPassword('bob-pw', 4), 'b*': hashPassword('star-pw', 4), 'bob/secret': hashPassword('slash-pw', 4) };
   const { inject, store, meta } = await setup({ auth: { ...AUTH, users, access: [{ users: ['*'], repositories: ['{user}/*'], actions: ['pull', 'push', 'delete'] }] } });
   const secret = testImage('bob-secret');
   assert.equal((await pushImage(inject, 'bob/secret', 'v1', secret, basic('bob', 'bob-pw'))).statusCode, 201);
