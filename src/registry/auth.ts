@@ -2,19 +2,21 @@
 //
 // - Users come from an htpasswd file and/or the config; hashes are bcrypt (recommended), {SSHA256} or {SHA}
 //   (passwords.ts).
-// - Clients may send Basic credentials on every request, or follow the docker token flow: a 401 carries
-//   `WWW-Authenticate: Bearer realm=<our /token>,service=…,scope=…`, the client calls /token with Basic
-//   credentials (or none, for anonymous access) and gets an HMAC-SHA256-signed token listing the granted
-//   `repository:<name>:<actions>`; the token is checked statelessly, so any instance with the same secret accepts it.
+// - Clients may send Basic credentials on every request, or follow the Docker token flow: a 401 carries
+//   `WWW-Authenticate: Bearer realm=…,service=…,scope=…`, the client gets a JWT from the realm and sends it
+//   (tokens.ts). The realm is either transship's own /token (Basic credentials or none → the requested scopes its
+//   access rules grant, HS256-signed with `tokenSecret`, checked statelessly by any instance with the same secret),
+//   or an external token service (`auth.token`: docker_auth, GitLab, Harbor, Keycloak), whose tokens are verified
+//   with its certificate or JWKS and whose `access` claim alone decides what a token may do.
 // - Access rules in the config grant `pull`/`push`/`delete` on repository patterns to users (`*` = any
 //   authenticated user, `anonymous` = no credentials). `*` in a pattern matches any characters including `/`;
 //   `{user}` stands for the user's name, matched literally (see patternToRegExp).
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { TransshipError } from '../core/errors.js';
 import { isValidRepoName } from '../core/names.js';
 import { RegistryError } from './errors.js';
 import { Credentials, parseHtpasswd } from './passwords.js';
+import { ExternalTokens, OwnTokens, type ExternalTokenConfig, type TokenAccess, type TokenVerifier } from './tokens.js';
 
 export { hashPassword, verifyPassword, parseHtpasswd } from './passwords.js';
 
@@ -36,27 +38,23 @@ export interface AuthConfig {
   access?: AccessRule[] | undefined;
   /** Challenge with Basic instead of Bearer (no token round trip; credentials on every request). */
   basicOnly?: boolean | undefined;
+  /** Tokens come from an external token service (replaces transship's own /token). */
+  token?: ExternalTokenConfig | undefined;
 }
 
 export type Identity =
   | { kind: 'anonymous' }
   | { kind: 'basic'; user: string }
-  | { kind: 'bearer'; user: string | undefined; grants: Map<string, Set<string>> };
-
-interface TokenClaims {
-  iss: string;
-  sub: string | null;
-  aud: string;
-  iat: number;
-  exp: number;
-  access: Array<{ type: string; name: string; actions: string[] }>;
-}
+  | {
+      kind: 'bearer';
+      user: string | undefined;
+      /** repository name → actions the token grants there (an entry with no actions: asked for and refused). */
+      grants: Map<string, Set<string>>;
+      /** The token grants `registry:catalog:*`. */
+      catalog: boolean;
+    };
 
 const ANONYMOUS = 'anonymous';
-
-function safeEqual(a: Buffer, b: Buffer): boolean {
-  return a.length === b.length && timingSafeEqual(a, b);
-}
 
 /** A user name `{user}` can stand for: one repository path component, so it can neither add segments nor globs. */
 const isNamespace = (user: string): boolean => !user.includes('/') && isValidRepoName(user);
@@ -81,13 +79,13 @@ export function patternToRegExp(pattern: string, user: string | undefined): RegE
 
 export class Authenticator {
   readonly service: string;
+  /** Set when an external token service issues the tokens (`auth.token`); transship then serves no /token. */
+  readonly external: ExternalTokens | undefined;
+  readonly own: OwnTokens | undefined;
+  private readonly tokens: TokenVerifier;
   private readonly credentials = new Credentials();
-  private readonly secret: Buffer;
-  private readonly ttl: number;
 
   constructor(readonly config: AuthConfig) {
-    this.service = config.service ?? 'transship';
-    this.ttl = config.tokenTtlSeconds ?? 300;
     if (config.htpasswd) {
       let text: string;
       try {
@@ -98,8 +96,21 @@ export class Authenticator {
       this.credentials.add(parseHtpasswd(text, config.htpasswd), config.htpasswd);
     }
     this.credentials.add(Object.entries(config.users ?? {}), 'serve.auth.users');
-    // Without a configured secret, tokens are only valid on this process (fine for one instance; say so in docs).
-    this.secret = config.tokenSecret ? Buffer.from(config.tokenSecret) : randomBytes(32);
+    if (config.token) {
+      this.external = new ExternalTokens(config.token);
+      this.service = config.token.service;
+      this.tokens = this.external;
+    } else {
+      this.service = config.service ?? 'transship';
+      // Without a configured secret, tokens are only valid on this process (fine for one instance; docs say so).
+      this.own = new OwnTokens(this.service, config.tokenSecret, config.tokenTtlSeconds ?? 300);
+      this.tokens = this.own;
+    }
+  }
+
+  /** The realm clients get tokens from: the external service's, the configured one, or `fallback` (our /token). */
+  realm(fallback: string): string {
+    return this.config.token?.realm ?? this.config.realm ?? fallback;
   }
 
   /** Whether config rules let `user` (undefined = anonymous) do `action` on `repo`. */
@@ -121,29 +132,40 @@ export class Authenticator {
     const value = space === -1 ? '' : header.slice(space + 1).trim();
     if (scheme === 'basic') {
       const user = await this.credentials.check(value);
-      if (!user) throw this.challenge(realm, undefined, 'invalid username or password');
+      if (!user) throw this.challenge(realm, [], 'invalid username or password');
       return { kind: 'basic', user };
     }
     if (scheme === 'bearer') {
-      const claims = this.verifyToken(value);
-      if (!claims) throw this.challenge(realm, undefined, 'invalid or expired token', 'invalid_token');
+      const claims = await this.tokens.verify(value);
+      if (!claims) throw this.challenge(realm, [], 'invalid or expired token', 'invalid_token');
       const grants = new Map<string, Set<string>>();
-      for (const a of claims.access) if (a.type === 'repository') grants.set(a.name, new Set(a.actions));
-      return { kind: 'bearer', user: claims.sub ?? undefined, grants };
+      let catalog = false;
+      for (const a of claims.access) {
+        if (a.type === 'repository') grants.set(a.name, new Set([...(grants.get(a.name) ?? []), ...a.actions]));
+        if (a.type === 'registry' && a.name === 'catalog' && a.actions.includes('*')) catalog = true;
+      }
+      return { kind: 'bearer', user: claims.sub, grants, catalog };
     }
-    throw this.challenge(realm, undefined, `unsupported authorization scheme "${scheme.slice(0, 20)}"`);
+    throw this.challenge(realm, [], `unsupported authorization scheme "${scheme.slice(0, 20)}"`);
   }
 
   /** Throws 401 (with a challenge naming the scope) or 403 unless `identity` may do `action` on `repo`. */
   authorize(identity: Identity, repo: string, action: Action, realm: string): void {
     if (this.can(identity, repo, action)) return;
-    const user = identity.kind === 'anonymous' ? undefined : identity.user;
-    // Ask for (new) credentials when they could help: anonymous (also an anonymous token), or a token that lacks a
-    // scope its user would get. A known user who is simply not allowed gets 403.
-    if (identity.kind === 'anonymous' || (identity.kind === 'bearer' && (user === undefined || this.allowed(user, repo, action)))) {
-      throw this.challenge(realm, `repository:${repo}:${action === 'pull' ? 'pull' : `pull,${action}`}`, 'authentication required', identity.kind === 'bearer' ? 'insufficient_scope' : undefined);
+    // Ask for (new) credentials when they could help: anonymous (also an anonymous token), a token that lacks a
+    // scope its user would get, or any token of an external service (only it knows what it would grant). A known
+    // user who is simply not allowed gets 403.
+    if (this.couldGet(identity, repo, action)) {
+      throw this.challenge(realm, [scopeOf(repo, action)], 'authentication required', identity.kind === 'bearer' ? 'insufficient_scope' : undefined);
     }
     throw new RegistryError('DENIED', `requested access to ${repo} (${action}) is denied`, { repository: repo, action });
+  }
+
+  /** Whether a new token (or credentials) might grant `action` on `repo` to this caller. */
+  couldGet(identity: Identity, repo: string, action: Action): boolean {
+    if (identity.kind === 'anonymous') return true;
+    if (identity.kind === 'basic') return false;
+    return this.external !== undefined || identity.user === undefined || this.allowed(identity.user, repo, action);
   }
 
   can(identity: Identity, repo: string, action: Action): boolean {
@@ -151,12 +173,17 @@ export class Authenticator {
     return this.allowed(identity.kind === 'basic' ? identity.user : undefined, repo, action);
   }
 
-  /** The repositories' user, for filtering listings. */
-  userOf(identity: Identity): string | undefined {
-    return identity.kind === 'anonymous' ? undefined : identity.user;
+  /** Whether the catalog shows `repo` to this caller (a name is information too). */
+  lists(identity: Identity, repo: string): boolean {
+    // An external service's token carries no rules of ours: its registry:catalog grant (or a grant on the
+    // repository) is what it allows.
+    if (this.external && identity.kind === 'bearer') return identity.catalog || identity.grants.get(repo)?.has('pull') === true;
+    return this.allowed(identity.kind === 'anonymous' ? undefined : identity.user, repo, 'pull');
   }
 
-  challenge(realm: string, scope: string | undefined, message: string, error?: string): RegistryError {
+  /** A 401 with the challenge for `scopes` (space-separated in one `scope`, as Distribution sends them). */
+  challenge(realm: string, scopes: string[], message: string, error?: string): RegistryError {
+    const scope = scopes.join(' ');
     const value = this.config.basicOnly
       ? `Basic realm="${this.service}"`
       : `Bearer realm="${realm}",service="${this.service}"${scope ? `,scope="${scope}"` : ''}${error ? `,error="${error}"` : ''}`;
@@ -165,14 +192,16 @@ export class Authenticator {
 
   /** The /token endpoint: grants the requested scopes the (optional) Basic user is allowed, signs them. */
   async issueToken(authorization: string | undefined, scopes: string[], realm: string): Promise<{ token: string; access_token: string; expires_in: number; issued_at: string }> {
+    const own = this.own;
+    if (!own) throw new RegistryError('UNSUPPORTED', `tokens are issued by ${this.config.token?.realm ?? 'an external service'}`, {}, 404);
     let user: string | undefined;
     if (authorization) {
       const [scheme, value] = authorization.split(' ', 2);
-      if (scheme?.toLowerCase() !== 'basic' || !value) throw this.challenge(realm, undefined, 'the token endpoint takes Basic credentials');
+      if (scheme?.toLowerCase() !== 'basic' || !value) throw this.challenge(realm, [], 'the token endpoint takes Basic credentials');
       user = await this.credentials.check(value);
       if (!user) throw new RegistryError('UNAUTHORIZED', 'invalid username or password', {}, 401, { 'www-authenticate': `Basic realm="${this.service}"` });
     }
-    const access: TokenClaims['access'] = [];
+    const access: TokenAccess[] = [];
     for (const scope of scopes) {
       // repository:<name>:<actions>; names contain no ':' (the grammar forbids it), so split from the ends.
       const first = scope.indexOf(':');
@@ -190,29 +219,12 @@ export class Authenticator {
       access.push({ type, name, actions: [...new Set(granted)] });
     }
     const now = Math.floor(Date.now() / 1000);
-    const claims: TokenClaims = { iss: 'transship', sub: user ?? null, aud: this.service, iat: now, exp: now + this.ttl, access };
-    const token = this.sign(claims);
-    return { token, access_token: token, expires_in: this.ttl, issued_at: new Date(now * 1000).toISOString() };
+    const token = await own.sign(user, access, now);
+    return { token, access_token: token, expires_in: own.ttlSeconds, issued_at: new Date(now * 1000).toISOString() };
   }
+}
 
-  private sign(claims: TokenClaims): string {
-    const payload = Buffer.from(JSON.stringify(claims)).toString('base64url');
-    const mac = createHmac('sha256', this.secret).update(payload).digest('base64url');
-    return `${payload}.${mac}`;
-  }
-
-  verifyToken(token: string): TokenClaims | undefined {
-    const dot = token.indexOf('.');
-    if (dot <= 0) return undefined;
-    const payload = token.slice(0, dot);
-    const mac = Buffer.from(token.slice(dot + 1), 'base64url');
-    if (!safeEqual(createHmac('sha256', this.secret).update(payload).digest(), mac)) return undefined;
-    try {
-      const claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as TokenClaims;
-      if (claims.aud !== this.service || typeof claims.exp !== 'number' || claims.exp < Date.now() / 1000 || !Array.isArray(claims.access)) return undefined;
-      return claims;
-    } catch {
-      return undefined;
-    }
-  }
+/** The scope a client asks for to do `action` on `repo` (pushing needs pull too: clients HEAD before they upload). */
+export function scopeOf(repo: string, action: Action): string {
+  return `repository:${repo}:${action === 'pull' ? 'pull' : `pull,${action}`}`;
 }

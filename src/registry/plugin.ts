@@ -34,7 +34,8 @@ const ROUTES: Record<Target['kind'], Partial<Record<string, Handler>>> = {
 
 /** The token realm clients are sent to: configured, or this server's own /token as the client reached it. */
 function realmOf(ctx: RegistryContext, request: FastifyRequest): string {
-  return ctx.auth?.config.realm ?? `${request.protocol}://${request.host}/token`;
+  const own = `${request.protocol}://${request.host}/token`;
+  return ctx.auth?.realm(own) ?? own;
 }
 
 function sendError(request: FastifyRequest, reply: FastifyReply, err: unknown): void {
@@ -111,7 +112,8 @@ export async function registryPlugin(app: FastifyInstance, opts: RegistryPluginO
   app.route({ method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'], url: '/v2', handler: handle, exposeHeadRoute: false });
   app.route({ method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'], url: '/v2/*', handler: handle, exposeHeadRoute: false });
 
-  if (ctx.auth) {
+  // An external token service (serve.auth.token) issues tokens instead: then there is no /token here.
+  if (ctx.auth && !ctx.auth.external) {
     const auth = ctx.auth;
     app.get('/token', async (request, reply) => {
       try {
@@ -132,7 +134,7 @@ async function authenticate(ctx: RegistryContext, request: FastifyRequest, targe
   const identity = await ctx.auth.identify(request.headers.authorization, realm);
   if (target.kind === 'base' || target.kind === 'catalog') {
     // The base endpoint is how clients discover auth: anonymous callers get the challenge.
-    if (identity.kind === 'anonymous') throw ctx.auth.challenge(realm, target.kind === 'catalog' ? 'registry:catalog:*' : undefined, 'authentication required');
+    if (identity.kind === 'anonymous') throw ctx.auth.challenge(realm, target.kind === 'catalog' ? ['registry:catalog:*'] : [], 'authentication required');
     return identity;
   }
   const action = requiredAction(target, request.method);

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Authenticator, hashPassword, parseHtpasswd, verifyPassword } from '../../src/registry/auth.js';
 import { hashPasswordSsha256 } from '../../src/registry/passwords.js';
+import { SignJWT, decodeJwt, decodeProtectedHeader } from 'jose';
 import { isTransshipError } from '../../src/core/errors.js';
 import { errorCode, injector, pushImage, snapshot, tempFsStore, testImage, uploadBlob, type Inject } from '../support/registry.js';
 
@@ -224,4 +225,34 @@ test('regression (issue 20 item 14): {user} is matched literally — a user name
   assert.deepEqual(await snapshot(store, meta), before, 'nothing written to bob/secret');
   // The rule still works for its owner.
   assert.equal((await inject({ method: 'GET', url: '/v2/bob/secret/manifests/v1', headers: basic('bob', 'bob-pw') })).statusCode, 200);
+});
+
+test('issue 20 item 16: /token issues standard JWTs (HS256; iss, sub, aud, iat, nbf, exp, jti, access); altered or expired ones are refused', async () => {
+  const { inject } = await setup();
+  const r = await inject({ method: 'GET', url: '/token?service=transship-test&scope=repository:alice/app:pull,push', headers: basic('alice', 'alice-pw') });
+  const { token } = r.json<{ token: string }>();
+  assert.equal(decodeProtectedHeader(token).alg, 'HS256');
+  const claims = decodeJwt(token);
+  assert.equal(claims.iss, 'transship');
+  assert.equal(claims.sub, 'alice');
+  assert.equal(claims.aud, 'transship-test');
+  assert.ok(typeof claims.jti === 'string' && typeof claims.nbf === 'number' && typeof claims.iat === 'number');
+  assert.equal(claims.exp, (claims.iat ?? 0) + 300);
+  assert.deepEqual(claims.access, [{ type: 'repository', name: 'alice/app', actions: ['pull', 'push'] }]);
+  assert.equal((await inject({ method: 'GET', url: '/v2/alice/app/tags/list', headers: { authorization: `Bearer ${token}` } })).statusCode, 404, 'accepted (the repository is empty)');
+  const secret = new TextEncoder().encode(AUTH.tokenSecret);
+  const now = Math.floor(Date.now() / 1000);
+  const forged = [
+    // Same secret, but expired.
+    await new SignJWT({ ...claims, iat: now - 900, nbf: now - 900, exp: now - 600 }).setProtectedHeader({ alg: 'HS256' }).sign(secret),
+    // Another secret.
+    await new SignJWT({ ...claims }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode('another-secret-of-enough-length')),
+    // Widened access with the signature of the original.
+    `${token.split('.')[0]}.${Buffer.from(JSON.stringify({ ...claims, access: [{ type: 'repository', name: 'bob/app', actions: ['pull'] }] })).toString('base64url')}.${token.split('.')[2]}`,
+  ];
+  for (const t of forged) {
+    const denied = await inject({ method: 'GET', url: '/v2/alice/app/tags/list', headers: { authorization: `Bearer ${t}` } });
+    assert.equal(denied.statusCode, 401);
+    assert.equal(denied.headers['www-authenticate'], 'Bearer realm="http://localhost:80/token",service="transship-test",error="invalid_token"');
+  }
 });
