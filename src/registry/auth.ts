@@ -161,6 +161,17 @@ export class Authenticator {
     throw new RegistryError('DENIED', `requested access to ${repo} (${action}) is denied`, { repository: repo, action });
   }
 
+  /**
+   * A cross-repository mount (`POST …/blobs/uploads/?mount=D&from=R`) needs pull on R as well. A token without it is
+   * challenged for both scopes (as Distribution does), so a client that follows challenges gets a token that can
+   * mount; a token that already asked for R and was refused, or a caller who could never get it, is let through
+   * to the upload fallback (202) instead of being challenged in a loop.
+   */
+  authorizeMount(identity: Identity, repo: string, from: string, realm: string): void {
+    if (identity.kind !== 'bearer' || identity.grants.has(from) || !this.couldGet(identity, from, 'pull')) return;
+    throw this.challenge(realm, [scopeOf(repo, 'push'), scopeOf(from, 'pull')], 'authentication required', 'insufficient_scope');
+  }
+
   /** Whether a new token (or credentials) might grant `action` on `repo` to this caller. */
   couldGet(identity: Identity, repo: string, action: Action): boolean {
     if (identity.kind === 'anonymous') return true;

@@ -3,6 +3,9 @@
 //   repos/<name>/blobs/<alg>/<hex>                          blob linked to the repository (uploaded or mounted there)
 //   repos/<name>/referrers/<alg>/<subject-hex>/<alg>/<hex>  manifest <hex> in <name> has subject <subject-hex>;
 //                                                           body = its descriptor (JSON) for the referrers API
+//   repos/<name>/unlinked/<alg>/<hex>                       blob link deleted (DELETE …/blobs/<digest>): not healed
+//   repos/<name>/mediatypes/<alg>/<hex>                     manifest <hex> has no `mediaType` field and was pushed
+//                                                           with a Content-Type its shape does not imply; body = it
 // Blob links are what stop cross-repository leaks when auth is on. They are written only when `blobLinks` is on
 // (the default when auth is configured): one conditional PutObject per blob uploaded or mounted. A blob that has no
 // link but is referenced by a manifest already in the repository counts as linked (found by reading the
@@ -32,6 +35,8 @@ export interface LinkOptions {
 export class RepoLinks {
   private readonly linked: TtlCache<true>;
   readonly manifests = new ContentCache();
+  /** Media types of manifests without a `mediaType` field ('' = none recorded), reused for a while. */
+  private readonly mediaTypes = new TtlCache<string>(30_000);
 
   constructor(
     readonly store: BlobStore,
@@ -59,8 +64,16 @@ export class RepoLinks {
     this.linked.set(key, true);
   }
 
+  /** `repos/<name>/unlinked/<alg>/<hex>`: the blob's link was deleted (DELETE); it is not healed from manifests. */
+  private unlinkedKey(repo: string, digest: string): string {
+    const d = parseDigest(digest);
+    return `repos/${validateRepoName(repo)}/unlinked/${d.algorithm}/${d.hex}`;
+  }
+
   async unlinkBlob(repo: string, digest: string, signal?: AbortSignal): Promise<void> {
     const key = this.blobKey(repo, digest);
+    // The marker first: between the two writes the blob is already invisible, never healed back.
+    await this.meta.putIfAbsent(this.unlinkedKey(repo, digest), parseDigest(digest).value, { signal });
     this.linked.delete(key);
     await this.meta.delete(key, { signal });
   }
@@ -73,6 +86,8 @@ export class RepoLinks {
       this.linked.set(key, true);
       return true;
     }
+    // Healing from manifests is for links that were never written (auth turned on later), not for deleted ones.
+    if (await this.meta.has(this.unlinkedKey(repo, digest), { signal })) return false;
     if (!(await this.referencedByRepo(this.store, repo, digest, signal)) && !(await this.linkedElsewhere(key, repo, digest, signal))) return false;
     await this.meta.putIfAbsent(key, parseDigest(digest).value, { signal });
     this.linked.set(key, true);
@@ -112,6 +127,33 @@ export class RepoLinks {
       }
     }
     return false;
+  }
+
+  private mediaTypeKey(repo: string, digest: string): string {
+    const d = parseDigest(digest);
+    return `repos/${validateRepoName(repo)}/mediatypes/${d.algorithm}/${d.hex}`;
+  }
+
+  /** Remembers the Content-Type a manifest without a `mediaType` field was pushed with (it is served back with it). */
+  async setManifestMediaType(repo: string, digest: string, mediaType: string, signal?: AbortSignal): Promise<void> {
+    const key = this.mediaTypeKey(repo, digest);
+    await this.meta.putIfAbsent(key, mediaType, { signal });
+    this.mediaTypes.set(key, mediaType);
+  }
+
+  async manifestMediaType(repo: string, digest: string, signal?: AbortSignal): Promise<string | undefined> {
+    const key = this.mediaTypeKey(repo, digest);
+    const hit = this.mediaTypes.get(key);
+    if (hit !== undefined) return hit || undefined;
+    const found = await this.meta.get(key, { signal });
+    this.mediaTypes.set(key, found ?? '');
+    return found;
+  }
+
+  async forgetManifestMediaType(repo: string, digest: string, signal?: AbortSignal): Promise<void> {
+    const key = this.mediaTypeKey(repo, digest);
+    this.mediaTypes.delete(key);
+    await this.meta.delete(key, { signal });
   }
 
   async addReferrer(repo: string, subject: string, desc: Descriptor, signal?: AbortSignal): Promise<void> {

@@ -16,6 +16,7 @@ import { cancelUpload, finishUpload, patchUpload, startUpload, uploadStatus } fr
 import { deleteManifest, getManifest, putManifest } from './manifests.js';
 import { catalog, listTags, referrers } from './listing.js';
 import type { Identity } from './auth.js';
+import { isValidRepoName } from '../core/names.js';
 
 const base: Handler = async (call) => {
   call.reply.code(200).send({});
@@ -93,13 +94,13 @@ export async function registryPlugin(app: FastifyInstance, opts: RegistryPluginO
     const record = { op: 'unknown', started };
     operations.set(request, record);
     try {
-      const target = parseTarget(path);
+      const target = parseTarget(path, request.method);
       if (!target) throw new RegistryError('UNSUPPORTED', `no such endpoint: ${request.method} ${path.slice(0, 200)}`, {}, 404);
       const op = target.kind;
       record.op = op;
       const handler = ROUTES[target.kind][request.method];
       if (!handler) throw new RegistryError('UNSUPPORTED', `${request.method} is not supported on ${target.kind}`, {}, 405);
-      const identity = await authenticate(ctx, request, target);
+      const identity = await authenticate(ctx, request, target, query);
       const call: Call = { ctx, target, method: request.method, query, request, reply, signal: controller.signal, identity };
       const attrs = { 'http.method': request.method, 'registry.operation': op, ...('name' in target ? { 'registry.repository': target.name } : {}) };
       await withSpan(`registry.${op}`, attrs, () => handler(call));
@@ -128,7 +129,7 @@ export async function registryPlugin(app: FastifyInstance, opts: RegistryPluginO
   }
 }
 
-async function authenticate(ctx: RegistryContext, request: FastifyRequest, target: Target): Promise<Identity> {
+async function authenticate(ctx: RegistryContext, request: FastifyRequest, target: Target, query: URLSearchParams): Promise<Identity> {
   if (!ctx.auth) return { kind: 'anonymous' };
   const realm = realmOf(ctx, request);
   const identity = await ctx.auth.identify(request.headers.authorization, realm);
@@ -139,5 +140,9 @@ async function authenticate(ctx: RegistryContext, request: FastifyRequest, targe
   }
   const action = requiredAction(target, request.method);
   if (action && 'name' in target) ctx.auth.authorize(identity, target.name, action, realm);
+  const from = query.get('from');
+  if (target.kind === 'uploads' && request.method === 'POST' && query.get('mount') !== null && from !== null && isValidRepoName(from)) {
+    ctx.auth.authorizeMount(identity, target.name, from, realm);
+  }
   return identity;
 }

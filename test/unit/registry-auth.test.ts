@@ -256,3 +256,29 @@ test('issue 20 item 16: /token issues standard JWTs (HS256; iss, sub, aud, iat, 
     assert.equal(denied.headers['www-authenticate'], 'Bearer realm="http://localhost:80/token",service="transship-test",error="invalid_token"');
   }
 });
+
+test('issue 20 item 3: under token auth a cross-repository mount challenges for pull on the source too, and mounts (201) with a token that has it', async () => {
+  const { inject } = await setup();
+  const alice = basic('alice', 'alice-pw');
+  const secret = testImage('mount-src');
+  assert.equal((await pushImage(inject, 'alice/secret', 'v1', secret, alice)).statusCode, 201);
+  const url = `/v2/alice/copy/blobs/uploads/?mount=${secret.layerDigest}&from=alice/secret`;
+  // A token for the target only (what a challenge-driven client holds): challenged for both scopes.
+  const targetOnly = await token(inject, 'repository:alice/copy:pull,push', alice);
+  const challenged = await inject({ method: 'POST', url, headers: targetOnly });
+  assert.equal(challenged.statusCode, 401);
+  assert.equal(challenged.headers['www-authenticate'], 'Bearer realm="http://localhost:80/token",service="transship-test",scope="repository:alice/copy:pull,push repository:alice/secret:pull",error="insufficient_scope"');
+  // The token the client gets for that challenge mounts.
+  const r = await inject({ method: 'GET', url: `/token?service=transship-test&scope=${encodeURIComponent('repository:alice/copy:pull,push')}&scope=${encodeURIComponent('repository:alice/secret:pull')}`, headers: alice });
+  const both = { authorization: `Bearer ${r.json<{ token: string }>().token}` };
+  const mounted = await inject({ method: 'POST', url, headers: both });
+  assert.equal(mounted.statusCode, 201);
+  assert.equal(mounted.headers.location, `/v2/alice/copy/blobs/${secret.layerDigest}`);
+  assert.equal((await inject({ method: 'HEAD', url: `/v2/alice/copy/blobs/${secret.layerDigest}`, headers: both })).statusCode, 200);
+  // bob asked for alice/secret and was refused: no challenge loop, the mount falls back to an upload session.
+  const bobTok = await token(inject, 'repository:bob/app:pull,push repository:alice/secret:pull', basic('bob', 'bob-pw'));
+  assert.equal((await inject({ method: 'POST', url: `/v2/bob/app/blobs/uploads/?mount=${secret.layerDigest}&from=alice/secret`, headers: bobTok })).statusCode, 202);
+  // bob with a target-only token is not challenged for a repository his rules never give him.
+  const bobNarrow = await token(inject, 'repository:bob/app:pull,push', basic('bob', 'bob-pw'));
+  assert.equal((await inject({ method: 'POST', url: `/v2/bob/app/blobs/uploads/?mount=${secret.layerDigest}&from=alice/secret`, headers: bobNarrow })).statusCode, 202);
+});
