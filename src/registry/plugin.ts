@@ -39,14 +39,26 @@ function realmOf(ctx: RegistryContext, request: FastifyRequest): string {
   return ctx.auth?.realm(own) ?? own;
 }
 
-function sendError(request: FastifyRequest, reply: FastifyReply, err: unknown): void {
+function sendError(request: FastifyRequest, reply: FastifyReply, err: unknown, target?: Target, client?: string): void {
   const res = toErrorResponse(err);
   if (res.internal) request.log.error({ err }, 'registry request failed');
   else request.log.info({ code: res.body.errors[0]?.code, message: res.body.errors[0]?.message }, 'registry request rejected');
+  if (res.status === 413) {
+    const detail = res.body.errors[0]?.detail as { limit?: unknown } | undefined;
+    request.log.warn(
+      { route: target?.kind ?? 'unknown', repository: target && 'name' in target ? target.name : undefined, limit: detail?.limit, client: client ?? request.ip, method: request.method },
+      'request body refused: over the size limit',
+    );
+  }
   if (reply.sent || reply.raw.headersSent) {
     reply.raw.destroy();
     return;
   }
+  // A body we stopped reading (refused mid-stream, or never read) leaves the connection in an unknown state: the
+  // client may still be sending it, and the next request on the connection would wait behind it. Say so and close
+  // once this answer is out, so the client opens a fresh connection instead of hanging or writing into a dead pipe.
+  // (node ends the socket after a response that says `Connection: close`.)
+  if (!request.raw.complete) reply.header('connection', 'close');
   reply.code(res.status).headers(res.headers).type('application/json');
   if (request.method === 'HEAD') reply.header('content-length', '0').send();
   else reply.send(JSON.stringify(res.body));
@@ -92,9 +104,11 @@ export async function registryPlugin(app: FastifyInstance, opts: RegistryPluginO
     const path = q === -1 ? url : url.slice(0, q);
     const query = new URLSearchParams(q === -1 ? '' : url.slice(q + 1));
     const record = { op: 'unknown', started };
+    const client = request.ip; // read now: a refused body may have closed the socket by the time it is logged
     operations.set(request, record);
+    let target: Target | undefined;
     try {
-      const target = parseTarget(path, request.method);
+      target = parseTarget(path, request.method);
       if (!target) throw new RegistryError('UNSUPPORTED', `no such endpoint: ${request.method} ${path.slice(0, 200)}`, {}, 404);
       const op = target.kind;
       record.op = op;
@@ -105,7 +119,7 @@ export async function registryPlugin(app: FastifyInstance, opts: RegistryPluginO
       const attrs = { 'http.method': request.method, 'registry.operation': op, ...('name' in target ? { 'registry.repository': target.name } : {}) };
       await withSpan(`registry.${op}`, attrs, () => handler(call));
     } catch (err) {
-      sendError(request, reply, err);
+      sendError(request, reply, err, target, client);
     }
     return reply;
   };

@@ -14,6 +14,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
+import { connect } from 'node:net';
 import type { ServerOptions } from '../../src/server/server.js';
 
 const cleanups: Array<() => Promise<unknown>> = [];
@@ -503,4 +504,69 @@ test('issue 20 item 6: a manifest pushed with the Docker v2 Content-Type and no 
   for (const b of [docker.config, docker.layer]) await uploadBlob(inject, 'oci', b);
   assert.equal((await inject({ method: 'PUT', url: '/v2/oci/manifests/v1', headers: { 'content-type': OCI_MANIFEST }, payload: bare })).statusCode, 201);
   assert.equal((await inject({ method: 'GET', url: '/v2/oci/manifests/v1' })).headers['content-type'], OCI_MANIFEST);
+});
+
+/** Raw HTTP/1.1 on one keep-alive connection: sends `head` + `body` (chunks), resolves with what the server wrote until it closed. */
+function rawExchange(port: number, requests: Array<{ head: string; body?: Buffer[] }>, timeoutMs = 10_000): Promise<{ text: string; closed: boolean }> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1');
+    let text = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      resolve({ text, closed: false });
+    }, timeoutMs);
+    socket.on('data', (c: Buffer) => (text += c.toString('latin1')));
+    socket.on('error', () => undefined); // EPIPE/ECONNRESET while still writing a refused body is expected
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve({ text, closed: true });
+    });
+    socket.on('connect', () => {
+      for (const r of requests) {
+        socket.write(r.head);
+        for (const b of r.body ?? []) if (!socket.destroyed) socket.write(b);
+      }
+    });
+    socket.once('error', (e) => (socket.destroyed ? undefined : reject(e)));
+  });
+}
+
+test('issue 20 item 7: a body refused for size mid-stream gets 413 with Connection: close and the connection is closed (the next request cannot hang behind it)', async () => {
+  const fs = await tempFsStore();
+  cleanups.push(fs.cleanup);
+  const lines: string[] = [];
+  const logger = pino({ level: 'info' }, { write: (l: string) => lines.push(l) });
+  const reg = await startTestRegistry({ store: fs.store, meta: fs.meta, maxManifestBytes: 4096, maxBodyBytes: 64 * 1024, logger });
+  cleanups.push(() => reg.close());
+  const port = Number(reg.host.split(':')[1]);
+  const chunk = (b: Buffer): Buffer => Buffer.concat([Buffer.from(`${b.length.toString(16)}\r\n`), b, Buffer.from('\r\n')]);
+  // A chunked manifest over the limit, then a second request on the same connection.
+  const big = Array.from({ length: 8 }, () => chunk(Buffer.alloc(1024, 32)));
+  const started = Date.now();
+  const manifest = await rawExchange(port, [
+    { head: `PUT /v2/app/manifests/v1 HTTP/1.1\r\nHost: x\r\nContent-Type: ${OCI_MANIFEST}\r\nTransfer-Encoding: chunked\r\n\r\n`, body: big },
+    { head: 'GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n' },
+  ]);
+  assert.ok(manifest.closed, 'the server closed the connection');
+  assert.ok(Date.now() - started < 5000, `closed promptly (${Date.now() - started} ms)`);
+  assert.match(manifest.text, /^HTTP\/1\.1 413 /);
+  assert.match(manifest.text, /\r\nconnection: close\r\n/i);
+  // A blob upload over --max-body (the PATCH path), chunked, never finished by the client.
+  const post = await fetch(`${reg.url}/v2/app/blobs/uploads/`, { method: 'POST' });
+  const location = String(post.headers.get('location'));
+  const blob = await rawExchange(port, [{ head: `PATCH ${location} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n`, body: Array.from({ length: 80 }, () => chunk(Buffer.alloc(1024, 7))) }]);
+  assert.ok(blob.closed, 'closed after the blob refusal');
+  assert.match(blob.text, /^HTTP\/1\.1 413 /);
+  assert.match(blob.text, /\r\nconnection: close\r\n/i);
+  // Each rejection is logged with route, repository, limit and client.
+  const refusals = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'request body refused: over the size limit');
+  assert.deepEqual(
+    refusals.map((r) => [r.route, r.repository, r.limit, r.client]),
+    [
+      ['manifest', 'app', 4096, '127.0.0.1'],
+      ['upload', 'app', 64 * 1024, '127.0.0.1'],
+    ],
+  );
+  // The server still answers on a new connection.
+  assert.equal((await fetch(`${reg.url}/v2/`)).status, 200);
 });
