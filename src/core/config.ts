@@ -44,6 +44,17 @@ const serveSchema = z
     maxManifestBytes: positiveInt.optional(),
     /** Upload sessions idle this long are removed. */
     uploadIdleSeconds: positiveInt.optional(),
+    /** Open upload sessions at most; more are refused with 429 (default 1000). */
+    maxUploadSessions: positiveInt.optional(),
+    /** Bytes held in all upload spools together at most; more is refused with 429 (default: unbounded). */
+    maxSpoolBytes: positiveInt.optional(),
+    /** A request must arrive completely within this long (node's requestTimeout; default 3600; 0 = off). */
+    requestTimeoutSeconds: z.number().int().min(0).optional(),
+    /**
+     * A connection on which a client sends nothing (mid-request) or reads nothing (mid-response) for this long is
+     * closed (default 120; 0 = off). Time the server spends working on a received request does not count.
+     */
+    idleTimeoutSeconds: z.number().int().min(0).optional(),
     /** S3 stores: sessions past this many bytes stream to S3 while they arrive (default 32 MiB; 0 = off). */
     streamUploadsAfterBytes: z.number().int().min(0).optional(),
     /**
