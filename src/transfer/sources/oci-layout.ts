@@ -10,7 +10,7 @@
 // Not handled: two processes committing to the same layout at the same moment can lose one index.json update
 // (the last rename wins); blobs are unaffected.
 import { randomUUID } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
+import { constants as fsConstants, createWriteStream } from 'node:fs';
 import { mkdir, open as fsOpen, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
@@ -34,9 +34,19 @@ export class DirLayoutFiles implements LayoutFiles {
   async open(path: string, signal?: AbortSignal): Promise<Readable> {
     throwIfAborted(signal);
     const full = join(this.root, path);
+    // Type first (following symlinks), then a non-blocking open: opening a FIFO for reading blocks in the thread
+    // pool until a writer appears — nothing, not even SIGTERM, gets it back. The fstat below re-checks the file
+    // actually opened, in case the path changed in between.
+    let st;
+    try {
+      st = await stat(full);
+    } catch (err) {
+      throw fromFsError(err, full);
+    }
+    if (!st.isFile()) throw new TransshipError('TS_LAYOUT_INVALID', `${full} is not a regular file`, { details: { path: full } });
     let handle;
     try {
-      handle = await fsOpen(full, 'r');
+      handle = await fsOpen(full, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
     } catch (err) {
       throw fromFsError(err, full);
     }
