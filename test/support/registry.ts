@@ -1,5 +1,6 @@
 // Test support for the registry: an in-process server on listen(0), a real `transship serve` child process (the
-// compiled CLI, test/support/cli.ts), skopeo (installed with apt-get when missing) and a store snapshot for "nothing changed" assertions.
+// compiled CLI, test/support/cli.ts), skopeo and htpasswd (installed with apt-get when missing) and a store snapshot
+// for "nothing changed" assertions.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
@@ -83,17 +84,32 @@ export interface RunResult {
   stderr: string;
 }
 
-let skopeoReady: Promise<void> | undefined;
+const installs = new Map<string, Promise<void>>();
 
-export async function ensureSkopeo(): Promise<void> {
-  if (existsSync('/usr/bin/skopeo')) return;
-  skopeoReady ??= (async () => {
-    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-    await run('apt-get', ['-o', 'DPkg::Lock::Timeout=300', 'update', '-qq'], { env });
-    const r = await run('apt-get', ['-o', 'DPkg::Lock::Timeout=300', 'install', '-y', '-qq', 'skopeo'], { env });
-    if (r.code !== 0) throw new Error(`apt-get install skopeo failed: ${r.stderr}`);
-  })();
-  await skopeoReady;
+/** Installs a Debian package when `binary` is missing (apt-get, waiting for another holder of the lock). */
+export async function ensureDebianPackage(binary: string, pkg: string): Promise<void> {
+  if (existsSync(binary)) return;
+  let ready = installs.get(pkg);
+  if (!ready) {
+    ready = (async () => {
+      const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+      await run('apt-get', ['-o', 'DPkg::Lock::Timeout=300', 'update', '-qq'], { env });
+      const r = await run('apt-get', ['-o', 'DPkg::Lock::Timeout=300', 'install', '-y', '-qq', pkg], { env });
+      if (r.code !== 0 || !existsSync(binary)) throw new Error(`apt-get install ${pkg} failed: ${r.stderr}`);
+    })();
+    installs.set(pkg, ready);
+  }
+  await ready;
+}
+
+export function ensureSkopeo(): Promise<void> {
+  return ensureDebianPackage('/usr/bin/skopeo', 'skopeo');
+}
+
+/** Apache's htpasswd (apache2-utils), for files made the way operators make them. */
+export async function htpasswd(args: string[]): Promise<RunResult> {
+  await ensureDebianPackage('/usr/bin/htpasswd', 'apache2-utils');
+  return run('/usr/bin/htpasswd', args);
 }
 
 /** Runs a command without a shell; never throws on a non-zero exit. `onSpawn` gets the child (to kill it). */

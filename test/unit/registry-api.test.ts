@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import type { ServerOptions } from '../../packages/transship/src/server/server.js';
+import { connect } from 'node:net';
 
 const cleanups: Array<() => Promise<unknown>> = [];
 after(async () => {
@@ -456,4 +457,132 @@ test('upload sessions expire after the idle timeout and their spool is removed',
   assert.equal(ctx.sessions.count, 0);
   assert.deepEqual((await filesUnder(spool)).filter((f) => f.endsWith('.spool')), []);
   assert.equal(errorCode(await inject({ method: 'GET', url: String(start.headers.location) })), 'BLOB_UPLOAD_UNKNOWN');
+});
+
+test('issue 20 item 1: GET/HEAD/DELETE of a manifest under a reference that is not a valid tag is 404 MANIFEST_UNKNOWN; PUT stays 400', async () => {
+  const { inject, unchanged } = await setup({ allowDelete: true });
+  await pushImage(inject, 'app', 'v1', testImage('item1'));
+  const check = await unchanged();
+  for (const method of ['GET', 'HEAD', 'DELETE']) {
+    const r = await inject({ method, url: '/v2/app/manifests/.INVALID_MANIFEST_NAME' });
+    assert.equal(r.statusCode, 404, method);
+    if (method !== 'HEAD') assert.equal(errorCode(r), 'MANIFEST_UNKNOWN', method);
+  }
+  const put = await inject({ method: 'PUT', url: '/v2/app/manifests/.INVALID_MANIFEST_NAME', headers: { 'content-type': OCI_MANIFEST }, payload: testImage('item1').manifest });
+  assert.equal(put.statusCode, 400);
+  assert.equal(errorCode(put), 'MANIFEST_INVALID');
+  await check();
+});
+
+test('issue 20 item 2: with serve.blobLinks and no auth, a deleted blob is 404 (GET and HEAD) in that repository, even while a manifest there references it', async () => {
+  const { inject, store } = await setup({ allowDelete: true, blobLinks: true });
+  const img = testImage('item2');
+  assert.equal((await pushImage(inject, 'app', 'v1', img)).statusCode, 201);
+  assert.equal((await pushImage(inject, 'other', 'v1', img)).statusCode, 201);
+  assert.equal((await inject({ method: 'DELETE', url: `/v2/app/blobs/${img.layerDigest}` })).statusCode, 202);
+  for (const method of ['GET', 'HEAD']) assert.equal((await inject({ method, url: `/v2/app/blobs/${img.layerDigest}` })).statusCode, 404, method);
+  assert.equal(errorCode(await inject({ method: 'GET', url: `/v2/app/blobs/${img.layerDigest}` })), 'BLOB_UNKNOWN');
+  assert.equal((await inject({ method: 'GET', url: `/v2/other/blobs/${img.layerDigest}` })).statusCode, 200, 'other repositories keep it');
+  assert.ok(await store.statBlob(img.layerDigest), 'bytes stay for GC');
+  // Uploading it again makes it visible again.
+  assert.equal((await uploadBlob(inject, 'app', img.layer)).statusCode, 201);
+  assert.equal((await inject({ method: 'HEAD', url: `/v2/app/blobs/${img.layerDigest}` })).statusCode, 200);
+});
+
+test('issue 20 item 5: a Docker schema 1 manifest is refused with a message that says so and how to convert', async () => {
+  const { inject, unchanged } = await setup();
+  const check = await unchanged();
+  const schema1 = JSON.stringify({ schemaVersion: 1, name: 'app', tag: 'v1', architecture: 'amd64', fsLayers: [{ blobSum: sha('x') }], history: [{ v1Compatibility: '{}' }] });
+  for (const type of ['application/vnd.docker.distribution.manifest.v1+prettyjws', 'application/vnd.docker.distribution.manifest.v1+json', 'application/json']) {
+    const r = await inject({ method: 'PUT', url: '/v2/app/manifests/v1', headers: { 'content-type': type }, payload: schema1 });
+    assert.equal(r.statusCode, 400, type);
+    const err = r.json<{ errors: Array<{ code: string; message: string; detail: { schemaVersion?: number } }> }>().errors[0];
+    assert.equal(err?.code, 'MANIFEST_INVALID');
+    assert.equal(err?.detail.schemaVersion, 1, 'the detail names schema 1 (the message says how to convert)');
+  }
+  await check();
+});
+
+test('issue 20 item 6: a manifest pushed with the Docker v2 Content-Type and no mediaType field is served back as Docker v2', async () => {
+  const { inject } = await setup({ allowDelete: true });
+  const docker = testImage('item6', { docker: true });
+  const bare = Buffer.from(JSON.stringify({ ...(JSON.parse(docker.manifest.toString()) as Record<string, unknown>), mediaType: undefined }));
+  assert.ok(!bare.toString().includes('"mediaType":"application/vnd.docker.distribution.manifest.v2+json"'));
+  for (const b of [docker.config, docker.layer]) assert.equal((await uploadBlob(inject, 'app', b)).statusCode, 201);
+  const put = await inject({ method: 'PUT', url: '/v2/app/manifests/v1', headers: { 'content-type': 'application/vnd.docker.distribution.manifest.v2+json' }, payload: bare });
+  assert.equal(put.statusCode, 201);
+  for (const [method, url] of [['GET', '/v2/app/manifests/v1'], ['HEAD', '/v2/app/manifests/v1'], ['GET', `/v2/app/manifests/${sha(bare)}`]] as const) {
+    const r = await inject({ method, url });
+    assert.equal(r.statusCode, 200, `${method} ${url}`);
+    assert.equal(r.headers['content-type'], 'application/vnd.docker.distribution.manifest.v2+json', `${method} ${url}`);
+  }
+  // The same bytes pushed as OCI to another repository come back as OCI there.
+  for (const b of [docker.config, docker.layer]) await uploadBlob(inject, 'oci', b);
+  assert.equal((await inject({ method: 'PUT', url: '/v2/oci/manifests/v1', headers: { 'content-type': OCI_MANIFEST }, payload: bare })).statusCode, 201);
+  assert.equal((await inject({ method: 'GET', url: '/v2/oci/manifests/v1' })).headers['content-type'], OCI_MANIFEST);
+});
+
+/** Raw HTTP/1.1 on one keep-alive connection: sends `head` + `body` (chunks), resolves with what the server wrote until it closed. */
+function rawExchange(port: number, requests: Array<{ head: string; body?: Buffer[] }>, timeoutMs = 10_000): Promise<{ text: string; closed: boolean }> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1');
+    let text = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      resolve({ text, closed: false });
+    }, timeoutMs);
+    socket.on('data', (c: Buffer) => (text += c.toString('latin1')));
+    socket.on('error', () => undefined); // EPIPE/ECONNRESET while still writing a refused body is expected
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve({ text, closed: true });
+    });
+    socket.on('connect', () => {
+      for (const r of requests) {
+        socket.write(r.head);
+        for (const b of r.body ?? []) if (!socket.destroyed) socket.write(b);
+      }
+    });
+    socket.once('error', (e) => (socket.destroyed ? undefined : reject(e)));
+  });
+}
+
+test('issue 20 item 7: a body refused for size mid-stream gets 413 with Connection: close and the connection is closed (the next request cannot hang behind it)', async () => {
+  const fs = await tempFsStore();
+  cleanups.push(fs.cleanup);
+  const lines: string[] = [];
+  const logger = pino({ level: 'info' }, { write: (l: string) => lines.push(l) });
+  const reg = await startTestRegistry({ store: fs.store, meta: fs.meta, maxManifestBytes: 4096, maxBodyBytes: 64 * 1024, logger });
+  cleanups.push(() => reg.close());
+  const port = Number(reg.host.split(':')[1]);
+  const chunk = (b: Buffer): Buffer => Buffer.concat([Buffer.from(`${b.length.toString(16)}\r\n`), b, Buffer.from('\r\n')]);
+  // A chunked manifest over the limit, then a second request on the same connection.
+  const big = Array.from({ length: 8 }, () => chunk(Buffer.alloc(1024, 32)));
+  const started = Date.now();
+  const manifest = await rawExchange(port, [
+    { head: `PUT /v2/app/manifests/v1 HTTP/1.1\r\nHost: x\r\nContent-Type: ${OCI_MANIFEST}\r\nTransfer-Encoding: chunked\r\n\r\n`, body: big },
+    { head: 'GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n' },
+  ]);
+  assert.ok(manifest.closed, 'the server closed the connection');
+  assert.ok(Date.now() - started < 5000, `closed promptly (${Date.now() - started} ms)`);
+  assert.match(manifest.text, /^HTTP\/1\.1 413 /);
+  assert.match(manifest.text, /\r\nconnection: close\r\n/i);
+  // A blob upload over --max-body (the PATCH path), chunked, never finished by the client.
+  const post = await fetch(`${reg.url}/v2/app/blobs/uploads/`, { method: 'POST' });
+  const location = String(post.headers.get('location'));
+  const blob = await rawExchange(port, [{ head: `PATCH ${location} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n`, body: Array.from({ length: 80 }, () => chunk(Buffer.alloc(1024, 7))) }]);
+  assert.ok(blob.closed, 'closed after the blob refusal');
+  assert.match(blob.text, /^HTTP\/1\.1 413 /);
+  assert.match(blob.text, /\r\nconnection: close\r\n/i);
+  // Each rejection is logged with route, repository, limit and client.
+  const refusals = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'request body refused: over the size limit');
+  assert.deepEqual(
+    refusals.map((r) => [r.route, r.repository, r.limit, r.client]),
+    [
+      ['manifest', 'app', 4096, '127.0.0.1'],
+      ['upload', 'app', 64 * 1024, '127.0.0.1'],
+    ],
+  );
+  // The server still answers on a new connection.
+  assert.equal((await fetch(`${reg.url}/v2/`)).status, 200);
 });

@@ -49,3 +49,33 @@ test('leftover spools: removed only when their process is gone and they were idl
     await rm(parent, { recursive: true, force: true });
   }
 });
+
+test('issue 20 item 8: the sweep is periodic — spools of an instance killed while this one runs, and files no live session owns, go after the idle limit', async () => {
+  const parent = await mkdtemp(join(tmpdir(), 'transship-spools-'));
+  const sessions = new UploadSessions({ dir: parent, idleMs: 1000, maxBytes: 1 << 20 });
+  try {
+    const live = await sessions.create('app'); // the start-up sweep has run: everything below comes later
+    const mine = (await readdir(parent)).find((n) => n.startsWith(`transship-uploads-${process.pid}-`))!;
+    const old = new Date(Date.now() - 3600_000);
+    // An instance killed after this one started: its spool directory, untouched since.
+    const killed = join(parent, `transship-uploads-${deadPid()}-killed`);
+    await mkdir(killed);
+    await writeFile(join(killed, 'y.spool'), Buffer.alloc(64 * 1024));
+    await utimes(join(killed, 'y.spool'), old, old);
+    await utimes(killed, old, old);
+    // A file in our own directory that no session owns (a removal that failed).
+    const orphan = join(parent, mine, 'orphan.spool');
+    await writeFile(orphan, 'bytes');
+    await utimes(orphan, old, old);
+    const deadline = Date.now() + 10_000;
+    while (existsSync(killed) || existsSync(orphan)) {
+      assert.ok(Date.now() < deadline, 'swept within 10 s (the sweep runs every second with a 1 s idle limit)');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(existsSync(join(parent, mine)), 'our own directory stays');
+    void live;
+  } finally {
+    await sessions.close();
+    await rm(parent, { recursive: true, force: true });
+  }
+});

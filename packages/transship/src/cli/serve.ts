@@ -85,7 +85,7 @@ export function registerServe(program: Command): void {
     .option('--max-body <bytes>', 'largest blob a client may upload (413 above)')
     .option('--blob-cache-max-bytes <bytes>', `S3 stores: bytes of blobs kept on local disk to answer GETs (default: serve.blobCache.maxBytes, else ${DEFAULT_BLOB_CACHE_BYTES}; 0 = off)`)
     .option('--redirect', 'S3 stores: answer blob GETs with a redirect to a presigned URL (clients must reach the S3 endpoint)')
-    .option('--hash-password', 'read a password on stdin, print its {SSHA256} hash for serve.auth.users / htpasswd, exit')
+    .option('--hash-password', 'read a password on stdin, print its bcrypt hash (as htpasswd -B) for serve.auth.users / htpasswd, exit')
     .action(async (flags: ServeFlags, cmd: Command) =>
       runCommand(cmd, flags, async ({ signal }) => {
         if (flags.hashPassword) {
@@ -138,6 +138,10 @@ export function registerServe(program: Command): void {
             maxBodyBytes: maxBody,
             maxManifestBytes: serve.maxManifestBytes,
             uploadIdleSeconds: serve.uploadIdleSeconds,
+            maxUploadSessions: serve.maxUploadSessions,
+            maxSpoolBytes: serve.maxSpoolBytes,
+            requestTimeoutSeconds: serve.requestTimeoutSeconds,
+            idleTimeoutSeconds: serve.idleTimeoutSeconds,
             streamUploadsAfterBytes: serve.streamUploadsAfterBytes,
             redirect,
             allowDelete: flags.allowDelete ?? serve.allowDelete,

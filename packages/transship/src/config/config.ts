@@ -46,6 +46,17 @@ const serveSchema = z
     maxManifestBytes: positiveInt.optional(),
     /** Upload sessions idle this long are removed. */
     uploadIdleSeconds: positiveInt.optional(),
+    /** Open upload sessions at most; more are refused with 429 (default 1000). */
+    maxUploadSessions: positiveInt.optional(),
+    /** Bytes held in all upload spools together at most; more is refused with 429 (default: unbounded). */
+    maxSpoolBytes: positiveInt.optional(),
+    /** A request must arrive completely within this long (node's requestTimeout; default 3600; 0 = off). */
+    requestTimeoutSeconds: z.number().int().min(0).optional(),
+    /**
+     * A connection on which a client sends nothing (mid-request) or reads nothing (mid-response) for this long is
+     * closed (default 120; 0 = off). Time the server spends working on a received request does not count.
+     */
+    idleTimeoutSeconds: z.number().int().min(0).optional(),
     /** S3 stores: sessions past this many bytes stream to S3 while they arrive (default 32 MiB; 0 = off). */
     streamUploadsAfterBytes: z.number().int().min(0).optional(),
     /**
@@ -78,8 +89,31 @@ const serveSchema = z
           .array(z.object({ users: z.array(z.string()).min(1), repositories: z.array(z.string()).min(1), actions: z.array(z.enum(['pull', 'push', 'delete'])).min(1) }).strict())
           .optional(),
         basicOnly: z.boolean().optional(),
+        /**
+         * Tokens issued by an external service (Docker token specification: docker_auth, GitLab, Harbor, Keycloak):
+         * clients are sent to `realm`; tokens must name `issuer` (iss) and `service` (aud) and be signed by the key of
+         * `certificate` (PEM file; or carry an x5c chain ending at it) or a key of `jwks` (URL or file). transship's
+         * own /token is off then.
+         */
+        token: z
+          .object({
+            realm: z.string().url(),
+            service: z.string().min(1),
+            issuer: z.string().min(1),
+            jwks: z.string().min(1).optional(),
+            certificate: z.string().min(1).optional(),
+          })
+          .strict()
+          .refine((t) => Boolean(t.jwks) !== Boolean(t.certificate), { message: 'set exactly one of jwks (URL or file) and certificate (PEM file)' })
+          .optional(),
       })
       .strict()
+      .superRefine((a, ctx) => {
+        if (!a.token) return;
+        for (const key of ['realm', 'service', 'tokenSecret', 'tokenTtlSeconds'] as const) {
+          if (a[key] !== undefined) ctx.addIssue({ code: 'custom', path: [key], message: `not used with auth.token (the external service issues the tokens${key === 'realm' || key === 'service' ? `; set auth.token.${key}` : ''})` });
+        }
+      })
       .optional(),
   })
   .strict();

@@ -1,21 +1,24 @@
 // Authentication and per-repository authorization. Off unless `serve.auth` is configured.
 //
-// - Users come from an htpasswd-style file and/or the config. Supported hashes (bcrypt is not available without a
-//   native or extra dependency):
-//     {SHA}<base64(sha1(password))>                          Apache `htpasswd -s`
-//     {SSHA256}<base64(sha256(password ‖ salt) ‖ salt)>      salted sha256, LDAP-style; `hashPassword()` makes one
-//   Anything else (e.g. bcrypt `$2y$`) is refused at load time with a message, never silently accepted.
-// - Clients may send Basic credentials on every request, or follow the docker token flow: a 401 carries
-//   `WWW-Authenticate: Bearer realm=<our /token>,service=…,scope=…`, the client calls /token with Basic
-//   credentials (or none, for anonymous access) and gets an HMAC-SHA256-signed token listing the granted
-//   `repository:<name>:<actions>`; the token is checked statelessly, so any instance with the same secret accepts it.
+// - Users come from an htpasswd file and/or the config; hashes are bcrypt (recommended), {SSHA256} or {SHA}
+//   (passwords.ts).
+// - Clients may send Basic credentials on every request, or follow the Docker token flow: a 401 carries
+//   `WWW-Authenticate: Bearer realm=…,service=…,scope=…`, the client gets a JWT from the realm and sends it
+//   (tokens.ts). The realm is either transship's own /token (Basic credentials or none → the requested scopes its
+//   access rules grant, HS256-signed with `tokenSecret`, checked statelessly by any instance with the same secret),
+//   or an external token service (`auth.token`: docker_auth, GitLab, Harbor, Keycloak), whose tokens are verified
+//   with its certificate or JWKS and whose `access` claim alone decides what a token may do.
 // - Access rules in the config grant `pull`/`push`/`delete` on repository patterns to users (`*` = any
 //   authenticated user, `anonymous` = no credentials). `*` in a pattern matches any characters including `/`;
-//   `{user}` is replaced by the user's name.
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+//   `{user}` stands for the user's name, matched literally (see patternToRegExp).
 import { readFileSync } from 'node:fs';
 import { TransshipError } from '@transship/core/errors';
+import { isValidRepoName } from '@transship/core/names';
 import { RegistryError } from './errors.js';
+import { Credentials, parseHtpasswd } from './passwords.js';
+import { ExternalTokens, OwnTokens, type ExternalTokenConfig, type TokenAccess, type TokenVerifier } from './tokens.js';
+
+export { hashPassword, verifyPassword, parseHtpasswd } from './passwords.js';
 
 export type Action = 'pull' | 'push' | 'delete';
 
@@ -35,82 +38,54 @@ export interface AuthConfig {
   access?: AccessRule[] | undefined;
   /** Challenge with Basic instead of Bearer (no token round trip; credentials on every request). */
   basicOnly?: boolean | undefined;
+  /** Tokens come from an external token service (replaces transship's own /token). */
+  token?: ExternalTokenConfig | undefined;
 }
 
 export type Identity =
   | { kind: 'anonymous' }
   | { kind: 'basic'; user: string }
-  | { kind: 'bearer'; user: string | undefined; grants: Map<string, Set<string>> };
-
-interface TokenClaims {
-  iss: string;
-  sub: string | null;
-  aud: string;
-  iat: number;
-  exp: number;
-  access: Array<{ type: string; name: string; actions: string[] }>;
-}
+  | {
+      kind: 'bearer';
+      user: string | undefined;
+      /** repository name → actions the token grants there (an entry with no actions: asked for and refused). */
+      grants: Map<string, Set<string>>;
+      /** The token grants `registry:catalog:*`. */
+      catalog: boolean;
+    };
 
 const ANONYMOUS = 'anonymous';
 
-export function hashPassword(password: string, salt: Buffer = randomBytes(16)): string {
-  const digest = createHash('sha256').update(password).update(salt).digest();
-  return `{SSHA256}${Buffer.concat([digest, salt]).toString('base64')}`;
-}
+/** A user name `{user}` can stand for: one repository path component, so it can neither add segments nor globs. */
+const isNamespace = (user: string): boolean => !user.includes('/') && isValidRepoName(user);
 
-export function verifyPassword(password: string, stored: string): boolean {
-  if (stored.startsWith('{SHA}')) {
-    return safeEqual(createHash('sha1').update(password).digest(), Buffer.from(stored.slice(5), 'base64'));
-  }
-  if (stored.startsWith('{SSHA256}')) {
-    const raw = Buffer.from(stored.slice(9), 'base64');
-    if (raw.length <= 32) return false;
-    const salt = raw.subarray(32);
-    return safeEqual(createHash('sha256').update(password).update(salt).digest(), raw.subarray(0, 32));
-  }
-  return false;
-}
+const escapeRegExp = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
-function safeEqual(a: Buffer, b: Buffer): boolean {
-  return a.length === b.length && timingSafeEqual(a, b);
-}
-
-function checkHashScheme(user: string, hash: string, source: string): void {
-  if (!hash.startsWith('{SHA}') && !hash.startsWith('{SSHA256}')) {
-    throw new TransshipError('TS_CONFIG_INVALID', `${source}: user "${user}" has an unsupported password hash (${hash.slice(0, 4)}…); use {SHA} (htpasswd -s) or {SSHA256} (transship's hashPassword)`);
-  }
-}
-
-export function parseHtpasswd(text: string, source: string): Map<string, string> {
-  const users = new Map<string, string>();
-  for (const [i, raw] of text.split(/\r?\n/).entries()) {
-    const line = raw.trim();
-    if (!line || line.startsWith('#')) continue;
-    const colon = line.indexOf(':');
-    if (colon <= 0) throw new TransshipError('TS_CONFIG_INVALID', `${source}:${i + 1}: expected "user:hash"`);
-    const user = line.slice(0, colon);
-    const hash = line.slice(colon + 1);
-    checkHashScheme(user, hash, `${source}:${i + 1}`);
-    users.set(user, hash);
-  }
-  return users;
-}
-
-function patternToRegExp(pattern: string, user: string | undefined): RegExp | undefined {
-  if (pattern.includes('{user}') && user === undefined) return undefined;
-  const p = user === undefined ? pattern : pattern.replaceAll('{user}', user);
-  return new RegExp(`^${p.split('*').map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+/**
+ * A repository pattern as a RegExp. `*` is the only glob and comes from the pattern alone: `{user}` is matched as
+ * the literal user name (escaped), so a user called "b*" gets the literal prefix "b*" + "/", which no valid
+ * repository name has — never "bob/…". A user whose name is not a single repository component (contains `/`, uppercase, glob characters…)
+ * matches no `{user}` pattern at all: `{user}` means "a namespace named after you", and such a name has none.
+ */
+export function patternToRegExp(pattern: string, user: string | undefined): RegExp | undefined {
+  const hasUser = pattern.includes('{user}');
+  if (hasUser && (user === undefined || !isNamespace(user))) return undefined;
+  const source = pattern
+    .split('{user}')
+    .map((part) => part.split('*').map(escapeRegExp).join('.*'))
+    .join(escapeRegExp(user ?? ''));
+  return new RegExp(`^${source}$`);
 }
 
 export class Authenticator {
   readonly service: string;
-  private readonly users = new Map<string, string>();
-  private readonly secret: Buffer;
-  private readonly ttl: number;
+  /** Set when an external token service issues the tokens (`auth.token`); transship then serves no /token. */
+  readonly external: ExternalTokens | undefined;
+  readonly own: OwnTokens | undefined;
+  private readonly tokens: TokenVerifier;
+  private readonly credentials = new Credentials();
 
   constructor(readonly config: AuthConfig) {
-    this.service = config.service ?? 'transship';
-    this.ttl = config.tokenTtlSeconds ?? 300;
     if (config.htpasswd) {
       let text: string;
       try {
@@ -118,14 +93,24 @@ export class Authenticator {
       } catch (err) {
         throw new TransshipError('TS_CONFIG_INVALID', `cannot read htpasswd file ${config.htpasswd}: ${(err as Error).message}`, { cause: err });
       }
-      for (const [u, h] of parseHtpasswd(text, config.htpasswd)) this.users.set(u, h);
+      this.credentials.add(parseHtpasswd(text, config.htpasswd), config.htpasswd);
     }
-    for (const [u, h] of Object.entries(config.users ?? {})) {
-      checkHashScheme(u, h, 'serve.auth.users');
-      this.users.set(u, h);
+    this.credentials.add(Object.entries(config.users ?? {}), 'serve.auth.users');
+    if (config.token) {
+      this.external = new ExternalTokens(config.token);
+      this.service = config.token.service;
+      this.tokens = this.external;
+    } else {
+      this.service = config.service ?? 'transship';
+      // Without a configured secret, tokens are only valid on this process (fine for one instance; docs say so).
+      this.own = new OwnTokens(this.service, config.tokenSecret, config.tokenTtlSeconds ?? 300);
+      this.tokens = this.own;
     }
-    // Without a configured secret, tokens are only valid on this process (fine for one instance; say so in docs).
-    this.secret = config.tokenSecret ? Buffer.from(config.tokenSecret) : randomBytes(32);
+  }
+
+  /** The realm clients get tokens from: the external service's, the configured one, or `fallback` (our /token). */
+  realm(fallback: string): string {
+    return this.config.token?.realm ?? this.config.realm ?? fallback;
   }
 
   /** Whether config rules let `user` (undefined = anonymous) do `action` on `repo`. */
@@ -140,51 +125,58 @@ export class Authenticator {
   }
 
   /** Identity from an Authorization header. Wrong credentials are a 401, never a silent anonymous. */
-  identify(header: string | undefined, realm: string): Identity {
+  async identify(header: string | undefined, realm: string): Promise<Identity> {
     if (!header) return { kind: 'anonymous' };
     const space = header.indexOf(' ');
     const scheme = header.slice(0, space === -1 ? undefined : space).toLowerCase();
     const value = space === -1 ? '' : header.slice(space + 1).trim();
     if (scheme === 'basic') {
-      const user = this.checkBasic(value);
-      if (!user) throw this.challenge(realm, undefined, 'invalid username or password');
+      const user = await this.credentials.check(value);
+      if (!user) throw this.challenge(realm, [], 'invalid username or password');
       return { kind: 'basic', user };
     }
     if (scheme === 'bearer') {
-      const claims = this.verifyToken(value);
-      if (!claims) throw this.challenge(realm, undefined, 'invalid or expired token', 'invalid_token');
+      const claims = await this.tokens.verify(value);
+      if (!claims) throw this.challenge(realm, [], 'invalid or expired token', 'invalid_token');
       const grants = new Map<string, Set<string>>();
-      for (const a of claims.access) if (a.type === 'repository') grants.set(a.name, new Set(a.actions));
-      return { kind: 'bearer', user: claims.sub ?? undefined, grants };
+      let catalog = false;
+      for (const a of claims.access) {
+        if (a.type === 'repository') grants.set(a.name, new Set([...(grants.get(a.name) ?? []), ...a.actions]));
+        if (a.type === 'registry' && a.name === 'catalog' && a.actions.includes('*')) catalog = true;
+      }
+      return { kind: 'bearer', user: claims.sub, grants, catalog };
     }
-    throw this.challenge(realm, undefined, `unsupported authorization scheme "${scheme.slice(0, 20)}"`);
-  }
-
-  /** Basic credentials → user name, or undefined when they do not check out. */
-  checkBasic(value: string): string | undefined {
-    const decoded = Buffer.from(value, 'base64').toString('utf8');
-    const colon = decoded.indexOf(':');
-    if (colon <= 0) return undefined;
-    const user = decoded.slice(0, colon);
-    const stored = this.users.get(user);
-    // Hash something even for unknown users so response time does not tell which users exist.
-    if (!stored) {
-      verifyPassword(decoded.slice(colon + 1), '{SSHA256}' + Buffer.alloc(48).toString('base64'));
-      return undefined;
-    }
-    return verifyPassword(decoded.slice(colon + 1), stored) ? user : undefined;
+    throw this.challenge(realm, [], `unsupported authorization scheme "${scheme.slice(0, 20)}"`);
   }
 
   /** Throws 401 (with a challenge naming the scope) or 403 unless `identity` may do `action` on `repo`. */
   authorize(identity: Identity, repo: string, action: Action, realm: string): void {
     if (this.can(identity, repo, action)) return;
-    const user = identity.kind === 'anonymous' ? undefined : identity.user;
-    // Ask for (new) credentials when they could help: anonymous (also an anonymous token), or a token that lacks a
-    // scope its user would get. A known user who is simply not allowed gets 403.
-    if (identity.kind === 'anonymous' || (identity.kind === 'bearer' && (user === undefined || this.allowed(user, repo, action)))) {
-      throw this.challenge(realm, `repository:${repo}:${action === 'pull' ? 'pull' : `pull,${action}`}`, 'authentication required', identity.kind === 'bearer' ? 'insufficient_scope' : undefined);
+    // Ask for (new) credentials when they could help: anonymous (also an anonymous token), a token that lacks a
+    // scope its user would get, or any token of an external service (only it knows what it would grant). A known
+    // user who is simply not allowed gets 403.
+    if (this.couldGet(identity, repo, action)) {
+      throw this.challenge(realm, [scopeOf(repo, action)], 'authentication required', identity.kind === 'bearer' ? 'insufficient_scope' : undefined);
     }
     throw new RegistryError('DENIED', `requested access to ${repo} (${action}) is denied`, { repository: repo, action });
+  }
+
+  /**
+   * A cross-repository mount (`POST …/blobs/uploads/?mount=D&from=R`) needs pull on R as well. A token without it is
+   * challenged for both scopes (as Distribution does), so a client that follows challenges gets a token that can
+   * mount; a token that already asked for R and was refused, or a caller who could never get it, is let through
+   * to the upload fallback (202) instead of being challenged in a loop.
+   */
+  authorizeMount(identity: Identity, repo: string, from: string, realm: string): void {
+    if (identity.kind !== 'bearer' || identity.grants.has(from) || !this.couldGet(identity, from, 'pull')) return;
+    throw this.challenge(realm, [scopeOf(repo, 'push'), scopeOf(from, 'pull')], 'authentication required', 'insufficient_scope');
+  }
+
+  /** Whether a new token (or credentials) might grant `action` on `repo` to this caller. */
+  couldGet(identity: Identity, repo: string, action: Action): boolean {
+    if (identity.kind === 'anonymous') return true;
+    if (identity.kind === 'basic') return false;
+    return this.external !== undefined || identity.user === undefined || this.allowed(identity.user, repo, action);
   }
 
   can(identity: Identity, repo: string, action: Action): boolean {
@@ -192,12 +184,17 @@ export class Authenticator {
     return this.allowed(identity.kind === 'basic' ? identity.user : undefined, repo, action);
   }
 
-  /** The repositories' user, for filtering listings. */
-  userOf(identity: Identity): string | undefined {
-    return identity.kind === 'anonymous' ? undefined : identity.user;
+  /** Whether the catalog shows `repo` to this caller (a name is information too). */
+  lists(identity: Identity, repo: string): boolean {
+    // An external service's token carries no rules of ours: its registry:catalog grant (or a grant on the
+    // repository) is what it allows.
+    if (this.external && identity.kind === 'bearer') return identity.catalog || identity.grants.get(repo)?.has('pull') === true;
+    return this.allowed(identity.kind === 'anonymous' ? undefined : identity.user, repo, 'pull');
   }
 
-  challenge(realm: string, scope: string | undefined, message: string, error?: string): RegistryError {
+  /** A 401 with the challenge for `scopes` (space-separated in one `scope`, as Distribution sends them). */
+  challenge(realm: string, scopes: string[], message: string, error?: string): RegistryError {
+    const scope = scopes.join(' ');
     const value = this.config.basicOnly
       ? `Basic realm="${this.service}"`
       : `Bearer realm="${realm}",service="${this.service}"${scope ? `,scope="${scope}"` : ''}${error ? `,error="${error}"` : ''}`;
@@ -205,15 +202,17 @@ export class Authenticator {
   }
 
   /** The /token endpoint: grants the requested scopes the (optional) Basic user is allowed, signs them. */
-  issueToken(authorization: string | undefined, scopes: string[], realm: string): { token: string; access_token: string; expires_in: number; issued_at: string } {
+  async issueToken(authorization: string | undefined, scopes: string[], realm: string): Promise<{ token: string; access_token: string; expires_in: number; issued_at: string }> {
+    const own = this.own;
+    if (!own) throw new RegistryError('UNSUPPORTED', `tokens are issued by ${this.config.token?.realm ?? 'an external service'}`, {}, 404);
     let user: string | undefined;
     if (authorization) {
       const [scheme, value] = authorization.split(' ', 2);
-      if (scheme?.toLowerCase() !== 'basic' || !value) throw this.challenge(realm, undefined, 'the token endpoint takes Basic credentials');
-      user = this.checkBasic(value);
+      if (scheme?.toLowerCase() !== 'basic' || !value) throw this.challenge(realm, [], 'the token endpoint takes Basic credentials');
+      user = await this.credentials.check(value);
       if (!user) throw new RegistryError('UNAUTHORIZED', 'invalid username or password', {}, 401, { 'www-authenticate': `Basic realm="${this.service}"` });
     }
-    const access: TokenClaims['access'] = [];
+    const access: TokenAccess[] = [];
     for (const scope of scopes) {
       // repository:<name>:<actions>; names contain no ':' (the grammar forbids it), so split from the ends.
       const first = scope.indexOf(':');
@@ -231,29 +230,12 @@ export class Authenticator {
       access.push({ type, name, actions: [...new Set(granted)] });
     }
     const now = Math.floor(Date.now() / 1000);
-    const claims: TokenClaims = { iss: 'transship', sub: user ?? null, aud: this.service, iat: now, exp: now + this.ttl, access };
-    const token = this.sign(claims);
-    return { token, access_token: token, expires_in: this.ttl, issued_at: new Date(now * 1000).toISOString() };
+    const token = await own.sign(user, access, now);
+    return { token, access_token: token, expires_in: own.ttlSeconds, issued_at: new Date(now * 1000).toISOString() };
   }
+}
 
-  private sign(claims: TokenClaims): string {
-    const payload = Buffer.from(JSON.stringify(claims)).toString('base64url');
-    const mac = createHmac('sha256', this.secret).update(payload).digest('base64url');
-    return `${payload}.${mac}`;
-  }
-
-  verifyToken(token: string): TokenClaims | undefined {
-    const dot = token.indexOf('.');
-    if (dot <= 0) return undefined;
-    const payload = token.slice(0, dot);
-    const mac = Buffer.from(token.slice(dot + 1), 'base64url');
-    if (!safeEqual(createHmac('sha256', this.secret).update(payload).digest(), mac)) return undefined;
-    try {
-      const claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as TokenClaims;
-      if (claims.aud !== this.service || typeof claims.exp !== 'number' || claims.exp < Date.now() / 1000 || !Array.isArray(claims.access)) return undefined;
-      return claims;
-    } catch {
-      return undefined;
-    }
-  }
+/** The scope a client asks for to do `action` on `repo` (pushing needs pull too: clients HEAD before they upload). */
+export function scopeOf(repo: string, action: Action): string {
+  return `repository:${repo}:${action === 'pull' ? 'pull' : `pull,${action}`}`;
 }

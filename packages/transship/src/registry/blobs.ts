@@ -1,6 +1,6 @@
-// GET/HEAD/DELETE /v2/<name>/blobs/<digest>. With auth on, a blob is only visible through a repository it is
-// linked to (uploaded or mounted there, or referenced by one of its manifests): knowing a digest from another
-// repository is not enough to read it.
+// GET/HEAD/DELETE /v2/<name>/blobs/<digest>. With blob links on (auth on, or serve.blobLinks), a blob is only
+// visible through a repository it is linked to (uploaded or mounted there, or referenced by one of its manifests):
+// knowing a digest from another repository is not enough to read it.
 import { isTransshipError } from '@transship/core/errors';
 import type { Readable } from 'node:stream';
 import type { ByteRange } from '../store/contract.js';
@@ -39,7 +39,9 @@ export async function getBlob(call: Call): Promise<void> {
   if (call.target.kind !== 'blob') return;
   const { ctx, reply, signal } = call;
   const { name, digest } = call.target;
-  if (ctx.auth && !(await ctx.links.isBlobLinked(name, digest, signal))) throw blobUnknown(digest);
+  // With blob links on (always with auth; `serve.blobLinks` without), a blob is visible only where it is linked: a
+  // blob DELETE removes the link, and the blob must then be 404 in that repository even though its bytes stay.
+  if (ctx.links.opts.blobLinks && !(await ctx.links.isBlobLinked(name, digest, signal))) throw blobUnknown(digest);
   // Bytes this instance received or served lately come from its local disk (blob-cache.ts). GETs only: a HEAD is
   // about presence in the store, which the cache does not prove. Redirect mode sends clients to the store instead.
   const cache = call.method === 'GET' && !ctx.redirect ? ctx.blobCache : undefined;

@@ -27,6 +27,10 @@ export interface RegistryOptions {
   /** Largest manifest accepted (default 4 MiB, what the distribution spec suggests registries accept). */
   maxManifestBytes?: number | undefined;
   uploadIdleSeconds?: number | undefined;
+  /** Open upload sessions at most (429 beyond; default 1000). */
+  maxUploadSessions?: number | undefined;
+  /** Bytes in all upload spools at most (429 beyond; default unbounded). */
+  maxSpoolBytes?: number | undefined;
   allowDelete?: boolean | undefined;
   /** Record blob→repository links (default: on exactly when auth is on). */
   blobLinks?: boolean | undefined;
@@ -84,6 +88,8 @@ export class RegistryContext {
       dir: opts.uploadDir ?? tmpdir(),
       idleMs: (opts.uploadIdleSeconds ?? 15 * 60) * 1000,
       maxBytes: opts.maxBodyBytes ?? 16 * 1024 ** 3,
+      maxSessions: opts.maxUploadSessions,
+      maxSpoolBytes: opts.maxSpoolBytes,
       stream: streamingFor(opts.store, opts.streamUploadsAfterBytes ?? 32 * 1024 ** 2),
     });
     this.allowDelete = opts.allowDelete ?? false;

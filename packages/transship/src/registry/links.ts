@@ -3,16 +3,20 @@
 //   repos/<name>/_layers/<alg>/<hex>                          blob linked to the repository (uploaded or mounted there)
 //   repos/<name>/_referrers/<alg>/<subject-hex>/<alg>/<hex>   manifest <hex> in <name> has subject <subject-hex>;
 //                                                             body = its descriptor (JSON) for the referrers API
+//   repos/<name>/_unlinked/<alg>/<hex>                        blob link deleted (DELETE …/blobs/<digest>): not healed
+//   repos/<name>/_mediatypes/<alg>/<hex>                      manifest <hex> has no `mediaType` field and was pushed
+//                                                             with a Content-Type its shape does not imply; body = it
 // Blob links are what stop cross-repository leaks when auth is on. They are written only when `blobLinks` is on
 // (the default when auth is configured): one conditional PutObject per blob uploaded or mounted. A blob that has no
 // link but is referenced by a manifest already in the repository counts as linked (found by reading the
 // repository's manifests once, then the link is written) — so turning auth on later needs no migration.
+import { ExpiringMap } from '@transship/core/expiring-map';
 import { parseDigest } from '@transship/core/digest';
 import { isTransshipError } from '@transship/core/errors';
 import { parseManifest, references } from '../transfer/manifest.js';
 import type { Descriptor } from '../transfer/types.js';
 import type { BlobStore } from '../store/contract.js';
-import { layerLinkKey, parseRepoKey, referrerKey, referrersPrefix } from '../store/keys.js';
+import { layerLinkKey, manifestMediaTypeKey, parseRepoKey, referrerKey, referrersPrefix, unlinkedKey } from '../store/keys.js';
 import type { MetaStore } from './meta.js';
 import { ContentCache } from './cache.js';
 import { PresenceCache, REGISTRY_HINT_TTL_MS } from '../index/presence-cache.js';
@@ -33,6 +37,8 @@ export interface LinkOptions {
 export class RepoLinks {
   private readonly linked: PresenceCache;
   readonly manifests = new ContentCache();
+  /** Media types of manifests without a `mediaType` field ('' = none recorded), reused for a while. */
+  private readonly mediaTypes = new ExpiringMap<string>({ ttlMs: 30_000, maxEntries: 100_000 });
 
   constructor(
     readonly store: BlobStore,
@@ -52,6 +58,8 @@ export class RepoLinks {
 
   async unlinkBlob(repo: string, digest: string, signal?: AbortSignal): Promise<void> {
     const key = layerLinkKey(repo, digest);
+    // The marker first: between the two writes the blob is already invisible, never healed back.
+    await this.meta.putIfAbsent(unlinkedKey(repo, digest), parseDigest(digest).value, { signal });
     this.linked.invalidate(this.store.name, key);
     await this.meta.delete(key, { signal });
   }
@@ -64,6 +72,8 @@ export class RepoLinks {
       this.linked.markPresent(this.store.name, [key]);
       return true;
     }
+    // Healing from manifests is for links that were never written (auth turned on later), not for deleted ones.
+    if (await this.meta.has(unlinkedKey(repo, digest), { signal })) return false;
     if (!(await this.referencedByRepo(this.store, repo, digest, signal)) && !(await this.linkedElsewhere(key, repo, digest, signal))) return false;
     await this.meta.putIfAbsent(key, parseDigest(digest).value, { signal });
     this.linked.markPresent(this.store.name, [key]);
@@ -103,6 +113,28 @@ export class RepoLinks {
       }
     }
     return false;
+  }
+
+  /** Remembers the Content-Type a manifest without a `mediaType` field was pushed with (it is served back with it). */
+  async setManifestMediaType(repo: string, digest: string, mediaType: string, signal?: AbortSignal): Promise<void> {
+    const key = manifestMediaTypeKey(repo, digest);
+    await this.meta.putIfAbsent(key, mediaType, { signal });
+    this.mediaTypes.set(key, mediaType);
+  }
+
+  async manifestMediaType(repo: string, digest: string, signal?: AbortSignal): Promise<string | undefined> {
+    const key = manifestMediaTypeKey(repo, digest);
+    const hit = this.mediaTypes.get(key);
+    if (hit !== undefined) return hit || undefined;
+    const found = await this.meta.get(key, { signal });
+    this.mediaTypes.set(key, found ?? '');
+    return found;
+  }
+
+  async forgetManifestMediaType(repo: string, digest: string, signal?: AbortSignal): Promise<void> {
+    const key = manifestMediaTypeKey(repo, digest);
+    this.mediaTypes.delete(key);
+    await this.meta.delete(key, { signal });
   }
 
   async addReferrer(repo: string, subject: string, desc: Descriptor, signal?: AbortSignal): Promise<void> {

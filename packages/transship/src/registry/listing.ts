@@ -44,8 +44,7 @@ export async function catalog(call: Call): Promise<void> {
   // With auth on, the catalog shows only what the caller may pull (a name is information too).
   if (ctx.auth) {
     const auth = ctx.auth;
-    const user = auth.userOf(identity);
-    repos = repos.filter((r) => auth.allowed(user, r, 'pull'));
+    repos = repos.filter((r) => auth.lists(identity, r));
   }
   const { page, n, next } = paginate(repos, call.query);
   if (next !== undefined && page.length > 0) call.reply.header('link', linkHeader('/v2/_catalog', n, next));

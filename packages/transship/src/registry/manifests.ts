@@ -18,14 +18,49 @@ function manifestUnknown(name: string, ref: string): RegistryError {
   return new RegistryError('MANIFEST_UNKNOWN', `manifest ${ref} is unknown to repository ${name}`, { name, reference: ref });
 }
 
-/** The media type to answer with: the body's `mediaType`, else what its shape says. */
-function mediaTypeOf(bytes: Buffer): string {
+/** The body's `mediaType` field; undefined when it has none (or is not JSON). */
+function declaredMediaType(bytes: Buffer): string | undefined {
   try {
     const json = JSON.parse(bytes.toString('utf8')) as { mediaType?: unknown };
-    if (typeof json.mediaType === 'string') return json.mediaType;
-    return parseManifest(bytes).mediaType;
+    return typeof json.mediaType === 'string' ? json.mediaType : undefined;
   } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The media type to answer with: the body's `mediaType`; else the Content-Type it was pushed with, when that was not
+ * what its shape implies (a Docker v2 manifest without the field is served back as Docker v2, not OCI); else its
+ * shape's.
+ */
+async function mediaTypeOf(call: Call, name: string, digest: string, bytes: Buffer): Promise<string> {
+  const declared = declaredMediaType(bytes);
+  if (declared) return declared;
+  try {
+    const shape = parseManifest(bytes).mediaType;
+    return (await call.ctx.links.manifestMediaType(name, digest, call.signal)) ?? shape;
+  } catch (err) {
+    if (!isTransshipError(err, 'TS_MANIFEST_INVALID')) throw err;
     return 'application/octet-stream';
+  }
+}
+
+const SCHEMA1_TYPES = new Set(['application/vnd.docker.distribution.manifest.v1+json', 'application/vnd.docker.distribution.manifest.v1+prettyjws']);
+
+/** Docker schema 1 is refused with what to do instead (not a schema-2 validation message). */
+function refuseSchema1(bytes: Buffer, contentType: string | undefined): void {
+  let version: unknown;
+  try {
+    version = (JSON.parse(bytes.toString('utf8')) as { schemaVersion?: unknown }).schemaVersion;
+  } catch {
+    version = undefined;
+  }
+  if (version === 1 || SCHEMA1_TYPES.has(contentType?.split(';')[0]?.trim() ?? '')) {
+    throw new RegistryError(
+      'MANIFEST_INVALID',
+      'Docker schema 1 manifests are not supported (deprecated, unsigned digests); convert the image to schema 2 or OCI, e.g. `skopeo copy --format v2s2 SRC DST` (or `--format oci`)',
+      { schemaVersion: 1 },
+    );
   }
 }
 
@@ -53,7 +88,7 @@ export async function getManifest(call: Call): Promise<void> {
   }
   reply
     .code(200)
-    .type(mediaTypeOf(bytes))
+    .type(await mediaTypeOf(call, name, digest, bytes))
     .header('docker-content-digest', digest)
     .header('etag', `"${digest}"`)
     .header('content-length', String(bytes.length));
@@ -126,6 +161,7 @@ export async function putManifest(call: Call): Promise<void> {
     throw new RegistryError('DIGEST_INVALID', `manifest body has digest ${digest}, not ${reference.digest}`, { expected: reference.digest, actual: digest });
   }
   const contentType = call.request.headers['content-type'];
+  refuseSchema1(bytes, contentType);
   const parsed = parseManifest(bytes, contentType);
   if (!KNOWN_TYPES.has(parsed.mediaType)) {
     throw new RegistryError('MANIFEST_INVALID', `unsupported manifest media type "${parsed.mediaType}"`, { mediaType: parsed.mediaType });
@@ -135,6 +171,9 @@ export async function putManifest(call: Call): Promise<void> {
   // Write order: manifest bytes (a blob) → repository link → referrer link → tag.
   await ctx.storeBlob(digest, bytes.length, () => Readable.from([bytes]), signal);
   ctx.links.manifests.set(digest, bytes);
+  // Pushed without a `mediaType` field under a Content-Type its shape does not imply: remembered before the link,
+  // so the manifest is never served with another type.
+  if (!declaredMediaType(bytes) && parsed.mediaType !== parseManifest(bytes).mediaType) await ctx.links.setManifestMediaType(name, digest, parsed.mediaType, signal);
   await ctx.store.linkManifest(name, digest, { signal });
   if (parsed.subject) {
     const artifactType = parsed.artifactType ?? (parsed.kind === 'manifest' ? parsed.config.mediaType : undefined);
@@ -167,6 +206,7 @@ export async function deleteManifest(call: Call): Promise<void> {
       if (!isTransshipError(err)) throw err;
     }
     await ctx.store.unlinkManifest(name, digest, { signal });
+    await ctx.links.forgetManifestMediaType(name, digest, signal);
   }
   call.reply.code(202).header('content-length', '0').send();
 }

@@ -18,17 +18,20 @@ export type Target =
 
 export type Reference = { tag: string; digest?: undefined } | { digest: string; tag?: undefined };
 
-const PATTERNS: Array<[RegExp, (name: string, rest: string) => Target]> = [
+const PATTERNS: Array<[RegExp, (name: string, rest: string, method: string) => Target]> = [
   [/^\/v2\/(.+)\/blobs\/uploads\/?$/, (name) => ({ kind: 'uploads', name })],
   [/^\/v2\/(.+)\/blobs\/uploads\/([^/]+)$/, (name, id) => ({ kind: 'upload', name, id })],
   [/^\/v2\/(.+)\/blobs\/([^/]+)$/, (name, d) => ({ kind: 'blob', name, digest: digestParam(d) })],
-  [/^\/v2\/(.+)\/manifests\/([^/]+)$/, (name, ref) => ({ kind: 'manifest', name, reference: parseReference(ref) })],
+  [/^\/v2\/(.+)\/manifests\/([^/]+)$/, (name, ref, method) => ({ kind: 'manifest', name, reference: parseReference(name, ref, method) })],
   [/^\/v2\/(.+)\/tags\/list\/?$/, (name) => ({ kind: 'tags', name })],
   [/^\/v2\/(.+)\/referrers\/([^/]+)$/, (name, d) => ({ kind: 'referrers', name, digest: digestParam(d) })],
 ];
 
-/** Parses the path part of a request URL (no query). Returns undefined for paths that are not registry API paths. */
-export function parseTarget(path: string): Target | undefined {
+/**
+ * Parses the path part of a request URL (no query) of a `method` request. Returns undefined for paths that are not
+ * registry API paths.
+ */
+export function parseTarget(path: string, method = 'GET'): Target | undefined {
   if (path === '/v2' || path === '/v2/') return { kind: 'base' };
   if (path === '/v2/_catalog') return { kind: 'catalog' };
   for (const [re, make] of PATTERNS) {
@@ -41,7 +44,7 @@ export function parseTarget(path: string): Target | undefined {
     } catch (err) {
       throw new RegistryError('NAME_INVALID', (err as Error).message, { name: name.slice(0, 300) });
     }
-    return make(name, decode(m[2] ?? ''));
+    return make(name, decode(m[2] ?? ''), method);
   }
   return undefined;
 }
@@ -62,11 +65,17 @@ function digestParam(d: string): string {
   }
 }
 
-function parseReference(ref: string): Reference {
+/**
+ * A manifest reference. A tag that is not valid can name nothing: reading or deleting it is 404 MANIFEST_UNKNOWN
+ * (what the spec says of a manifest that is not there, and what conformance tests expect); only a PUT under it is
+ * an invalid request (400 MANIFEST_INVALID).
+ */
+function parseReference(name: string, ref: string, method: string): Reference {
   if (isDigestReference(ref)) return { digest: digestParam(ref) };
   try {
     return { tag: validateTag(ref) };
   } catch (err) {
+    if (method !== 'PUT') throw new RegistryError('MANIFEST_UNKNOWN', `manifest ${ref.slice(0, 200)} is unknown to repository ${name}`, { name, reference: ref.slice(0, 200) });
     throw new RegistryError('MANIFEST_INVALID', (err as Error).message, { tag: ref.slice(0, 200) });
   }
 }

@@ -16,6 +16,7 @@ import { cancelUpload, finishUpload, patchUpload, startUpload, uploadStatus } fr
 import { deleteManifest, getManifest, putManifest } from './manifests.js';
 import { catalog, listTags, referrers } from './listing.js';
 import type { Identity } from './auth.js';
+import { isValidRepoName } from '@transship/core/names';
 
 const base: Handler = async (call) => {
   call.reply.code(200).send({});
@@ -34,17 +35,30 @@ const ROUTES: Record<Target['kind'], Partial<Record<string, Handler>>> = {
 
 /** The token realm clients are sent to: configured, or this server's own /token as the client reached it. */
 function realmOf(ctx: RegistryContext, request: FastifyRequest): string {
-  return ctx.auth?.config.realm ?? `${request.protocol}://${request.host}/token`;
+  const own = `${request.protocol}://${request.host}/token`;
+  return ctx.auth?.realm(own) ?? own;
 }
 
-function sendError(request: FastifyRequest, reply: FastifyReply, err: unknown): void {
+function sendError(request: FastifyRequest, reply: FastifyReply, err: unknown, target?: Target, client?: string): void {
   const res = toErrorResponse(err);
   if (res.internal) request.log.error({ err }, 'registry request failed');
   else request.log.info({ code: res.body.errors[0]?.code, message: res.body.errors[0]?.message }, 'registry request rejected');
+  if (res.status === 413) {
+    const detail = res.body.errors[0]?.detail as { limit?: unknown } | undefined;
+    request.log.warn(
+      { route: target?.kind ?? 'unknown', repository: target && 'name' in target ? target.name : undefined, limit: detail?.limit, client: client ?? request.ip, method: request.method },
+      'request body refused: over the size limit',
+    );
+  }
   if (reply.sent || reply.raw.headersSent) {
     reply.raw.destroy();
     return;
   }
+  // A body we stopped reading (refused mid-stream, or never read) leaves the connection in an unknown state: the
+  // client may still be sending it, and the next request on the connection would wait behind it. Say so and close
+  // once this answer is out, so the client opens a fresh connection instead of hanging or writing into a dead pipe.
+  // (node ends the socket after a response that says `Connection: close`.)
+  if (!request.raw.complete) reply.header('connection', 'close');
   reply.code(res.status).headers(res.headers).type('application/json');
   if (request.method === 'HEAD') reply.header('content-length', '0').send();
   else reply.send(JSON.stringify(res.body));
@@ -90,20 +104,22 @@ export async function registryPlugin(app: FastifyInstance, opts: RegistryPluginO
     const path = q === -1 ? url : url.slice(0, q);
     const query = new URLSearchParams(q === -1 ? '' : url.slice(q + 1));
     const record = { op: 'unknown', started };
+    const client = request.ip; // read now: a refused body may have closed the socket by the time it is logged
     operations.set(request, record);
+    let target: Target | undefined;
     try {
-      const target = parseTarget(path);
+      target = parseTarget(path, request.method);
       if (!target) throw new RegistryError('UNSUPPORTED', `no such endpoint: ${request.method} ${path.slice(0, 200)}`, {}, 404);
       const op = target.kind;
       record.op = op;
       const handler = ROUTES[target.kind][request.method];
       if (!handler) throw new RegistryError('UNSUPPORTED', `${request.method} is not supported on ${target.kind}`, {}, 405);
-      const identity = authenticate(ctx, request, target);
+      const identity = await authenticate(ctx, request, target, query);
       const call: Call = { ctx, target, method: request.method, query, request, reply, signal: controller.signal, identity };
       const attrs = { 'http.method': request.method, 'registry.operation': op, ...('name' in target ? { 'registry.repository': target.name } : {}) };
       await withSpan(`registry.${op}`, attrs, () => handler(call));
     } catch (err) {
-      sendError(request, reply, err);
+      sendError(request, reply, err, target, client);
     }
     return reply;
   };
@@ -111,12 +127,13 @@ export async function registryPlugin(app: FastifyInstance, opts: RegistryPluginO
   app.route({ method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'], url: '/v2', handler: handle, exposeHeadRoute: false });
   app.route({ method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'], url: '/v2/*', handler: handle, exposeHeadRoute: false });
 
-  if (ctx.auth) {
+  // An external token service (serve.auth.token) issues tokens instead: then there is no /token here.
+  if (ctx.auth && !ctx.auth.external) {
     const auth = ctx.auth;
     app.get('/token', async (request, reply) => {
       try {
         const query = new URLSearchParams((request.raw.url ?? '').split('?')[1] ?? '');
-        const body = auth.issueToken(request.headers.authorization, query.getAll('scope').flatMap((s) => s.split(' ')), realmOf(ctx, request));
+        const body = await auth.issueToken(request.headers.authorization, query.getAll('scope').flatMap((s) => s.split(' ')), realmOf(ctx, request));
         reply.code(200).header('cache-control', 'no-store').send(body);
       } catch (err) {
         sendError(request, reply, err);
@@ -126,16 +143,20 @@ export async function registryPlugin(app: FastifyInstance, opts: RegistryPluginO
   }
 }
 
-function authenticate(ctx: RegistryContext, request: FastifyRequest, target: Target): Identity {
+async function authenticate(ctx: RegistryContext, request: FastifyRequest, target: Target, query: URLSearchParams): Promise<Identity> {
   if (!ctx.auth) return { kind: 'anonymous' };
   const realm = realmOf(ctx, request);
-  const identity = ctx.auth.identify(request.headers.authorization, realm);
+  const identity = await ctx.auth.identify(request.headers.authorization, realm);
   if (target.kind === 'base' || target.kind === 'catalog') {
     // The base endpoint is how clients discover auth: anonymous callers get the challenge.
-    if (identity.kind === 'anonymous') throw ctx.auth.challenge(realm, target.kind === 'catalog' ? 'registry:catalog:*' : undefined, 'authentication required');
+    if (identity.kind === 'anonymous') throw ctx.auth.challenge(realm, target.kind === 'catalog' ? ['registry:catalog:*'] : [], 'authentication required');
     return identity;
   }
   const action = requiredAction(target, request.method);
   if (action && 'name' in target) ctx.auth.authorize(identity, target.name, action, realm);
+  const from = query.get('from');
+  if (target.kind === 'uploads' && request.method === 'POST' && query.get('mount') !== null && from !== null && isValidRepoName(from)) {
+    ctx.auth.authorizeMount(identity, target.name, from, realm);
+  }
   return identity;
 }

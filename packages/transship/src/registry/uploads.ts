@@ -24,6 +24,7 @@ import { SpoolStreamer } from './spool-streamer.js';
 import { SpoolWriter } from './spool-writer.js';
 import { log } from '@transship/core/log';
 import { registryUploadBytesTotal, registryUploadSessions } from '../telemetry/metrics.js';
+import { registryUploadRefusalsTotal, registryUploadSpoolBytes } from '../telemetry/metrics.js';
 
 export interface UploadSessionsOptions {
   /** Parent directory for spool files; a private subdirectory is created per process. */
@@ -34,7 +35,14 @@ export interface UploadSessionsOptions {
   maxBytes: number;
   /** Stream sessions to this store once they pass `afterBytes` (stores with stageBlob only). */
   stream?: { store: Required<Pick<BlobStore, 'stageBlob'>>; afterBytes: number } | undefined;
+  /** Open sessions at most (more → 429 TOO_MANY_REQUESTS); default 1000. */
+  maxSessions?: number | undefined;
+  /** Bytes in all spools together at most (more → 429, the chunk rolled back); default unbounded. */
+  maxSpoolBytes?: number | undefined;
 }
+
+/** The client may try again once sessions finish or expire. */
+const RETRY_AFTER_S = '60';
 
 export class UploadSession {
   size = 0;
@@ -62,6 +70,8 @@ export class UploadSession {
 export class UploadSessions {
   private readonly sessions = new Map<string, UploadSession>();
   private spoolDir: string | undefined;
+  /** Bytes in open sessions' spools, counting chunks still arriving. */
+  private spooled = 0;
   private readonly sweeper: NodeJS.Timeout;
 
   constructor(readonly opts: UploadSessionsOptions) {
@@ -76,17 +86,50 @@ export class UploadSessions {
   private async dir(): Promise<string> {
     if (!this.spoolDir) {
       await mkdir(this.opts.dir, { recursive: true });
-      const removed = await removeLeftoverSpools(this.opts.dir, this.opts.idleMs).catch((err: unknown) => {
-        log.warn({ err, dir: this.opts.dir }, 'could not look for spools left by crashed instances');
-        return 0;
-      });
-      if (removed > 0) log.info({ dir: this.opts.dir, removed }, 'removed upload spools left by instances that are gone');
+      await this.sweepLeftovers();
       this.spoolDir = await mkdtemp(join(this.opts.dir, `transship-uploads-${process.pid}-`));
     }
     return this.spoolDir;
   }
 
+  /**
+   * Spools no live session owns: directories of instances that are gone (see removeLeftoverSpools) and files in our
+   * own directory without a session (a removal that failed). Runs with every expiry sweep, not only once at start:
+   * an instance killed while this one runs leaves its spools behind at any time.
+   */
+  private async sweepLeftovers(): Promise<void> {
+    const removed = await removeLeftoverSpools(this.opts.dir, this.opts.idleMs).catch((err: unknown) => {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') log.warn({ err, dir: this.opts.dir }, 'could not look for spools left by crashed instances');
+      return 0;
+    });
+    if (removed > 0) log.info({ dir: this.opts.dir, removed }, 'removed upload spools left by instances that are gone');
+    if (!this.spoolDir) return;
+    const owned = new Set([...this.sessions.values()].map((s) => s.path));
+    const cutoff = Date.now() - this.opts.idleMs;
+    for (const f of await readdir(this.spoolDir).catch(() => [])) {
+      const path = join(this.spoolDir, f);
+      if (owned.has(path)) continue;
+      const st = await stat(path).catch(() => undefined);
+      if (st && st.mtimeMs < cutoff) await rm(path, { force: true }).catch(() => undefined);
+    }
+  }
+
+  get spooledBytes(): number {
+    return this.spooled;
+  }
+
+  private addSpooled(bytes: number): void {
+    this.spooled += bytes;
+    registryUploadSpoolBytes.set(this.spooled);
+  }
+
   async create(repo: string): Promise<UploadSession> {
+    const max = this.opts.maxSessions ?? 1000;
+    if (this.sessions.size >= max) {
+      registryUploadRefusalsTotal.inc({ reason: 'sessions' });
+      log.warn({ repo, sessions: this.sessions.size, limit: max }, 'upload refused: too many open upload sessions');
+      throw new RegistryError('TOO_MANY_REQUESTS', `this registry has ${this.sessions.size} open upload sessions, the limit (serve.maxUploadSessions); try again later`, { limit: max }, 429, { 'retry-after': RETRY_AFTER_S });
+    }
     const id = randomUUID();
     const path = join(await this.dir(), `${id}.spool`);
     await writeFile(path, '', { flag: 'wx' });
@@ -119,6 +162,13 @@ export class UploadSessions {
     const before = s.size;
     const hashBefore = s.hash.copy();
     const max = this.opts.maxBytes;
+    const maxSpool = this.opts.maxSpoolBytes ?? Infinity;
+    let counted = 0; // bytes of this chunk added to the spool total (the refused part of a chunk never is)
+    const addSpooled = (n: number): void => {
+      counted += n;
+      this.addSpooled(n);
+    };
+    const spooledNow = (): number => this.spooled;
     const signal = opts.signal ? AbortSignal.any([opts.signal, s.controller.signal]) : s.controller.signal;
     let bytes = 0;
     const spool = new SpoolWriter(s.path);
@@ -130,6 +180,12 @@ export class UploadSessions {
           cb(new RegistryError('SIZE_INVALID', `upload exceeds the size limit of ${max} bytes`, { limit: max }, 413));
           return;
         }
+        if (spooledNow() + chunk.length > maxSpool) {
+          registryUploadRefusalsTotal.inc({ reason: 'spool_bytes' });
+          cb(new RegistryError('TOO_MANY_REQUESTS', `upload spools hold ${spooledNow()} bytes, the limit (serve.maxSpoolBytes); try again later`, { limit: maxSpool }, 429, { 'retry-after': RETRY_AFTER_S }));
+          return;
+        }
+        addSpooled(chunk.length);
         s.hash.update(chunk);
         streamer?.notify(before + spool.bytesWritten);
         cb(null, chunk);
@@ -141,6 +197,8 @@ export class UploadSessions {
         throw new RegistryError('SIZE_INVALID', `chunk has ${bytes} bytes but its headers announced ${opts.expectedLength}`, { received: bytes, announced: opts.expectedLength });
       }
       s.size = before + bytes;
+      // Removed while the last bytes landed (a DELETE racing the chunk): its removal counted only `before`.
+      if (this.sessions.get(s.id) !== s) this.addSpooled(-counted);
       streamer?.notify(s.size);
       registryUploadBytesTotal.inc(bytes);
     } catch (err) {
@@ -148,6 +206,7 @@ export class UploadSessions {
       // last write has landed (SpoolWriter closes only after it), or it could land after the truncation.
       if (!spool.closed) await new Promise((resolve) => spool.once('close', resolve));
       s.hash = hashBefore;
+      this.addSpooled(-counted);
       s.size = before;
       await truncate(s.path, before).catch(() => undefined);
       await streamer?.rollback(before);
@@ -176,7 +235,11 @@ export class UploadSessions {
   }
 
   async remove(s: UploadSession): Promise<void> {
-    if (this.sessions.get(s.id) === s) this.sessions.delete(s.id);
+    // Counted once: an expiry can race a DELETE or a commit's own removal.
+    if (this.sessions.get(s.id) === s) {
+      this.sessions.delete(s.id);
+      this.addSpooled(-s.size);
+    }
     s.controller.abort(new Error('upload session closed'));
     registryUploadSessions.set(this.sessions.size);
     await s.streamer?.abandon();
@@ -191,6 +254,7 @@ export class UploadSessions {
         await this.remove(s);
       }
     }
+    await this.sweepLeftovers();
   }
 
   /** Shutdown: cancels every in-flight chunk and removes every spool. */

@@ -9,12 +9,17 @@ import '../telemetry/metrics.js';
 import { log as rootLog } from '@transship/core/log';
 import { registryPlugin, type RegistryPluginOptions } from '../registry/plugin.js';
 import { digestOf } from '@transship/core/digest';
+import { closeIdleConnections } from './idle-timeout.js';
 
 export interface ServerOptions extends RegistryPluginOptions {
   tls?: { cert: string; key: string } | undefined;
   logger?: Logger | undefined;
   /** How long /readyz waits for the store (ms). */
   readyTimeoutMs?: number | undefined;
+  /** A request must arrive completely within this long (s; default 3600, 0 = off). */
+  requestTimeoutSeconds?: number | undefined;
+  /** Close a connection whose client sends or reads nothing mid-exchange for this long (s; default 120, 0 = off). */
+  idleTimeoutSeconds?: number | undefined;
 }
 
 export async function buildServer(opts: ServerOptions): Promise<FastifyInstance> {
@@ -24,8 +29,9 @@ export async function buildServer(opts: ServerOptions): Promise<FastifyInstance>
     loggerInstance: logger,
     // Shutdown must not wait for a client that keeps a connection open: in-flight uploads are cancelled anyway.
     forceCloseConnections: true,
-    // Uploads can take long; the idle timeout of upload sessions bounds abandoned ones.
-    requestTimeout: 0,
+    // A whole request (a monolithic upload included) must arrive within this; a trickling client is cut off here
+    // or by the idle timeout (idle-timeout.ts), whichever comes first.
+    requestTimeout: (opts.requestTimeoutSeconds ?? 3600) * 1000,
     // Keep `/v2` and `/v2/` distinct from fastify's own normalisation; names are parsed by the registry.
     routerOptions: { ignoreTrailingSlash: false, maxParamLength: 2048 },
     ...(opts.tls ? { https: { cert: readFileSync(opts.tls.cert), key: readFileSync(opts.tls.key) } } : {}),
@@ -46,6 +52,7 @@ export async function buildServer(opts: ServerOptions): Promise<FastifyInstance>
     return reply.code(200).type(registry.contentType).send(await registry.metrics());
   });
 
+  closeIdleConnections(app, (opts.idleTimeoutSeconds ?? 120) * 1000);
   await app.register(registryPlugin, opts);
   return app;
 }

@@ -107,6 +107,19 @@ export function layerLinkKey(repo: string, digest: string): string {
   return `${layerLinksPrefix(repo)}${digestPath(digest)}`;
 }
 
+/**
+ * A blob link deleted through the registry API (DELETE …/blobs/<digest>): a marker so the link is not healed back
+ * from a manifest that still references the blob.
+ */
+export function unlinkedKey(repo: string, digest: string): string {
+  return `${repoPrefix(repo)}_unlinked/${digestPath(digest)}`;
+}
+
+/** The Content-Type a manifest without a `mediaType` field was pushed with (it is served back with it). */
+export function manifestMediaTypeKey(repo: string, digest: string): string {
+  return `${repoPrefix(repo)}_mediatypes/${digestPath(digest)}`;
+}
+
 /** Every referrer link of `repo` (all subjects). */
 export function referrersRootPrefix(repo: string): string {
   return `${repoPrefix(repo)}${REPO_DIRS.referrer}/`;

@@ -108,6 +108,22 @@ export const registryUploadSessions = new Gauge({
   help: 'Open blob upload sessions spooled on this instance.',
   ...reg,
 });
+export const registryUploadSpoolBytes = new Gauge({
+  name: 'registry_upload_spool_bytes',
+  help: 'Bytes held in upload spools of open sessions on this instance (bounded by serve.maxSpoolBytes).',
+  ...reg,
+});
+export const registryUploadRefusalsTotal = new Counter({
+  name: 'registry_upload_refusals_total',
+  help: 'Uploads refused by a resource bound: reason=sessions (serve.maxUploadSessions), spool_bytes (serve.maxSpoolBytes).',
+  labelNames: ['reason'] as const,
+  ...reg,
+});
+export const registryConnectionTimeoutsTotal = new Counter({
+  name: 'registry_connection_timeouts_total',
+  help: 'Connections closed because a client sent (or read) nothing for serve.idleTimeoutSeconds mid-request.',
+  ...reg,
+});
 export const registryUploadBytesTotal = new Counter({
   name: 'registry_upload_bytes_total',
   help: 'Blob bytes received from registry clients (before dedup).',

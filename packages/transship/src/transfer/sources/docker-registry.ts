@@ -19,11 +19,12 @@ import { parseRetryAfter, type RetryBudget } from '@transship/core/retry';
 import { observedRetry, type ObservedCall } from '@transship/core/observed-retry';
 import { isDigestReference } from '@transship/core/reference';
 import type { Signalled } from '@transship/core/signal';
+import { ReadableStream } from 'node:stream/web';
 import type { DockerReference } from '../reference.js';
 import { INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES, MediaTypes, type Descriptor, type FetchedManifest, type ImageSource } from '../types.js';
 import { parseManifest } from '../manifest.js';
 import { basicHeader, credentialsFrom, parseChallenge, tokenFromResponse, type CachedToken, type RegistryCredentials } from './registry-auth.js';
-import { checkBytes, MAX_MANIFEST_BYTES, verifiedStream } from './verify.js';
+import { checkBytes, MAX_MANIFEST_BYTES, readAll, verifiedStream } from './verify.js';
 
 export const MANIFEST_ACCEPT = [MediaTypes.ociIndex, MediaTypes.ociManifest, MediaTypes.dockerManifestList, MediaTypes.dockerManifest].join(', ');
 
@@ -36,8 +37,27 @@ export interface DockerRegistryOptions extends Signalled {
   retry?: (NonNullable<ObservedCall['retry']> & { budget?: RetryBudget | undefined }) | undefined;
   /** Injectable for tests. */
   fetch?: typeof fetch | undefined;
+  /** Our own bounds on a registry that accepts connections and then stalls (see RegistryTimeouts). */
+  timeouts?: Partial<RegistryTimeouts> | undefined;
   userAgent?: string | undefined;
 }
+
+/**
+ * undici's defaults wait 300 s for response headers and between body chunks, so a registry that accepts a
+ * connection and never answers held `copy` for minutes. Each bound fails the attempt with TS_TIMEOUT, which the one
+ * retry retries (the connection itself is bounded by undici's connect timeout, 10 s).
+ */
+export interface RegistryTimeouts {
+  /** From sending a request to its response headers (includes connecting). */
+  firstByteMs: number;
+  /** Between two body chunks while the reader is waiting for one (a slow consumer does not count). */
+  idleMs: number;
+}
+
+export const DEFAULT_REGISTRY_TIMEOUTS: RegistryTimeouts = { firstByteMs: 30_000, idleMs: 30_000 };
+
+/** Token responses are small JSON documents; a service streaming more is refused while reading. */
+const MAX_TOKEN_RESPONSE_BYTES = 1024 * 1024;
 
 const LOOPBACK = /^(localhost|127\.\d+\.\d+\.\d+|\[::1\])(:\d+)?$/;
 
@@ -110,7 +130,8 @@ export class DockerRegistrySource implements ImageSource {
     const what = `${this.description}: blob ${digest}`;
     const res = await this.request(`${this.base}/blobs/${digest}`, {}, 'blob', what, opts.signal);
     if (!res.body) throw new TransshipError('TS_BACKEND_REJECTED', `${what}: empty response body`);
-    return verifiedStream(Readable.fromWeb(res.body as WebReadableStream<Uint8Array>), { ...desc, digest }, opts.signal, opts.callerVerifies);
+    // Bounded while it flows: the verifier (ours or the caller's) fails on the first byte past the descriptor's size.
+    return verifiedStream(Readable.fromWeb(this.idleGuarded(res.body as WebReadableStream<Uint8Array>, what)), { ...desc, digest }, opts.signal, opts.callerVerifies);
   }
 
   async close(): Promise<void> {}
@@ -124,13 +145,9 @@ export class DockerRegistrySource implements ImageSource {
         await discard(res);
         throw new TransshipError('TS_MANIFEST_INVALID', `${what} is ${length} bytes; the limit is ${MAX_MANIFEST_BYTES}`);
       }
-      let bytes: Buffer;
-      try {
-        bytes = Buffer.from(await res.arrayBuffer());
-      } catch (err) {
-        throw networkError(err, res.url || this.base, s);
-      }
-      if (bytes.length > MAX_MANIFEST_BYTES) throw new TransshipError('TS_MANIFEST_INVALID', `${what} is larger than ${MAX_MANIFEST_BYTES} bytes`);
+      // Read with the limit enforced chunk by chunk: a registry streaming without end is cut off at the limit,
+      // never buffered first (Content-Length may be absent or lie).
+      const bytes = await this.readBody(res, MAX_MANIFEST_BYTES, what, s);
       // The registry's claim and our request must both agree with the bytes.
       const claimed = res.headers.get('docker-content-digest');
       if (claimed) {
@@ -183,10 +200,64 @@ export class DockerRegistrySource implements ImageSource {
   private async get(url: string, headers: Record<string, string>, signal: AbortSignal): Promise<Response> {
     const h: Record<string, string> = { ...headers, 'user-agent': this.opts.userAgent ?? 'transship' };
     if (this.auth && this.auth.expiresAt > Date.now()) h.authorization = this.auth.header;
+    return this.fetchTimed(url, { headers: h, redirect: 'follow' }, signal);
+  }
+
+  private get timeouts(): RegistryTimeouts {
+    return { ...DEFAULT_REGISTRY_TIMEOUTS, ...(this.opts.timeouts ?? {}) };
+  }
+
+  /** fetch with our first-byte bound: no response headers within it → TS_TIMEOUT (retryable). */
+  private async fetchTimed(url: string | URL, init: RequestInit, signal: AbortSignal): Promise<Response> {
+    const ms = this.timeouts.firstByteMs;
+    const timer = new AbortController();
+    const t = setTimeout(() => timer.abort(new TransshipError('TS_TIMEOUT', `${new URL(url).host} sent no response within ${ms} ms`, { details: { url: String(url), timeoutMs: ms } })), ms);
     try {
-      return await this.fetchImpl(url, { headers: h, signal, redirect: 'follow' });
+      return await this.fetchImpl(url, { ...init, signal: AbortSignal.any([signal, timer.signal]) });
     } catch (err) {
-      throw networkError(err, url, signal);
+      if (timer.signal.aborted && !signal.aborted) throw timer.signal.reason;
+      throw networkError(err, String(url), signal);
+    } finally {
+      clearTimeout(t);
+    }
+  }
+
+  /** A body stream that fails with TS_TIMEOUT when the server sends nothing for `idleMs` while we wait for a chunk. */
+  private idleGuarded(body: WebReadableStream<Uint8Array>, what: string): WebReadableStream<Uint8Array> {
+    const ms = this.timeouts.idleMs;
+    const reader = body.getReader();
+    return new ReadableStream<Uint8Array>(
+      {
+        async pull(controller) {
+          let t: NodeJS.Timeout | undefined;
+          const idle = new Promise<never>((_, reject) => {
+            t = setTimeout(() => reject(new TransshipError('TS_TIMEOUT', `${what}: the registry sent nothing for ${ms} ms`, { details: { timeoutMs: ms } })), ms);
+          });
+          try {
+            const r = await Promise.race([reader.read(), idle]);
+            if (r.done) controller.close();
+            else controller.enqueue(r.value);
+          } catch (err) {
+            await reader.cancel(err).catch(() => undefined);
+            throw err;
+          } finally {
+            clearTimeout(t);
+          }
+        },
+        cancel: (reason) => reader.cancel(reason),
+      },
+      { highWaterMark: 0 },
+    );
+  }
+
+  /** A whole (small) response body, refused past `limit` bytes while it is read, guarded by the idle bound. */
+  private async readBody(res: Response, limit: number, what: string, signal: AbortSignal): Promise<Buffer> {
+    if (!res.body) return Buffer.alloc(0);
+    try {
+      return await readAll(Readable.fromWeb(this.idleGuarded(res.body as WebReadableStream<Uint8Array>, what)), limit, what, signal);
+    } catch (err) {
+      if (isTransshipError(err)) throw err;
+      throw networkError(err, res.url || this.base, signal);
     }
   }
 
@@ -206,19 +277,15 @@ export class DockerRegistrySource implements ImageSource {
     realm.searchParams.set('scope', challenge.params.scope ?? `repository:${this.ref.repo}:pull`);
     const headers: Record<string, string> = { 'user-agent': this.opts.userAgent ?? 'transship' };
     if (this.credentials) headers.authorization = basicHeader(this.credentials);
-    let res: Response;
-    try {
-      res = await this.fetchImpl(realm, { headers, signal, redirect: 'follow' });
-    } catch (err) {
-      throw networkError(err, realm.toString(), signal);
-    }
+    const res = await this.fetchTimed(realm, { headers, redirect: 'follow' }, signal);
     if (!res.ok) {
       await discard(res);
       throw httpError(res, 'token', `${what}: token service ${realm.host}`);
     }
+    const text = await this.readBody(res, MAX_TOKEN_RESPONSE_BYTES, `${what}: token service ${realm.host}`, signal);
     let body: unknown;
     try {
-      body = await res.json();
+      body = JSON.parse(text.toString('utf8'));
     } catch (err) {
       throw new TransshipError('TS_UNAUTHORIZED', `${what}: the token service answered with malformed JSON`, { cause: err });
     }

@@ -11,6 +11,7 @@
 // (the last rename wins); blobs are unaffected.
 import { randomUUID } from 'node:crypto';
 import { mkdir, open as fsOpen, rename, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Readable, Transform, Writable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -33,9 +34,19 @@ export class DirLayoutFiles implements LayoutFiles {
   async open(path: string, signal?: AbortSignal): Promise<Readable> {
     throwIfAborted(signal);
     const full = join(this.root, path);
+    // Type first (following symlinks), then a non-blocking open: opening a FIFO for reading blocks in the thread
+    // pool until a writer appears — nothing, not even SIGTERM, gets it back. The fstat below re-checks the file
+    // actually opened, in case the path changed in between.
+    let st;
+    try {
+      st = await stat(full);
+    } catch (err) {
+      throw fromFsError(err, full);
+    }
+    if (!st.isFile()) throw new TransshipError('TS_LAYOUT_INVALID', `${full} is not a regular file`, { details: { path: full } });
     let handle;
     try {
-      handle = await fsOpen(full, 'r');
+      handle = await fsOpen(full, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
     } catch (err) {
       throw fromFsError(err, full);
     }

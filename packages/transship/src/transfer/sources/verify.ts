@@ -14,11 +14,24 @@ export const MAX_METADATA_BYTES = 16 * 1024 * 1024;
 
 /** Wraps `raw` so it fails unless its bytes match `desc`; destroys `raw` when the consumer stops or the signal fires. */
 export function verifiedStream(raw: Readable, desc: Descriptor, signal?: AbortSignal, callerVerifies = false): Readable {
-  if (callerVerifies) return signal ? addAbortSignal(signal, raw) : raw;
+  if (callerVerifies) return abortable(raw, signal);
   const verifier = new VerifyingStream({ expected: desc.digest, size: desc.size });
   // pipeline propagates errors both ways and destroys the file stream when the consumer destroys the verifier.
   pipeline(raw, verifier, () => undefined);
-  return signal ? addAbortSignal(signal, verifier) : verifier;
+  return abortable(verifier, signal);
+}
+
+/**
+ * Destroys `stream` when `signal` fires. The stream is handed to a consumer that may not have attached to it yet
+ * (a destination still preparing its write when a sibling blob fails and the copy is cancelled): the abort's
+ * 'error' would then have no listener and crash the process. A no-op listener keeps it an ordinary error — every
+ * consumer that does attach (pipeline, for await) still receives it.
+ */
+function abortable(stream: Readable, signal: AbortSignal | undefined): Readable {
+  if (!signal) return stream;
+  addAbortSignal(signal, stream);
+  stream.on('error', () => undefined);
+  return stream;
 }
 
 /** Checks manifest bytes against their descriptor. */
