@@ -13,14 +13,6 @@ import { runTransfer } from './transfer.js';
 import { runRegistry } from './registry.js';
 import { runPlacement } from './placement.js';
 
-// The AWS SDK warns about Node 20 on first use; it is noise in a benchmark log.
-const originalEmitWarning = process.emitWarning.bind(process);
-process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
-  const text = typeof warning === 'string' ? warning : warning.message;
-  if (/NodeVersion|node >=|aws-sdk/i.test(text)) return;
-  (originalEmitWarning as (w: string | Error, ...r: unknown[]) => void)(warning, ...rest);
-});
-
 const GROUPS = { transfer: runTransfer, registry: runRegistry, placement: runPlacement } as const;
 type Group = keyof typeof GROUPS;
 
