@@ -124,7 +124,6 @@ export async function startContext(opts: { signal: AbortSignal; log: (line: stri
       XDG_CACHE_HOME: join(xdg, 'cache'),
       XDG_DATA_HOME: join(xdg, 'data'),
       TRANSSHIP_LOG_LEVEL: 'warn',
-      AWS_SDK_JS_SUPPRESS_MAINTENANCE_MODE_MESSAGE: '1',
       ...extra,
     });
     let images: Promise<BenchImages> | undefined;
