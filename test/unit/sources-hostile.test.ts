@@ -9,14 +9,13 @@ import { mkdtemp, readdir, rm, symlink, unlink } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseReference, type DockerReference } from '../../packages/transship/src/transfer/reference.js';
 import { DockerRegistrySource } from '../../packages/transship/src/transfer/sources/docker-registry.js';
 import { openOciLayoutSource } from '../../packages/transship/src/transfer/sources/oci-layout.js';
 import { MAX_MANIFEST_BYTES } from '../../packages/transship/src/transfer/sources/verify.js';
 import { makeOciLayout } from '../support/images.js';
+import { CLI, REPO_ROOT } from '../support/cli.js';
 
-const root = fileURLToPath(new URL('../..', import.meta.url));
 const work = await mkdtemp(join(tmpdir(), 'ts-hostile-'));
 const servers: Server[] = [];
 after(async () => {
@@ -39,7 +38,7 @@ async function listen(handler: Parameters<typeof createServer>[1]): Promise<{ po
 function cli(args: string[], timeoutMs = 60_000): Promise<{ code: number | null; stderr: string; ms: number }> {
   const started = Date.now();
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [join(root, 'bin', 'transship.js'), ...args], { cwd: root, env: { ...process.env, TRANSSHIP_CONFIG: '', XDG_CACHE_HOME: join(work, 'cache') } });
+    const child = spawn(process.execPath, [CLI, ...args], { cwd: REPO_ROOT, env: { ...process.env, TRANSSHIP_CONFIG: '', XDG_CACHE_HOME: join(work, 'cache') } });
     let stderr = '';
     child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);

@@ -62,7 +62,7 @@ async function blobCacheFor(dir: string | undefined, maxBytes: number | undefine
   const parent = uploadDir ?? tmpdir();
   const fsType = await statfs(parent).then((s) => s.type, () => undefined);
   if (fsType === TMPFS_MAGIC && maxBytes === undefined) {
-    process.stderr.write(`transship: blob cache off: ${parent} is tmpfs (memory); set serve.blobCache.dir to a directory on disk to turn it on\n`);
+    log.warn({ hint: 'blobCache' }, `blob cache off: ${parent} is tmpfs (memory); set serve.blobCache.dir to a directory on disk to turn it on`);
     return undefined;
   }
   return { dir: join(parent, uploadDir ? 'transship-blob-cache' : `transship-blob-cache-${process.getuid?.() ?? 0}`), maxBytes: maxBytes ?? DEFAULT_BLOB_CACHE_BYTES };

@@ -6,9 +6,10 @@
 //
 // Media type, decided once (OCI image-spec, image-index.md and manifest.md):
 // - the body's `mediaType` wins; a declared type (Content-Type, the parent descriptor) must agree with it;
-// - a body without `mediaType` is OCI: an index when it has `manifests`, a manifest otherwise (OCI makes the field
-//   optional; a Docker manifest list or schema2 manifest always carries its mediaType, so such a body declared as
-//   Docker is refused rather than guessed).
+// - a body without `mediaType` takes the declared type when there is one and its shape fits it (a client that
+//   pushed it with a Docker Content-Type gets it back with that type: issue 20 item 6); without a declaration it is
+//   OCI: an index when it has `manifests`, a manifest otherwise (OCI makes the field optional). A declared type whose
+//   shape does not fit (a Docker manifest declared for a body with `manifests`) is refused, never guessed.
 import { z } from 'zod';
 import { TransshipError, type ErrorCode } from '@transship/core/errors';
 import { parseDigest } from '@transship/core/digest';
@@ -79,8 +80,8 @@ export function manifestMediaType(doc: Record<string, unknown>, declaredMediaTyp
     throw new TransshipError('TS_MANIFEST_INVALID', `${what}: media type mismatch: declared "${declared}", body says "${body}"`, { details: { declared, body } });
   }
   const hasManifests = Array.isArray(doc.manifests);
-  if (!body && declared && DOCKER_TYPES.includes(declared)) {
-    throw new TransshipError('TS_MANIFEST_INVALID', `${what}: declared "${declared}" but the body has no mediaType (Docker manifests always carry theirs; without it the document is OCI)`, { details: { declared } });
+  if (!body && declared && DOCKER_TYPES.includes(declared) && (declared === MediaTypes.dockerManifestList) !== hasManifests) {
+    throw new TransshipError('TS_MANIFEST_INVALID', `${what}: declared "${declared}" but the body (no mediaType) is ${hasManifests ? 'an index' : 'a manifest'}`, { details: { declared } });
   }
   const mediaType = body ?? declared ?? (hasManifests ? MediaTypes.ociIndex : MediaTypes.ociManifest);
   const index = INDEX_MEDIA_TYPES.includes(mediaType) || (!MANIFEST_MEDIA_TYPES.includes(mediaType) && hasManifests);
