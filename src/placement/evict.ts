@@ -9,7 +9,7 @@
 // 2. Never a blob a local repository needs on its own: a manifest linked to a repository in the home region is, or
 //    references, the blob (a local push that deduplicated against the promoted copy links its manifest — the write
 //    order is blobs → manifest → manifest link → tag, so a pushed image is visible only through such a link); or a
-//    blob link (repos/<name>/blobs/…, written on upload/mount when blob links are on) that was born here, i.e. no
+//    blob link (repos/<name>/_layers/…, written on upload/mount when blob links are on) that was born here, i.e. no
 //    other region has the same link (a read with auth on copies links from the region it found them in; those prove
 //    nothing about local pushes). Such a copy is adopted: its markers are dropped and it is a normal local blob.
 // 3. Never unless another region holds the blob as an original — present there with the same size and without a
@@ -41,7 +41,8 @@ import type { Config } from '../core/config.js';
 import type { Regions } from './regions.js';
 import type { Rules } from './rules.js';
 import type { PlacedReader } from './read-path.js';
-import { PLACEMENT_PREFIX, PROMOTED_PREFIX, evictionRecordKey, parseMarkers, type PromotedEntry, type PromotionLedger } from './promoted.js';
+import { REPOS_PREFIX, parseRepoKey } from '../store/keys.js';
+import { PROMOTED_PREFIX, evictionRecordKey, parseMarkers, type PromotedEntry, type PromotionLedger } from './promoted.js';
 
 /**
  * The grace must outlast a "blob present" answer that a manifest write can still act on. In the registry that is its
@@ -110,9 +111,6 @@ interface Needs {
   /** A linked manifest could not be read anywhere reachable: nothing may be evicted this pass. */
   incomplete: boolean;
 }
-
-const MANIFEST_LINK = /^repos\/(.+)\/manifests\/(sha256|sha512)\/([a-f0-9]{64,128})$/;
-const BLOB_LINK = /^repos\/(.+)\/blobs\/(sha256|sha512)\/([a-f0-9]{64,128})$/;
 
 export class Evictor {
   readonly idleMs: number;
@@ -340,19 +338,13 @@ export class Evictor {
   private async needs(opts: Signalled): Promise<Needs> {
     const out: Needs = { digests: new Set(), blobLinks: new Map(), incomplete: false };
     const manifests = new Set<string>();
-    for (const key of await this.home.listMeta('repos/', opts)) {
-      if (key.startsWith(PLACEMENT_PREFIX)) continue;
-      const m = MANIFEST_LINK.exec(key);
-      if (m) {
-        manifests.add(`${m[2]}:${m[3]}`);
-        continue;
-      }
-      const b = BLOB_LINK.exec(key);
-      if (b) {
-        const d = `${b[2]}:${b[3]}`;
-        const list = out.blobLinks.get(d) ?? [];
+    for (const key of await this.home.listMeta(REPOS_PREFIX, opts)) {
+      const k = parseRepoKey(key);
+      if (k?.kind === 'manifest') manifests.add(k.digest);
+      else if (k?.kind === 'layer') {
+        const list = out.blobLinks.get(k.digest) ?? [];
         list.push(key);
-        out.blobLinks.set(d, list);
+        out.blobLinks.set(k.digest, list);
       }
     }
     for (const m of manifests) {

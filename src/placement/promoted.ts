@@ -1,16 +1,17 @@
 // Which blobs of a region are promoted copies (replication-on-demand made them, src/placement/read-path.ts) and
 // when they were last read: what eviction (evict.ts) needs to treat promoted copies as a bounded cache.
 //
-// Recorded in the region's own store, next to the registry's repository keys, as small objects:
-//   repos/_placement/promoted/<alg>/<hex>/read/<ms>   a read (or the promotion itself) in the period starting at <ms>
-//                                                      (body: the region the copy came from, or empty)
-//   repos/_placement/evictions/<ms>                    one per eviction pass that deleted copies (body: their digests,
-//                                                      JSON); removed by the check after the grace period (evict.ts)
+// Recorded in the region's own store, beside the registry's repository keys, as small objects (keys.ts builds and
+// parses them):
+//   _placement/promoted/<alg>/<hex>/read/<ms>   a read (or the promotion itself) in the period starting at <ms>
+//                                                (body: the region the copy came from, or empty)
+//   _placement/evictions/<ms>                    one per eviction pass that deleted copies (body: their digests,
+//                                                JSON); removed by the check after the grace period (evict.ts)
 // Why marker keys and not a database or object metadata: S3 stays the only shared truth (every instance of the
 // region sees the same markers), one LIST answers "which copies are promoted and when were they last read" without
 // a GET per blob, and every write is a conditional PutObject of a new key (no read-modify-write, so concurrent
-// instances cannot lose each other's stamps). `_placement` can never be a repository (OCI names start with a letter
-// or digit), so listings of repositories and the registry's link copying never see these keys.
+// instances cannot lose each other's stamps). `_placement/` sits beside `repos/`, so listings of repositories and the
+// registry's link copying never see these keys (the old layout kept them at `repos/_placement/`; see keys.ts).
 //
 // Reads are stamped from memory, rarely: local reads of a digest are noted per instance (no request), and flush()
 // writes one stamp per promoted digest per stamp period (a day at most; shorter when eviction is configured shorter)
@@ -19,28 +20,14 @@
 import { parseDigest } from '../core/digest.js';
 import { TransshipError, errorSummary } from '../core/errors.js';
 import type { BlobStore, Signalled } from '../store/contract.js';
+import { PLACEMENT_PREFIX, PROMOTED_PREFIX, evictionRecordKey, parsePlacementKey, promotedReadKey } from '../store/keys.js';
 import { log } from '../telemetry/log.js';
 
-export const PLACEMENT_PREFIX = 'repos/_placement/';
-export const PROMOTED_PREFIX = `${PLACEMENT_PREFIX}promoted/`;
-export const EVICTIONS_PREFIX = `${PLACEMENT_PREFIX}evictions/`;
+export { PLACEMENT_PREFIX, PROMOTED_PREFIX, evictionRecordKey };
 export const DAY_MS = 24 * 3600_000;
 
-const KEY = /^repos\/_placement\/promoted\/(sha256|sha512)\/([a-f0-9]{64,128})\/read\/(\d{1,16})$/;
-const RECORD = /^repos\/_placement\/evictions\/(\d{1,16})$/;
-
-export function promotedPrefix(digest: string): string {
-  const d = parseDigest(digest);
-  return `${PROMOTED_PREFIX}${d.algorithm}/${d.hex}/`;
-}
-
-export function readKey(digest: string, at: number): string {
-  return `${promotedPrefix(digest)}read/${Math.max(0, Math.floor(at))}`;
-}
-
-export function evictionRecordKey(at: number): string {
-  return `${EVICTIONS_PREFIX}${Math.max(0, Math.floor(at))}`;
-}
+/** A read stamp of promoted copy `digest` for the period starting at `at` (keys.ts builds it). */
+export const readKey = promotedReadKey;
 
 /** What the markers say about one promoted digest. */
 export interface PromotedEntry {
@@ -64,13 +51,12 @@ export interface EvictionRecord {
 export function parseMarkers(keys: readonly string[]): Map<string, PromotedEntry> {
   const out = new Map<string, PromotedEntry>();
   for (const key of keys) {
-    const m = KEY.exec(key);
-    if (!m) continue;
-    const digest = `${m[1]}:${m[2]}`;
-    const e = out.get(digest) ?? { digest, reads: [], evicted: [], keys: [] };
-    out.set(digest, e);
+    const k = parsePlacementKey(key);
+    if (k?.kind !== 'read') continue;
+    const e = out.get(k.digest) ?? { digest: k.digest, reads: [], evicted: [], keys: [] };
+    out.set(k.digest, e);
     e.keys.push(key);
-    e.reads.push(Number(m[3]));
+    e.reads.push(k.at);
   }
   for (const e of out.values()) e.reads.sort((a, b) => a - b);
   return out;
@@ -149,8 +135,8 @@ export class PromotionLedger {
     const entries = parseMarkers(keys);
     const records: EvictionRecord[] = [];
     for (const key of keys) {
-      const m = RECORD.exec(key);
-      if (!m) continue;
+      const k = parsePlacementKey(key);
+      if (k?.kind !== 'eviction') continue;
       const body = await this.store.getMeta(key, opts);
       if (body === undefined) continue;
       let digests: string[];
@@ -160,7 +146,7 @@ export class PromotionLedger {
         log.warn({ store: this.store.name, key }, 'unreadable eviction record; ignoring it');
         continue;
       }
-      const at = Number(m[1]);
+      const at = k.at;
       records.push({ key, at, digests });
       for (const digest of digests) {
         const e = entries.get(digest) ?? { digest, reads: [], evicted: [], keys: [] };

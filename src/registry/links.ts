@@ -1,18 +1,18 @@
 // Repository-scoped facts the registry keeps beside the store layout (see meta.ts for why they are not in the
-// BlobStore contract yet):
-//   repos/<name>/blobs/<alg>/<hex>                          blob linked to the repository (uploaded or mounted there)
-//   repos/<name>/referrers/<alg>/<subject-hex>/<alg>/<hex>  manifest <hex> in <name> has subject <subject-hex>;
-//                                                           body = its descriptor (JSON) for the referrers API
+// BlobStore contract yet); keys.ts builds and parses the keys:
+//   repos/<name>/_layers/<alg>/<hex>                          blob linked to the repository (uploaded or mounted there)
+//   repos/<name>/_referrers/<alg>/<subject-hex>/<alg>/<hex>   manifest <hex> in <name> has subject <subject-hex>;
+//                                                             body = its descriptor (JSON) for the referrers API
 // Blob links are what stop cross-repository leaks when auth is on. They are written only when `blobLinks` is on
 // (the default when auth is configured): one conditional PutObject per blob uploaded or mounted. A blob that has no
 // link but is referenced by a manifest already in the repository counts as linked (found by reading the
 // repository's manifests once, then the link is written) — so turning auth on later needs no migration.
 import { parseDigest } from '../core/digest.js';
-import { validateRepoName } from '../core/names.js';
 import { isTransshipError } from '../core/errors.js';
 import { parseManifest, references } from '../transfer/manifest.js';
 import type { Descriptor } from '../transfer/types.js';
 import type { BlobStore } from '../store/contract.js';
+import { layerLinkKey, parseRepoKey, referrerKey, referrersPrefix } from '../store/keys.js';
 import type { MetaStore } from './meta.js';
 import { ContentCache, TtlCache } from './cache.js';
 import { buffer } from 'node:stream/consumers';
@@ -41,33 +41,23 @@ export class RepoLinks {
     this.linked = new TtlCache(opts.cacheTtlMs ?? 30_000);
   }
 
-  private blobKey(repo: string, digest: string): string {
-    const d = parseDigest(digest);
-    return `repos/${validateRepoName(repo)}/blobs/${d.algorithm}/${d.hex}`;
-  }
-
-  private referrersPrefix(repo: string, subject: string): string {
-    const s = parseDigest(subject);
-    return `repos/${validateRepoName(repo)}/referrers/${s.algorithm}/${s.hex}/`;
-  }
-
   async linkBlob(repo: string, digest: string, signal?: AbortSignal): Promise<void> {
     if (!this.opts.blobLinks) return;
-    const key = this.blobKey(repo, digest);
+    const key = layerLinkKey(repo, digest);
     if (this.linked.get(key)) return;
     await this.meta.putIfAbsent(key, parseDigest(digest).value, { signal });
     this.linked.set(key, true);
   }
 
   async unlinkBlob(repo: string, digest: string, signal?: AbortSignal): Promise<void> {
-    const key = this.blobKey(repo, digest);
+    const key = layerLinkKey(repo, digest);
     this.linked.delete(key);
     await this.meta.delete(key, { signal });
   }
 
   /** True when `digest` is linked to `repo`, or referenced by one of the repository's manifests (then linked). */
   async isBlobLinked(repo: string, digest: string, signal?: AbortSignal): Promise<boolean> {
-    const key = this.blobKey(repo, digest);
+    const key = layerLinkKey(repo, digest);
     if (this.linked.get(key)) return true;
     if (await this.meta.has(key, { signal })) {
       this.linked.set(key, true);
@@ -115,21 +105,19 @@ export class RepoLinks {
   }
 
   async addReferrer(repo: string, subject: string, desc: Descriptor, signal?: AbortSignal): Promise<void> {
-    const d = parseDigest(desc.digest);
-    await this.meta.putIfAbsent(`${this.referrersPrefix(repo, subject)}${d.algorithm}/${d.hex}`, JSON.stringify(desc), { signal });
+    await this.meta.putIfAbsent(referrerKey(repo, subject, desc.digest), JSON.stringify(desc), { signal });
   }
 
   async removeReferrer(repo: string, subject: string, referrer: string, signal?: AbortSignal): Promise<void> {
-    const d = parseDigest(referrer);
-    await this.meta.delete(`${this.referrersPrefix(repo, subject)}${d.algorithm}/${d.hex}`, { signal });
+    await this.meta.delete(referrerKey(repo, subject, referrer), { signal });
   }
 
   async listReferrers(repo: string, subject: string, signal?: AbortSignal): Promise<Descriptor[]> {
-    const prefix = this.referrersPrefix(repo, subject);
     const out: Descriptor[] = [];
-    for (const key of await this.meta.list(prefix, { signal })) {
-      const rest = key.slice(prefix.length);
-      if (!/^(sha256|sha512)\/[a-f0-9]+$/.test(rest)) continue;
+    const s = parseDigest(subject).value;
+    for (const key of await this.meta.list(referrersPrefix(repo, subject), { signal })) {
+      const k = parseRepoKey(key);
+      if (k?.kind !== 'referrer' || k.repo !== repo || k.subject !== s) continue;
       const body = await this.meta.get(key, { signal });
       if (body === undefined) continue;
       try {

@@ -1,7 +1,8 @@
 // Small registry-owned keys next to the store layout: blob→repository links and subject→referrer links
-// (`repos/<name>/blobs/<alg>/<hex>`, `repos/<name>/referrers/<alg>/<subject-hex>/<alg>/<hex>`). They go through
+// (`repos/<name>/_layers/<alg>/<hex>`, `repos/<name>/_referrers/<alg>/<subject-hex>/<alg>/<hex>`). They go through
 // the store's own small-key operations (BlobStore.putMetaIfAbsent & co.), so the same client, retry loop, request
-// counts and key validation apply; keys are built only by links.ts from validated names and digests.
+// counts, key validation and old-layout fallback apply; keys are built only by store/keys.ts, from validated names
+// and digests.
 import type { Signalled, BlobStore } from '../store/contract.js';
 
 export interface MetaStore {

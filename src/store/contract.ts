@@ -1,6 +1,10 @@
 // The BlobStore contract: the small surface every backend implements (tus-node-server style). Keys follow the store
-// layout in docs/architecture.md; names and tags are validated (src/core/names.ts) before they reach a store, and
-// every store re-checks digests it is given.
+// layout in keys.ts (and docs/architecture.md); names and tags are validated (src/core/names.ts) before they reach a
+// store, and every store re-checks digests it is given.
+//
+// Two layers: each backend is a thin ObjectDriver (small objects, listing, batch delete, multipart leftovers) plus
+// its own blob path (hash-verified writes, ranged reads), and ONE repository layer (repository.ts) implements tags,
+// manifest links, listings and the registry's small keys over the driver for every backend.
 import type { Readable } from 'node:stream';
 
 export interface Signalled {
@@ -58,11 +62,73 @@ export interface StagedBlob {
   abort(): Promise<void>;
 }
 
+/** One object as a listing reports it. Keys are relative to the store (no bucket prefix, no directory). */
+export interface ObjectInfo {
+  key: string;
+  size: number;
+  /** Last modification, ms since the epoch (S3 LastModified; fs mtime). */
+  lastModified: number;
+  /** S3: the ETag without quotes (the body's MD5 for a single-PUT object). fs: undefined. */
+  etag?: string | undefined;
+}
+
+export interface DeleteManyResult {
+  /** Keys removed (or already absent: deleting is idempotent). */
+  deleted: number;
+  /** Keys the backend refused, with its reason; the others were still deleted. */
+  errors: Array<{ key: string; code: string; message: string }>;
+}
+
+/** An upload the backend holds open (S3: a multipart upload, billed until completed or aborted). */
+export interface PendingUpload {
+  key: string;
+  uploadId: string;
+  /** When it was started, ms since the epoch. */
+  initiated: number;
+}
+
+/**
+ * The thin per-backend object layer: what the repository layer, migrate and garbage collection need, nothing about
+ * OCI. Keys are relative to the store and are not validated beyond "no `.`, `..` or empty component" — callers build
+ * them with keys.ts. Every call goes through the store's retry loop and request counts.
+ */
+export interface ObjectDriver {
+  readonly name: string;
+  /** A small object's body as text, or undefined when absent. */
+  get(key: string, opts?: Signalled): Promise<string | undefined>;
+  stat(key: string, opts?: Signalled): Promise<ObjectInfo | undefined>;
+  /** Writes (or overwrites) a small object atomically: readers see the old body or the new one. */
+  put(key: string, body: string, opts?: Signalled): Promise<void>;
+  /**
+   * Writes a small object only if the key is absent; true when this call wrote it. Atomic against concurrent
+   * writers (S3: `If-None-Match: *`; fs: link(2) of a finished temp file), so it can carry a lease.
+   */
+  putIfAbsent(key: string, body: string, opts?: Signalled): Promise<boolean>;
+  /** Idempotent. fs: empty parent directories are removed too (a deleted repository leaves no directory). */
+  delete(key: string, opts?: Signalled): Promise<void>;
+  /** Batch delete (S3: DeleteObjects, 1000 keys a request), reporting per-key failures instead of throwing. */
+  deleteMany(keys: readonly string[], opts?: Signalled): Promise<DeleteManyResult>;
+  /**
+   * Every object whose key starts with `prefix`, any depth, in key order, streamed (S3: ListObjectsV2 pages of 1000;
+   * fs: readdir + stat per directory): memory stays bounded whatever the store holds.
+   */
+  list(prefix: string, opts?: Signalled & { startAfter?: string | undefined }): AsyncIterable<ObjectInfo>;
+  /** Uploads the backend holds open under `prefix` (S3: ListMultipartUploads; fs: none). */
+  listUploads(prefix: string, opts?: Signalled): AsyncIterable<PendingUpload>;
+  /** Aborts one pending upload; an upload already gone is not an error. */
+  abortUpload(upload: PendingUpload, opts?: Signalled): Promise<void>;
+}
+
 export interface BlobStore {
   /** Display name, e.g. `s3://bucket/prefix` or `dir:/var/lib/transship`. */
   readonly name: string;
   /** The region this store lives in; every store has one from the start. */
   readonly region: string;
+  /**
+   * The backend's object driver (see ObjectDriver): for migrate and garbage collection, which walk the layout
+   * itself. Everything else goes through the methods below.
+   */
+  readonly objects: ObjectDriver;
 
   /** Size of a stored blob, or undefined when absent. */
   statBlob(digest: string, opts?: Signalled): Promise<BlobInfo | undefined>;
@@ -84,8 +150,14 @@ export interface BlobStore {
   blobUrl?(digest: string, opts: { expiresInSeconds: number }): Promise<string>;
   /** Optional (S3): starts a staged blob, see StagedBlob. Stores without it are written with putBlob only. */
   stageBlob?(opts?: Signalled): Promise<StagedBlob>;
-  /** Optional, with stageBlob: removes staged uploads older than `olderThanMs` that a crashed process left. */
+  /**
+   * Optional: removes what crashed or killed writers left that is older than `olderThanMs` — S3: multipart uploads
+   * and temporary objects of staged uploads; fs: temp files of interrupted writes (`.tmp/*.part`, counted as
+   * objects). Live writes are younger than the limit: keep it well above the longest write.
+   */
   sweepStaged?(olderThanMs: number, opts?: Signalled): Promise<{ multipart: number; objects: number }>;
+  /** Optional: the temporary objects writes leave until they finish (fs: `.tmp/*.part`), for `verify` to report. */
+  listTemporary?(opts?: Signalled): AsyncIterable<ObjectInfo>;
   deleteBlob(digest: string, opts?: Signalled): Promise<void>;
   listBlobs(opts?: Signalled): AsyncIterable<BlobInfo>;
 
@@ -104,11 +176,13 @@ export interface BlobStore {
    * manifest links. Lets a re-push skip writes that are already true.
    */
   repoState(repo: string, opts?: Signalled): Promise<{ tags: Map<string, string | undefined>; manifests: Set<string> }>;
+  /** Repositories with at least one tag or manifest link (nothing else makes a repository exist). */
   listRepos(opts?: Signalled): Promise<string[]>;
 
   /**
-   * Small registry-owned keys under `repos/` (blob→repository and subject→referrer links). Keys are built by
-   * src/registry/links.ts from validated names and digests and checked again here (see keys.ts, checkMetaKey).
+   * Small keys of the registry (blob and referrer links under `repos/`), placement (`_placement/`) and GC (`_gc/`).
+   * Keys are built by keys.ts from validated names and digests and checked again here (checkMetaKey). Until a store
+   * is migrated (`transship migrate`), reads also see the old layout's twin of a key (keys.ts, currentToLegacy).
    */
   putMetaIfAbsent(key: string, body: string, opts?: Signalled): Promise<void>;
   getMeta(key: string, opts?: Signalled): Promise<string | undefined>;

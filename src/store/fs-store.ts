@@ -1,58 +1,55 @@
-// The embedded default store: a local directory with the same layout as a bucket.
+// The embedded default store: a local directory with the same layout as a bucket (keys.ts).
 //
 // Why it works this way: every write goes to a private temp file under `<root>/.tmp/`, is fsynced, and only then
-// renamed into place. rename(2) is atomic on one file system, so readers see either no blob or the whole verified
-// blob — the same guarantee a single S3 PutObject gives. Blobs are written only after their bytes hashed to the
-// digest (VerifyingStream fails the pipeline before the rename). Two writers of the same digest both succeed and
-// leave identical bytes; the second one notices the existing file and reports `exists`.
-import { createWriteStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
-import { join, dirname } from 'node:path';
-import { randomBytes } from 'node:crypto';
+// renamed into place (fs-objects.ts). rename(2) is atomic on one file system, so readers see either no blob or the
+// whole verified blob — the same guarantee a single S3 PutObject gives. Blobs are written only after their bytes
+// hashed to the digest (VerifyingStream fails the pipeline before the rename). Two writers of the same digest both
+// succeed and leave identical bytes; the second one notices the existing file and reports `exists`. Tags, links and
+// listings are the shared repository layer (repository.ts) over the fs object driver.
+//
+// Temp files a killed writer left (`.tmp/*.part`) are swept when they are older than TEMP_ORPHAN_AGE_MS: once per
+// process before the store's first write, and whenever sweepStaged() is called (garbage collection).
+import { open } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { TransshipError, fromFsError, throwIfAborted } from '../core/errors.js';
 import { VerifyingStream, parseDigest } from '../core/digest.js';
 import { fileStream, SERVING_CHUNK_BYTES } from '../core/file-stream.js';
-import { validateRepoName } from '../core/names.js';
-import type { BlobInfo, BlobStore, ByteRange, PutBlobOptions, PutOutcome, Signalled } from './contract.js';
-import { blobKey, checkMetaKey, digestFromBlobKey, manifestLinkKey, manifestLinksPrefix, tagKey, tagsPrefix } from './keys.js';
+import type { BlobInfo, ByteRange, ObjectInfo, PutBlobOptions, PutOutcome, Signalled } from './contract.js';
+import { BLOBS_PREFIX, blobKey, digestFromBlobKey } from './keys.js';
+import { FsObjects } from './fs-objects.js';
+import { RepositoryStore } from './repository.js';
 import { blobUploadBytesTotal } from '../telemetry/metrics.js';
+import { log } from '../telemetry/log.js';
 
-export class FsStore implements BlobStore {
+/** A temp file older than this belongs to no live write: the longest single-file write here is far shorter. */
+export const TEMP_ORPHAN_AGE_MS = 3_600_000;
+
+export class FsStore extends RepositoryStore {
   readonly name: string;
+  readonly objects: FsObjects;
   private readonly counts: Record<string, number> = {};
+  private swept: Promise<void> | undefined;
 
   constructor(
     readonly root: string,
     readonly region = 'local',
   ) {
+    super();
     this.name = `dir:${root}`;
-  }
-
-  private count(op: string): void {
-    this.counts[op] = (this.counts[op] ?? 0) + 1;
+    this.objects = new FsObjects(root, this.name, (op) => {
+      this.counts[op] = (this.counts[op] ?? 0) + 1;
+    });
   }
 
   requestCounts(): Record<string, number> {
     return { ...this.counts };
   }
 
-  private path(key: string): string {
-    return join(this.root, ...key.split('/'));
-  }
-
   async statBlob(digest: string, opts: Signalled = {}): Promise<BlobInfo | undefined> {
-    throwIfAborted(opts.signal);
-    const p = this.path(blobKey(digest));
-    this.count('stat');
-    try {
-      const s = await stat(p);
-      return { digest: parseDigest(digest).value, size: s.size };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw fromFsError(err, p);
-    }
+    const d = parseDigest(digest);
+    const info = await this.objects.stat(blobKey(d.value), opts);
+    return info ? { digest: d.value, size: info.size } : undefined;
   }
 
   async statBlobs(digests: readonly string[], opts: Signalled = {}): Promise<Map<string, BlobInfo>> {
@@ -66,8 +63,8 @@ export class FsStore implements BlobStore {
 
   async getBlob(digest: string, opts: Signalled & { range?: ByteRange | undefined } = {}): Promise<Readable> {
     throwIfAborted(opts.signal);
-    const p = this.path(blobKey(digest));
-    this.count('get');
+    const p = this.objects.path(blobKey(digest));
+    this.counts.get = (this.counts.get ?? 0) + 1;
     // Open first so a missing blob is a clean error here, not an 'error' event later on the stream.
     let fh;
     try {
@@ -85,223 +82,58 @@ export class FsStore implements BlobStore {
     const d = parseDigest(digest);
     const existing = await this.statBlob(d.value, opts);
     if (existing) return { status: 'exists', size: existing.size };
-    const target = this.path(blobKey(d.value));
+    await this.sweepOnce();
     const verify = new VerifyingStream({ expected: d, ...(opts.size !== undefined ? { size: opts.size } : {}) });
     if (opts.onProgress) {
       const cb = opts.onProgress;
       verify.on('data', () => cb(verify.bytes));
     }
-    const input = await source();
-    await this.atomicWrite(target, async (tmpPath) => {
-      await pipeline(input, verify, createWriteStream(tmpPath, { flags: 'wx' }), opts.signal ? { signal: opts.signal } : {});
-    });
-    this.count('put');
+    await this.objects.atomicWrite(this.objects.path(blobKey(d.value)), async (fh) => {
+      // The source is opened only once the temp file is ours, and destroyed on every path out of the pipeline.
+      const input = await source();
+      try {
+        await pipeline(input, verify, async (chunks: AsyncIterable<Buffer>) => {
+          for await (const chunk of chunks) await fh.write(chunk);
+        }, opts.signal ? { signal: opts.signal } : {});
+      } finally {
+        input.destroy();
+      }
+    }, 'replace', opts.signal);
+    this.counts.put = (this.counts.put ?? 0) + 1;
     blobUploadBytesTotal.inc({ store: this.name }, verify.bytes);
     return { status: 'written', size: verify.bytes };
   }
 
   async deleteBlob(digest: string, opts: Signalled = {}): Promise<void> {
-    throwIfAborted(opts.signal);
-    await this.removeKey(blobKey(digest));
+    await this.objects.delete(blobKey(digest), opts);
   }
 
   async *listBlobs(opts: Signalled = {}): AsyncIterable<BlobInfo> {
-    for (const alg of ['sha256', 'sha512']) {
-      const dir = this.path(`blobs/${alg}`);
-      let names: string[];
-      try {
-        names = await readdir(dir);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
-        throw fromFsError(err, dir);
-      }
-      for (const n of names.sort()) {
-        throwIfAborted(opts.signal);
-        const digest = digestFromBlobKey(`blobs/${alg}/${n}`);
-        if (!digest) continue;
-        const s = await stat(join(dir, n)).catch(() => undefined);
-        if (s?.isFile()) yield { digest, size: s.size };
-      }
+    for await (const obj of this.objects.list(BLOBS_PREFIX, opts)) {
+      const digest = digestFromBlobKey(obj.key);
+      if (digest) yield { digest, size: obj.size };
     }
   }
 
-  async getTag(repo: string, tag: string, opts: Signalled = {}): Promise<string | undefined> {
-    throwIfAborted(opts.signal);
-    const body = await this.readSmall(tagKey(repo, tag));
-    return body === undefined ? undefined : parseDigest(body.trim()).value;
+  /** Temp files older than `olderThanMs` (what killed writers left) are removed; counted as objects. */
+  async sweepStaged(olderThanMs: number, opts: Signalled = {}): Promise<{ multipart: number; objects: number }> {
+    const r = await this.objects.sweepTemp(olderThanMs, opts);
+    if (r.files > 0) log.info({ store: this.name, files: r.files, bytes: r.bytes }, 'removed temp files that interrupted writes left');
+    return { multipart: 0, objects: r.files };
   }
 
-  async putTag(repo: string, tag: string, digest: string, opts: Signalled = {}): Promise<void> {
-    throwIfAborted(opts.signal);
-    await this.writeSmall(tagKey(repo, tag), parseDigest(digest).value);
-  }
-
-  async deleteTag(repo: string, tag: string, opts: Signalled = {}): Promise<void> {
-    throwIfAborted(opts.signal);
-    await this.removeKey(tagKey(repo, tag));
-  }
-
-  async listTags(repo: string, opts: Signalled = {}): Promise<string[]> {
-    throwIfAborted(opts.signal);
-    return (await this.listDir(tagsPrefix(repo))).sort();
-  }
-
-  async linkManifest(repo: string, digest: string, opts: Signalled = {}): Promise<void> {
-    throwIfAborted(opts.signal);
-    const key = manifestLinkKey(repo, digest);
-    if ((await this.readSmall(key)) === undefined) await this.writeSmall(key, parseDigest(digest).value);
-  }
-
-  async unlinkManifest(repo: string, digest: string, opts: Signalled = {}): Promise<void> {
-    throwIfAborted(opts.signal);
-    await this.removeKey(manifestLinkKey(repo, digest));
-  }
-
-  async hasManifestLink(repo: string, digest: string, opts: Signalled = {}): Promise<boolean> {
-    throwIfAborted(opts.signal);
-    return (await this.readSmall(manifestLinkKey(repo, digest))) !== undefined;
-  }
-
-  async listManifestLinks(repo: string, opts: Signalled = {}): Promise<string[]> {
-    throwIfAborted(opts.signal);
-    const out: string[] = [];
-    for (const alg of await this.listDir(manifestLinksPrefix(repo))) {
-      for (const hex of await this.listDir(`${manifestLinksPrefix(repo)}${alg}/`)) {
-        const d = digestFromBlobKey(`blobs/${alg}/${hex}`);
-        if (d) out.push(d);
-      }
-    }
-    return out.sort();
-  }
-
-  async repoState(repo: string, opts: Signalled = {}): Promise<{ tags: Map<string, string | undefined>; manifests: Set<string> }> {
-    const tags = new Map<string, string | undefined>();
-    for (const t of await this.listTags(repo, opts)) tags.set(t, await this.getTag(repo, t, opts));
-    return { tags, manifests: new Set(await this.listManifestLinks(repo, opts)) };
-  }
-
-  async listRepos(opts: Signalled = {}): Promise<string[]> {
-    throwIfAborted(opts.signal);
-    // A repository is any directory under repos/ that has a tags/ or manifests/ child; names nest (a/b/c).
-    const out: string[] = [];
-    const walk = async (rel: string): Promise<void> => {
-      const names = await this.listDir(`repos/${rel}`);
-      if (rel && (names.includes('tags') || names.includes('manifests'))) out.push(rel.replace(/\/$/, ''));
-      for (const n of names) {
-        if (n === 'tags' || n === 'manifests') continue;
-        const s = await stat(this.path(`repos/${rel}${n}`)).catch(() => undefined);
-        if (s?.isDirectory()) await walk(`${rel}${n}/`);
-      }
-    };
-    await walk('');
-    return out.filter((r) => {
-      try {
-        return validateRepoName(r) === r;
-      } catch {
-        return false;
-      }
-    }).sort();
-  }
-
-  async putMetaIfAbsent(key: string, body: string, opts: Signalled = {}): Promise<void> {
-    throwIfAborted(opts.signal);
-    if ((await this.readSmall(checkMetaKey(key))) === undefined) await this.writeSmall(key, body);
-  }
-
-  async getMeta(key: string, opts: Signalled = {}): Promise<string | undefined> {
-    throwIfAborted(opts.signal);
-    return this.readSmall(checkMetaKey(key));
-  }
-
-  async hasMeta(key: string, opts: Signalled = {}): Promise<boolean> {
-    return (await this.getMeta(key, opts)) !== undefined;
-  }
-
-  async listMeta(prefix: string, opts: Signalled = {}): Promise<string[]> {
-    checkMetaKey(prefix, true);
-    const out: string[] = [];
-    const walk = async (rel: string): Promise<void> => {
-      for (const n of await this.listDir(rel)) {
-        throwIfAborted(opts.signal);
-        const s = await stat(this.path(`${rel}${n}`)).catch(() => undefined);
-        if (s?.isDirectory()) await walk(`${rel}${n}/`);
-        else if (s?.isFile()) out.push(`${rel}${n}`);
-      }
-    };
-    await walk(prefix);
-    return out.sort();
-  }
-
-  async deleteMeta(key: string, opts: Signalled = {}): Promise<void> {
-    throwIfAborted(opts.signal);
-    await this.removeKey(checkMetaKey(key));
+  listTemporary(opts: Signalled = {}): AsyncIterable<ObjectInfo> {
+    return this.objects.listTemp(opts);
   }
 
   async close(): Promise<void> {}
 
-  // --- helpers ---
-
-  private async atomicWrite(target: string, write: (tmpPath: string) => Promise<void>): Promise<void> {
-    const tmpDir = join(this.root, '.tmp');
-    const tmp = join(tmpDir, `${randomBytes(8).toString('hex')}.part`);
-    try {
-      await mkdir(tmpDir, { recursive: true });
-      await mkdir(dirname(target), { recursive: true });
-      await write(tmp);
-      const fh = await open(tmp, 'r+');
-      try {
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await rename(tmp, target);
-    } catch (err) {
-      await unlink(tmp).catch(() => undefined);
-      if (err instanceof TransshipError) throw err;
-      if ((err as Error).name === 'AbortError') throw new TransshipError('TS_CANCELLED', 'cancelled while writing', { cause: err });
-      throw fromFsError(err, target);
-    }
-  }
-
-  private async writeSmall(key: string, body: string): Promise<void> {
-    this.count('put');
-    await this.atomicWrite(this.path(key), async (tmp) => {
-      const fh = await open(tmp, 'wx');
-      try {
-        await fh.writeFile(body);
-      } finally {
-        await fh.close();
-      }
-    });
-  }
-
-  private async readSmall(key: string): Promise<string | undefined> {
-    const p = this.path(key);
-    this.count('get');
-    try {
-      return await readFile(p, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw fromFsError(err, p);
-    }
-  }
-
-  private async removeKey(key: string): Promise<void> {
-    const p = this.path(key);
-    this.count('delete');
-    await rm(p, { force: true }).catch((err: unknown) => {
-      throw fromFsError(err, p);
-    });
-  }
-
-  private async listDir(prefix: string): Promise<string[]> {
-    const p = this.path(prefix.replace(/\/$/, ''));
-    this.count('list');
-    try {
-      return await readdir(p);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return [];
-      throw fromFsError(err, p);
-    }
+  /** The open-time sweep, run before the first blob write (a store only read never writes into .tmp/). */
+  private sweepOnce(): Promise<void> {
+    this.swept ??= this.sweepStaged(TEMP_ORPHAN_AGE_MS).then(
+      () => undefined,
+      (err: unknown) => log.warn({ store: this.name, err }, 'could not sweep old temp files; the next process tries again'),
+    );
+    return this.swept;
   }
 }

@@ -95,7 +95,7 @@ test('a copy a local repository needs is never evicted: a push that deduplicated
   assert.equal(pushed.blobs.uploaded, 0, 'the push deduplicated against the promoted copies');
   // Blob links as the registry writes them with auth on: one born here, one mirrored from a (a read's auth check).
   const [born, mirrored] = other.layers as [Descriptor, Descriptor];
-  const link = (repo: string, d: string) => `repos/${repo}/blobs/sha256/${d.slice('sha256:'.length)}`;
+  const link = (repo: string, d: string) => `repos/${repo}/_layers/sha256/${d.slice('sha256:'.length)}`;
   await b.putMetaIfAbsent(link('uploads/here', born.digest), born.digest);
   await a.putMetaIfAbsent(link('other', mirrored.digest), mirrored.digest);
   await b.putMetaIfAbsent(link('other', mirrored.digest), mirrored.digest);

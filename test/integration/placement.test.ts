@@ -126,14 +126,14 @@ test('auth + regions: the replicator carries blob links and referrer links over,
   const b = store(buckets.b, 'b', eps.b);
   const linksB = new RepoLinks(b, metaStoreFor(b), { blobLinks: true });
   for (const d of [...img.blobs.map((x) => x.digest), orphan]) {
-    assert.equal(await b.hasMeta(`repos/prod/app/blobs/sha256/${d.slice(7)}`), true, `link of ${d} in b`);
+    assert.equal(await b.hasMeta(`repos/prod/app/_layers/sha256/${d.slice(7)}`), true, `link of ${d} in b`);
   }
   assert.equal(await linksB.isBlobLinked('prod/app', orphan), true, 'an unreferenced blob is readable in b only through its copied link');
   assert.deepEqual(await linksB.listReferrers('prod/app', img.manifestDigest), [signature]);
   const puts = proxy.log.filter((e) => e.method === 'PUT' && e.status === 200).map((e) => decodeURIComponent(e.path).slice(buckets.b.length + 2));
   const lastBlob = Math.max(...puts.flatMap((k, i) => (k.startsWith('blobs/') ? [i] : [])));
-  const links = puts.flatMap((k, i) => (/^repos\/prod\/app\/(blobs|referrers)\//.test(k) ? [i] : []));
-  const tag = puts.indexOf('repos/prod/app/tags/v1');
+  const links = puts.flatMap((k, i) => (/^repos\/prod\/app\/(_layers|_referrers)\//.test(k) ? [i] : []));
+  const tag = puts.indexOf('repos/prod/app/_tags/v1');
   assert.equal(links.length, img.blobs.length + 2, puts.join('\n'));
   assert.ok(lastBlob < Math.min(...links) && Math.max(...links) < tag, `blobs → links → tag:\n${puts.join('\n')}`);
   // Idempotent: a second copy lists, finds everything there and writes nothing.

@@ -127,7 +127,7 @@ test('skopeo through `transship serve` on S3 (RGW): push, pull byte-identical, S
   console.log(`# S3 requests: fresh push ${r1 - r0} (${objects} objects), pull ${r2 - r1}, identical re-push ${r3 - r2}, cross-repository push ${r4 - r3}`);
   const keys = await bucketKeys(bucket);
   for (const b of image.blobs) assert.ok(keys.includes(`p/blobs/sha256/${b.digest.slice(7)}`), `blob ${b.digest} stored`);
-  assert.ok(keys.includes('p/repos/app/tags/v1') && keys.includes('p/repos/other/tags/v1'));
+  assert.ok(keys.includes('p/repos/app/_tags/v1') && keys.includes('p/repos/other/_tags/v1'));
   assert.equal(keys.filter((k) => !k.startsWith('p/blobs/') && !k.startsWith('p/repos/')).length, 0, `no stray keys: ${keys.join(', ')}`);
   assert.equal(await pendingMultipart(bucket), 0);
   assert.equal(await serve.stop(), 0, `serve exits cleanly on SIGTERM:\n${serve.output()}`);

@@ -98,7 +98,7 @@ async function eventually(what: string, check: () => Promise<boolean>): Promise<
 
 async function nothingStaged(): Promise<void> {
   await eventually('no multipart upload is left', async () => (await staged()).length === 0);
-  assert.deepEqual(await keys('uploads/'), [], 'no temporary object left');
+  assert.deepEqual(await keys('_uploads/'), [], 'no temporary object left');
   assert.deepEqual(await keys('claims/'), [], 'no claim marker left');
 }
 
@@ -108,7 +108,7 @@ test('a large chunked upload streams its parts to S3 before the last byte arrive
   await patch(location, data.subarray(0, 12 * MiB), 0);
   await patch(location, data.subarray(12 * MiB), 12 * MiB);
   // Before the digest is known, the whole parts already on disk are in S3 as an invisible staged upload.
-  await eventually('4 whole 5 MiB parts are staged', async () => (await staged()).some((u) => u.key.startsWith('uploads/') && u.parts === 4));
+  await eventually('4 whole 5 MiB parts are staged', async () => (await staged()).some((u) => u.key.startsWith('_uploads/') && u.parts === 4));
   assert.equal(await store.statBlob(sha(data)), undefined, 'nothing is visible before the digest is verified');
   const copiesBefore = store.requestCounts().CopyObject ?? 0;
   const put = await http('PUT', `${location}?digest=${sha(data)}`);
@@ -178,13 +178,15 @@ test('sweepStaged removes what a crashed instance left (old multipart uploads an
   await stage.addPart(bytes(5, 5 * MiB));
   const client = testS3Client();
   try {
-    await client.send(new PutObjectCommand({ Bucket: bucket, Key: `uploads/${randomUUID()}`, Body: 'left by a crash' }));
+    await client.send(new PutObjectCommand({ Bucket: bucket, Key: `_uploads/${randomUUID()}`, Body: 'left by a crash' }));
+    // The old layout's staging prefix is swept too, for one release (a crash before the upgrade).
+    await client.send(new PutObjectCommand({ Bucket: bucket, Key: `uploads/${randomUUID()}`, Body: 'left by an old version' }));
   } finally {
     client.destroy();
   }
   assert.deepEqual(await store.sweepStaged(3_600_000), { multipart: 0, objects: 0 }, 'young uploads are somebody\'s live push');
   await sleep(1100); // S3 timestamps have one-second resolution
-  assert.deepEqual(await store.sweepStaged(0), { multipart: 1, objects: 1 });
+  assert.deepEqual(await store.sweepStaged(0), { multipart: 1, objects: 2 });
   await nothingStaged();
   await stage.abort(); // the sweep got there first; aborting again is harmless
 });

@@ -285,7 +285,7 @@ test('a staged blob whose last part fails during commit: the error surfaces, no 
     await assert.rejects(stage.commit(digestOf(data), data.length), (e: unknown) => isTransshipError(e) && e.code !== 'TS_INTERNAL');
     proxy.setFaults(undefined);
     assert.ok(proxy.log.some((e) => e.operation === 'PutObject' && e.path.includes('/claims/')), 'the claim was taken while the part went out');
-    assert.deepEqual((await keys(bucket)).filter((k) => !k.startsWith('ts/uploads/')), [], 'no claim marker, no blob');
+    assert.deepEqual((await keys(bucket)).filter((k) => !k.startsWith('ts/_uploads/')), [], 'no claim marker, no blob');
     assert.equal(await multipartUploads(bucket), 0, 'the multipart upload was aborted');
     // The digest is free for the next writer at once (a leaked claim would make it wait for the lease).
     const t0 = Date.now();

@@ -156,13 +156,13 @@ test('blobs referenced by manifests pushed before auth was turned on count as li
   const img = testImage('legacy');
   assert.equal((await pushImage(injector(open), 'alice/legacy', 'v1', img)).statusCode, 201);
   await open.close();
-  assert.deepEqual((await fs.meta.list('repos/')).filter((k) => k.includes('/blobs/')), [], 'no blob links written with auth off');
+  assert.deepEqual((await fs.meta.list('repos/')).filter((k) => k.includes('/_layers/')), [], 'no blob links written with auth off');
   const closed = await buildServer({ store: fs.store, meta: fs.meta, logger: pino({ level: 'silent' }), auth: AUTH });
   cleanups.push(() => closed.close());
   const inject = injector(closed);
   assert.equal((await inject({ method: 'GET', url: `/v2/alice/legacy/blobs/${img.layerDigest}`, headers: basic('alice', 'alice-pw') })).statusCode, 200);
   assert.equal((await inject({ method: 'PUT', url: '/v2/alice/legacy/manifests/v2', headers: { ...basic('alice', 'alice-pw'), 'content-type': 'application/vnd.oci.image.manifest.v1+json' }, payload: img.manifest })).statusCode, 201);
-  assert.ok((await fs.meta.list('repos/alice/legacy/blobs/')).includes(`repos/alice/legacy/blobs/sha256/${img.layerDigest.slice(7)}`), 'link healed');
+  assert.ok((await fs.meta.list('repos/alice/legacy/_layers/')).includes(`repos/alice/legacy/_layers/sha256/${img.layerDigest.slice(7)}`), 'link healed');
   void sha;
 });
 
