@@ -12,9 +12,8 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { errorSummary } from '../core/errors.js';
 import { GC_LEASE_PREFIX, gcLeaseEpoch, gcLeaseKey } from '../store/keys.js';
-import type { Signalled } from '../store/contract.js';
+import type { ObjectDriver, Signalled } from '../store/contract.js';
 import { log } from '../telemetry/log.js';
-import type { GcObjects } from './objects.js';
 
 export interface LeaseBody {
   owner: string;
@@ -38,7 +37,7 @@ export class GcLease {
   private expiresAt = 0;
 
   constructor(
-    private readonly objects: GcObjects,
+    private readonly objects: ObjectDriver,
     private readonly opts: LeaseOptions,
   ) {
     this.owner = opts.owner ?? `${hostname()}/${process.pid}/${randomUUID().slice(0, 8)}`;
@@ -57,13 +56,11 @@ export class GcLease {
   private async newest(opts: Signalled): Promise<{ epoch: number; keys: string[] }> {
     const keys: string[] = [];
     let epoch = 0;
-    for await (const page of this.objects.pages(GC_LEASE_PREFIX, opts)) {
-      for (const e of page.entries) {
-        const n = gcLeaseEpoch(e.key);
-        if (n === undefined) continue;
-        keys.push(e.key);
-        epoch = Math.max(epoch, n);
-      }
+    for await (const e of this.objects.list(GC_LEASE_PREFIX, opts)) {
+      const n = gcLeaseEpoch(e.key);
+      if (n === undefined) continue;
+      keys.push(e.key);
+      epoch = Math.max(epoch, n);
     }
     return { epoch, keys };
   }
@@ -77,10 +74,10 @@ export class GcLease {
   async acquire(opts: Signalled = {}): Promise<LeaseState> {
     const { epoch, keys } = await this.newest(opts);
     if (epoch > 0) {
-      const current = await this.objects.read(gcLeaseKey(epoch), opts);
+      const current = await this.objects.get(gcLeaseKey(epoch), opts);
       let holder: LeaseBody | undefined;
       try {
-        holder = current ? (JSON.parse(current.body.toString('utf8')) as LeaseBody) : undefined;
+        holder = current !== undefined ? (JSON.parse(current) as LeaseBody) : undefined;
       } catch {
         holder = undefined; // unreadable: treated as expired (it can only be junk, never a live runner's)
       }
@@ -92,7 +89,10 @@ export class GcLease {
     this.expiresAt = expiresAt;
     // Epochs before ours are history; keep the one before for a post-mortem.
     const old = keys.filter((k) => (gcLeaseEpoch(k) ?? 0) < epoch);
-    if (old.length) await this.objects.deleteMany(old, opts).catch((err: unknown) => log.debug({ err: errorSummary(err) }, 'could not delete old lease epochs'));
+    if (old.length) {
+      const r = await this.objects.deleteMany(old, opts).catch((err: unknown) => ({ deleted: 0, errors: [{ key: '', code: 'TS_INTERNAL', message: errorSummary(err).message }] }));
+      if (r.errors.length) log.debug({ errors: r.errors.slice(0, 3) }, 'could not delete old lease epochs');
+    }
     return { held: true, epoch: this.epoch };
   }
 
