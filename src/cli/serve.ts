@@ -17,6 +17,7 @@ import { PlacedReader } from '../placement/read-path.js';
 import { Replicator } from '../placement/replicator.js';
 import { ReplicationKicker, replicateAfterPushes } from '../placement/kicker.js';
 import { startEviction } from '../placement/evict.js';
+import { freshnessOptions, startGc } from '../gc/loop.js';
 import { hashPassword } from '../registry/auth.js';
 import { buildServer } from '../server/server.js';
 import { tuneHeapForStreaming } from '../server/heap.js';
@@ -123,6 +124,8 @@ export function registerServe(program: Command): void {
         const kicker = regions ? new ReplicationKicker(Replicator.fromConfig(config, regions)) : undefined;
         // Promoted copies are a cache: a bounded eviction pass every placement.evict.intervalSeconds (evict.ts).
         const eviction = placed ? startEviction(config, placed) : undefined;
+        // Garbage collection: periodic passes, one per store at a time across instances (src/gc/loop.ts).
+        const gc = startGc(config, store, uploadDir ?? tmpdir());
         tuneHeapForStreaming(); // see src/server/heap.ts: otherwise V8 marks almost continuously while bytes stream
         let app;
         try {
@@ -141,6 +144,7 @@ export function registerServe(program: Command): void {
             allowDelete: flags.allowDelete ?? serve.allowDelete,
             blobLinks: serve.blobLinks,
             auth: serve.auth,
+            freshness: freshnessOptions(config),
           });
           if (kicker) replicateAfterPushes(app, kicker);
           collectWhenIdle(app); // see src/server/idle-gc.ts: a burst's buffers would otherwise stay until the next request
@@ -149,6 +153,7 @@ export function registerServe(program: Command): void {
           await app?.close();
           await kicker?.close();
           await eviction?.close();
+          await gc?.close();
           await (regions ? regions.close() : store.close());
           throw err;
         }
@@ -165,6 +170,7 @@ export function registerServe(program: Command): void {
         // A replication pass in flight is cancelled; the next start (or `transship replicate`) finishes it.
         await kicker?.close();
         await eviction?.close();
+        await gc?.close();
         await (regions ? regions.close() : store.close());
       }),
     );

@@ -15,6 +15,7 @@ import { UploadSessions, type UploadSessionsOptions } from './uploads.js';
 import type { SpoolStreamer } from './spool-streamer.js';
 import type { PlacedReader } from '../placement/read-path.js';
 import { BlobCache, type BlobCacheOptions } from './blob-cache.js';
+import { Freshness, type FreshnessOptions } from '../gc/freshness.js';
 
 export interface RegistryOptions {
   store: BlobStore;
@@ -46,6 +47,8 @@ export interface RegistryOptions {
   presenceTtlMs?: number | undefined;
   /** Keep blob bytes on local disk and answer GETs from there (blob-cache.ts); absent or maxBytes 0 = off. */
   blobCache?: BlobCacheOptions | undefined;
+  /** The writers' half of the GC protocol (gc.refreshAfterSeconds, settleSeconds, clockSkewSeconds; docs/gc.md). */
+  freshness?: FreshnessOptions | undefined;
 }
 
 /** Staged uploads older than this are leftovers of a crashed instance. */
@@ -65,6 +68,8 @@ export class RegistryContext {
   readonly maxManifestBytes: number;
   readonly redirect: { expiresInSeconds: number } | undefined;
   readonly blobCache: BlobCache | undefined;
+  /** Blobs a manifest relies on are fresh or touched before it becomes visible (src/gc/freshness.ts). */
+  readonly freshness: Freshness;
   private readonly presence: TtlCache<BlobInfo>;
   private readonly presenceTtl: number;
 
@@ -89,6 +94,7 @@ export class RegistryContext {
     this.presenceTtl = opts.presenceTtlMs ?? 30_000;
     this.presence = new TtlCache(this.presenceTtl);
     this.blobCache = opts.blobCache && opts.blobCache.maxBytes > 0 ? new BlobCache(opts.blobCache) : undefined;
+    this.freshness = new Freshness(opts.store, opts.freshness);
   }
 
   /**
@@ -202,6 +208,7 @@ export class RegistryContext {
       blobSkippedBytesTotal.inc({ store: this.store.name }, size);
     }
     this.presence.set(digest, { digest, size: out.size });
+    if (out.status === 'written') this.freshness.noteWritten(digest);
     return out.status;
   }
 
