@@ -6,7 +6,7 @@
 // markers follow the same age rule; they protect nothing once their blob is gone.
 import { TransshipError, throwIfAborted } from '../core/errors.js';
 import type { BlobStore, ObjectInfo } from '../store/contract.js';
-import { BLOBS_PREFIX, GC_TOUCH_PREFIX, REPOS_PREFIX, digestFromBlobKey, digestFromTouchKey, parseRepoKey, tagsPrefix } from '../store/keys.js';
+import { BLOBS_PREFIX, GC_TOUCH_PREFIX, REPOS_PREFIX, digestFromBlobKey, digestFromTouchKey, parseRepoKey, repoPrefix } from '../store/keys.js';
 import { gcDeletedObjectsTotal, gcReclaimedBytesTotal } from '../telemetry/metrics.js';
 import type { GcLease } from './lease.js';
 import type { MarkResult, Marker } from './mark.js';
@@ -84,9 +84,13 @@ export async function sweepPolicy(ctx: SweepContext): Promise<void> {
   for (const l of mark.expireLinks) byRepo.set(l.repo, [...(byRepo.get(l.repo) ?? []), l]);
   for (const [repo, links] of byRepo) {
     throwIfAborted(signal);
-    // A tag written since the mark may point at one of them: leave the repository's expiries to the next pass.
+    // A tag or a manifest (an index over them) written since the mark may reference one of them: leave the
+    // repository's expiries to the next pass, and keep what they hold marked.
     let retagged = false;
-    for await (const o of store.objects.list(tagsPrefix(repo), { signal })) if (o.lastModified >= mark.startedAt - ctx.settings.skewMs) retagged = true;
+    for await (const o of store.objects.list(repoPrefix(repo), { signal })) {
+      const k = parseRepoKey(o.key);
+      if ((k?.kind === 'tag' || k?.kind === 'manifest') && o.lastModified >= mark.startedAt - ctx.settings.skewMs) retagged = true;
+    }
     if (retagged) {
       for (const l of links) await ctx.marker.markManifest(l.digest, signal);
       continue;
