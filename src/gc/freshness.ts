@@ -61,6 +61,11 @@ export class Freshness {
     return this.now() - f < this.refreshAfterMs - this.skewMs;
   }
 
+  /** The newest freshness this process knows for `digest` (ms), for callers that cache it across runs. */
+  knownFreshness(digest: string): number | undefined {
+    return this.known.get(digest);
+  }
+
   /** This process wrote the blob just now (its lastModified is now): no touch needed for a while. */
   noteWritten(digest: string): void {
     this.remember(digest, this.now());

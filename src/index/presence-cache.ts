@@ -18,6 +18,11 @@ export interface PresenceCacheOptions {
 
 export class PresenceCache {
   private readonly entries = new Map<string, number>();
+  /**
+   * The newest known freshness of an entry's blob (its write or GC touch time, ms; docs/gc.md): lets a writer that
+   * relies on a cached blob skip asking the store whether it needs a touch. Only ever a lower bound, so never unsafe.
+   */
+  private readonly fresh = new Map<string, number>();
   readonly ttlMs: number;
   private readonly file: string | undefined;
   private readonly now: () => number;
@@ -47,17 +52,26 @@ export class PresenceCache {
     return out;
   }
 
-  markPresent(store: string, digests: Iterable<string>): void {
+  /** The newest known freshness of a cached blob (ms), or undefined. */
+  freshnessOf(store: string, digest: string): number | undefined {
+    return this.fresh.get(PresenceCache.key(store, digest));
+  }
+
+  markPresent(store: string, digests: Iterable<string>, freshness?: ReadonlyMap<string, number | undefined>): void {
     const exp = this.now() + this.ttlMs;
     const lines: string[] = [];
     for (const d of digests) {
-      this.entries.set(PresenceCache.key(store, d), exp);
-      lines.push(JSON.stringify({ s: store, d, e: exp }));
+      const k = PresenceCache.key(store, d);
+      this.entries.set(k, exp);
+      const m = Math.max(freshness?.get(d) ?? 0, this.fresh.get(k) ?? 0) || undefined;
+      if (m !== undefined) this.fresh.set(k, m);
+      lines.push(JSON.stringify({ s: store, d, e: exp, ...(m !== undefined ? { m } : {}) }));
     }
     if (this.file && lines.length) this.append(lines.join('\n') + '\n');
   }
 
   invalidate(store: string, digest: string): void {
+    this.fresh.delete(PresenceCache.key(store, digest));
     if (this.entries.delete(PresenceCache.key(store, digest)) && this.file) this.append(JSON.stringify({ s: store, d: digest, e: 0 }) + '\n');
   }
 
@@ -85,9 +99,15 @@ export class PresenceCache {
     for (const line of text.split('\n')) {
       if (!line) continue;
       try {
-        const { s, d, e } = JSON.parse(line) as { s: string; d: string; e: number };
-        if (e > now) this.entries.set(PresenceCache.key(s, d), e);
-        else this.entries.delete(PresenceCache.key(s, d));
+        const { s, d, e, m } = JSON.parse(line) as { s: string; d: string; e: number; m?: number };
+        const k = PresenceCache.key(s, d);
+        if (e > now) {
+          this.entries.set(k, e);
+          if (typeof m === 'number') this.fresh.set(k, Math.max(m, this.fresh.get(k) ?? 0));
+        } else {
+          this.entries.delete(k);
+          this.fresh.delete(k);
+        }
       } catch {
         // torn or foreign line: skip
       }
@@ -97,7 +117,8 @@ export class PresenceCache {
       const tmp = `${file}.${process.pid}.tmp`;
       writeFileSync(tmp, [...this.entries].map(([k, e]) => {
         const [s, d] = k.split('\n');
-        return JSON.stringify({ s, d, e });
+        const m = this.fresh.get(k);
+        return JSON.stringify({ s, d, e, ...(m !== undefined ? { m } : {}) });
       }).join('\n') + (this.entries.size ? '\n' : ''));
       renameSync(tmp, file);
     } catch {

@@ -38,7 +38,7 @@ export class StoreDestination implements ImageDestination {
     const sizeOf = new Map(descs.map((d) => [d.digest, d.size] as const));
     for (const d of hits) {
       out.set(d, 'cache');
-      this.relied.set(d, { digest: d, size: sizeOf.get(d) ?? 0 });
+      this.relied.set(d, { digest: d, size: sizeOf.get(d) ?? 0, lastModified: this.cache?.freshnessOf(this.store.name, d) });
     }
     const misses = digests.filter((d) => !hits.has(d));
     if (misses.length) {
@@ -50,7 +50,7 @@ export class StoreDestination implements ImageDestination {
       }
       // Old blobs get their GC touch now, so the settle wait has passed by the commit.
       this.freshness.prefetch([...found.values()]);
-      this.cache?.markPresent(this.store.name, found.keys());
+      this.cache?.markPresent(this.store.name, found.keys(), new Map([...found].map(([d, i]) => [d, i.lastModified] as const)));
     }
     const sizes = new Map(descs.map((d) => [d.digest, d.size] as const));
     let skipped = 0;
@@ -74,7 +74,7 @@ export class StoreDestination implements ImageDestination {
       this.relied.delete(desc.digest);
       this.freshness.noteWritten(desc.digest);
     }
-    this.cache?.markPresent(this.store.name, [desc.digest]);
+    this.cache?.markPresent(this.store.name, [desc.digest], r.status === 'written' ? new Map([[desc.digest, Date.now()]]) : undefined);
     return { status: r.status };
   }
 
@@ -90,6 +90,9 @@ export class StoreDestination implements ImageDestination {
       for (const d of gone) this.cache?.invalidate(this.store.name, d);
       throw new TransshipError('TS_MANIFEST_BLOB_UNKNOWN', `${gone.length} blob(s) this copy found present were removed by garbage collection meanwhile (${gone[0]}); nothing was linked — run the copy again`, { details: { digests: gone } });
     }
+    // What the check learnt (touches included) saves the next run the question.
+    const learnt = new Map([...this.relied.keys()].map((d) => [d, this.freshness.knownFreshness(d)] as const).filter(([, f]) => f !== undefined));
+    if (learnt.size) this.cache?.markPresent(this.store.name, learnt.keys(), learnt);
     // A fresh root cannot have a link or tag yet, so skip the listing; a known root may be fully in place already.
     const state = this.rootWasPresent ? await this.store.repoState(this.repo, opts) : undefined;
     if (!state?.manifests.has(digest)) await this.store.linkManifest(this.repo, digest, opts);
