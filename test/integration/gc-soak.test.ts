@@ -63,6 +63,8 @@ test(`gc soak: two serve instances, pushes, re-pushes, mounts and deletes while 
   const expected = new Map<string, number>();
   const stats = { push: 0, mount: 0, deleteTag: 0, deleteManifest: 0, failedRetried: 0 };
   const locks = new Set<string>();
+  const history: string[] = [];
+  const t0 = Date.now();
 
   const worker = async (seed: number): Promise<void> => {
     const rnd = prng(seed);
@@ -72,8 +74,15 @@ test(`gc soak: two serve instances, pushes, re-pushes, mounts and deletes while 
       const repo = repos[Math.floor(rnd() * repos.length)]!;
       const tag = `t${Math.floor(rnd() * 3)}`;
       const key = `${repo}:${tag}`;
-      if (locks.has(key)) continue;
-      locks.add(key);
+      // One operation per repository at a time: a delete by digest removes every tag of the repository that points
+      // at the manifest, so the model below stays exact.
+      if (locks.has(repo)) {
+        await sleep(5);
+        continue;
+      }
+      locks.add(repo);
+      const started = Date.now();
+      const note = (what: string) => history.push(`${((started - t0) / 1000).toFixed(1)}-${((Date.now() - t0) / 1000).toFixed(1)} s ${serve.host} ${what}`);
       try {
         const op = rnd();
         const i = Math.floor(rnd() * images.length);
@@ -87,6 +96,7 @@ test(`gc soak: two serve instances, pushes, re-pushes, mounts and deletes while 
             assert.equal(again.code, 0, `push ${key} failed twice:\n${r.stderr}\n${again.stderr}`);
           }
           expected.set(key, i);
+          note(`push ${key} = img${i}`);
           stats.push++;
         } else if (op < 0.7) {
           // Cross-repository mount of every blob of an image still tagged elsewhere, then push its manifest here.
@@ -104,12 +114,14 @@ test(`gc soak: two serve instances, pushes, re-pushes, mounts and deletes while 
             assert.equal(again.code, 0, `mount+push ${key} failed twice:\n${again.stderr}`);
           }
           expected.set(key, i);
+          note(`mount+push ${key} = img${i}`);
           stats.mount++;
         } else if (op < 0.85) {
           const res = await fetch(`${serve.url}/v2/${repo}/manifests/${tag}`, { method: 'DELETE' });
           await res.arrayBuffer();
           if (res.status === 202) {
             expected.delete(key);
+            note(`delete tag ${key}`);
             stats.deleteTag++;
           }
         } else {
@@ -119,11 +131,12 @@ test(`gc soak: two serve instances, pushes, re-pushes, mounts and deletes while 
           await res.arrayBuffer();
           if (res.status === 202) {
             for (const [k, v] of [...expected]) if (k.startsWith(`${repo}:`) && v === i) expected.delete(k);
+            note(`delete manifest img${i} in ${repo}`);
             stats.deleteManifest++;
           }
         }
       } finally {
-        locks.delete(key);
+        locks.delete(repo);
       }
     }
   };
@@ -136,7 +149,7 @@ test(`gc soak: two serve instances, pushes, re-pushes, mounts and deletes while 
     const r = await skopeo(['copy', '--src-tls-verify=false', `docker://${serves[0]!.host}/${key}`, `oci:${out}:v`]);
     assert.equal(r.code, 0, `pull ${key}:\n${r.stderr}`);
     const pulled = await layoutBlobs(out);
-    assert.deepEqual([...pulled.keys()].sort(), [...(await layoutBlobs(images[i]!.path)).keys()].sort(), key);
+    assert.deepEqual([...pulled.keys()].sort(), [...(await layoutBlobs(images[i]!.path)).keys()].sort(), `${key} is not img${i}; manifests: ${images.map((m, n) => `img${n}=${m.manifestDigest.slice(7, 19)}`).join(' ')}\n${history.filter((h) => h.includes(key.split(':')[0]!)).join('\n')}`);
     for (const [d, h] of pulled) assert.equal(`sha256:${h}`, d);
   }
   for (const s of serves) await s.stop();
