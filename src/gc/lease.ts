@@ -106,11 +106,20 @@ export class GcLease {
     return true;
   }
 
-  /** Renews when less than half the lease is left. */
-  async keep(opts: Signalled = {}): Promise<boolean> {
-    if (this.epoch === undefined) return false;
-    if (this.expiresAt - this.now() > this.opts.ttlMs / 2) return true;
-    return this.renew(opts);
+  private renewing: Promise<boolean> | undefined;
+
+  /**
+   * Renews when less than half the lease is left. Calls are serialised: two renewals at once would race for the
+   * same next epoch and the loser would take itself for taken over.
+   */
+  keep(opts: Signalled = {}): Promise<boolean> {
+    if (this.renewing) return this.renewing;
+    if (this.epoch === undefined) return Promise.resolve(false);
+    if (this.expiresAt - this.now() > this.opts.ttlMs / 2) return Promise.resolve(true);
+    this.renewing = this.renew(opts).finally(() => {
+      this.renewing = undefined;
+    });
+    return this.renewing;
   }
 
   private lost(): false {

@@ -53,6 +53,13 @@ export async function runPass(store: BlobStore, settings: GcSettings, opts: Pass
         return report;
       }
     }
+    // A long mark must not outlive the lease: renew in the background as well as between phases.
+    const renewer = lease
+      ? setInterval(() => {
+          lease.keep({ signal }).catch((err: unknown) => log.warn({ err: errorSummary(err) }, 'could not renew the gc lease; the sweep stops if it runs out'));
+        }, Math.max(1000, settings.leaseMs / 4))
+      : undefined;
+    renewer?.unref();
     try {
       const marker = new Marker(store, settings, now);
       const mark = await withSpan('gc.mark', {}, () => marker.run({ signal }));
@@ -87,6 +94,7 @@ export async function runPass(store: BlobStore, settings: GcSettings, opts: Pass
       if (report.result === 'failure') log.error({ store: store.name, err: report.stopped }, 'gc pass failed; nothing unsafe was deleted, the next pass retries');
       else log.warn({ store: store.name, err: report.stopped }, 'gc pass stopped early; the next pass continues');
     } finally {
+      if (renewer) clearInterval(renewer);
       report.durationMs = now() - started;
       report.requests = requestsSince(store, requestsBefore);
       if (lease) {

@@ -55,9 +55,9 @@ test(`gc soak: two serve instances, pushes, re-pushes, mounts and deletes while 
     serves.push(s);
   }
   // Images sharing a base layer (dedup across images and repositories).
-  const base = Buffer.from(`shared base layer ${'b'.repeat(4096)}`);
+  // (Generated tar layers: skopeo round-trips those byte for byte; the same seed gives the same base layer.)
   const images: BuiltImage[] = [];
-  for (let i = 0; i < 5; i++) images.push(await makeOciLayout(join(tmp, `img${i}`), { tag: 'v', layers: [base, Buffer.from(`unique ${i} ${'u'.repeat(2048 + i)}`)], seed: `soak-${i}` }));
+  for (let i = 0; i < 5; i++) images.push(await makeOciLayout(join(tmp, `img${i}`), { tag: 'v', layers: [{ seed: 'soak-base', size: 4096 }, { seed: `soak-unique-${i}`, size: 2048 + i }], seed: `soak-${i}` }));
   const repos = ['a/app', 'b/app', 'c/tool'];
   /** What must be pullable at the end: repo:tag → image index. */
   const expected = new Map<string, number>();
