@@ -19,6 +19,7 @@ import { gcSettings } from '../../src/gc/settings.js';
 import { runPass } from '../../src/gc/pass.js';
 import { verifyStore } from '../../src/cli/verify.js';
 import { parseManifest, references } from '../../src/transfer/manifest.js';
+import { GC_REPORT_PREFIX } from '../../src/store/keys.js';
 
 const cfg = s3TestConfig();
 if (!cfg) throw new Error('TRANSSHIP_TEST_S3_* not set: run through `npm test`');
@@ -157,6 +158,10 @@ test(`gc soak: two serve instances, pushes, re-pushes, mounts and deletes while 
   const store = new S3Store({ bucket, prefix: '', endpoint: cfg.endpoint, s3Region: cfg.region, accessKeyId: cfg.accessKeyId, secretAccessKey: cfg.secretAccessKey });
   cleanups.push(() => store.close());
   assert.deepEqual((await verifyStore(store)).problems, [], 'verify is clean');
+  // The instances' own passes ran (one at a time, by the lease) and left their reports.
+  let passes = 0;
+  for await (const o of store.objects.list(GC_REPORT_PREFIX)) if (o.key.endsWith('.json')) passes++;
+  assert.ok(passes >= 3, `serve ran gc passes during the soak (${passes})`);
 
   // Once the grace has passed (ageing, not synchronisation), one more pass: nothing unreachable is left.
   await sleep(32_000);
