@@ -12,8 +12,9 @@ import { renderSection, writeResults, type Section } from './report.js';
 import { runTransfer } from './transfer.js';
 import { runRegistry } from './registry.js';
 import { runPlacement } from './placement.js';
+import { runGc } from './gc.js';
 
-const GROUPS = { transfer: runTransfer, registry: runRegistry, placement: runPlacement } as const;
+const GROUPS = { transfer: runTransfer, registry: runRegistry, placement: runPlacement, gc: runGc } as const;
 type Group = keyof typeof GROUPS;
 
 const { values } = parseArgs({ options: { only: { type: 'string' }, out: { type: 'string' }, rounds: { type: 'string' } } });
@@ -70,7 +71,7 @@ try {
       log(`${g} failed: ${message}`);
       sections.push({
         id: g,
-        title: { transfer: 'Transfer core (issue 2)', registry: 'Registry (issue 3)', placement: 'Placement across regions (issue 4)' }[g],
+        title: { transfer: 'Transfer core (issue 2)', registry: 'Registry (issue 3)', placement: 'Placement across regions (issue 4)', gc: 'Garbage collection (issue 15)' }[g],
         intro: [],
         rows: [],
         details: [],

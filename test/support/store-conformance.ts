@@ -55,7 +55,10 @@ export function blobStoreConformance(name: string, opts: ConformanceOptions): vo
     const d = digestOf(data);
     const r = await store.putBlob(d, from(data), { size: data.length });
     assert.equal(r.status, 'written');
-    assert.deepEqual(await store.statBlob(d), { digest: d, size: data.length });
+    const info = await store.statBlob(d);
+    assert.deepEqual({ digest: info?.digest, size: info?.size }, { digest: d, size: data.length });
+    // GC's writers need the write time to know whether to touch a blob first (src/gc/freshness.ts).
+    assert.ok(info?.lastModified !== undefined && Math.abs(info.lastModified - Date.now()) < 120_000, `lastModified ${info?.lastModified}`);
     assert.deepEqual(await buffer(await store.getBlob(d)), data);
     return [blobKey(d)];
   });

@@ -34,7 +34,7 @@ test('serve alert rules parse and every metric they use exists in the registry',
   assert.ok(rules.length >= 5);
   for (const r of rules) {
     assert.ok(['critical', 'warning', 'info'].includes(r.labels.severity), `${r.alert}: severity`);
-    const names = (r.expr.match(/\b(?:registry|s3|upload_retry|multipart)_[a-z0-9_]+/g) ?? []).map((n) => (registry.getSingleMetric(n) ? n : n.replace(/_(bucket|count|sum)$/, '')));
+    const names = (r.expr.match(/\b(?:registry|s3|upload_retry|multipart|gc)_[a-z0-9_]+/g) ?? []).map((n) => (registry.getSingleMetric(n) ? n : n.replace(/_(bucket|count|sum)$/, '')));
     assert.ok(names.length > 0, `${r.alert}: names no transship metric`);
     for (const n of names) assert.ok(registry.getSingleMetric(n), `${r.alert}: "${n}" is not in the registry`);
   }

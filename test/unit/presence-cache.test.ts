@@ -35,7 +35,7 @@ test('presence hints: sizes are kept (and persisted), the bound drops the oldest
   let now = 1000;
   const file = join(await mkdtemp(join(tmpdir(), 'ts-cache-')), 'p.jsonl');
   const a = new PresenceCache({ file, now: () => now });
-  a.markPresent('s3://b', ['sha256:a'], 42);
+  a.markPresent('s3://b', ['sha256:a'], { size: 42 });
   assert.deepEqual(new PresenceCache({ file, now: () => now }).get('s3://b', 'sha256:a'), { size: 42 });
   const bounded = new PresenceCache({ maxEntries: 2, now: () => now });
   bounded.markPresent('s', ['1', '2', '3']);

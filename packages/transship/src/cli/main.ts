@@ -18,6 +18,7 @@ const COMMANDS: Record<string, () => Promise<(p: CommandType) => void>> = {
   serve: async () => (await import('./serve.js')).registerServe,
   doctor: async () => (await import('./doctor.js')).registerDoctor,
   watch: async () => (await import('./watch.js')).registerWatch,
+  gc: async () => (await import('./gc.js')).registerGc,
 };
 
 export async function buildProgram(argv: readonly string[] = process.argv): Promise<Command> {

@@ -11,6 +11,8 @@ import { PromotionLedger, stampPeriodMs } from '../placement/promoted.js';
 import { costInputFromMetrics, estimateCost, prices } from '../placement/cost.js';
 import { TransshipError, ExitCode } from '@transship/core/errors';
 import type { Config } from '../config/config.js';
+import { runPass } from '../gc/pass.js';
+import { gcSettings } from '../gc/settings.js';
 import { formatBytes } from './progress.js';
 import { printJson, writeMetricsFile } from './output.js';
 import { runCommand, loadCliConfig, type GlobalOptions } from './context.js';
@@ -127,7 +129,8 @@ export function registerPlacement(program: Command): void {
     .description('requests by class, stored bytes, dedup savings and cross-region bytes at a price table (AWS list prices by default)')
     .option('--json', 'print JSON')
     .option('--metrics <file|url>', 'Prometheus metrics to read counters from (a --metrics-file, or http://HOST:PORT/metrics of `serve`)')
-    .action(async (flags: GlobalOptions & { metrics?: string }, cmd: Command) =>
+    .option('--reclaimable', 'also price what garbage collection would remove now (a dry-run pass per region: reads every manifest)')
+    .action(async (flags: GlobalOptions & { metrics?: string; reclaimable?: boolean }, cmd: Command) =>
       runCommand(cmd, flags, async ({ signal }) => {
         const config = loadCliConfig(flags);
         let text = '';
@@ -144,8 +147,14 @@ export function registerPlacement(program: Command): void {
         const idleMs = Rules.fromConfig(config).promote.evictAfterIdleMs;
         let storedBytes = 0;
         const promoted: PromotedUsage = { blobs: 0, bytes: 0, idleBlobs: 0, idleBytes: 0 };
+        let reclaimableBytes: number | undefined;
         try {
           for (const name of regions.names) {
+            if (flags.reclaimable) {
+              // What the next GC pass would delete (docs/gc.md): a dry run, nothing changes.
+              const r = await runPass(regions.store(name), gcSettings(config), { dryRun: true, signal });
+              reclaimableBytes = (reclaimableBytes ?? 0) + r.reclaimedBytes;
+            }
             const sizes = new Map<string, number>();
             for await (const b of regions.store(name).listBlobs({ signal })) {
               storedBytes += b.size;
@@ -164,7 +173,11 @@ export function registerPlacement(program: Command): void {
         const p = prices(config);
         const base = estimateCost({ ...costInputFromMetrics(text), storedBytes }, p);
         // Promoted copies are part of the stored bytes; shown apart because eviction bounds how long they are paid for.
-        const est = { ...base, promoted: { ...promoted, monthlyCost: (promoted.bytes / 1e9) * p.storageGbMonth, evictAfterIdleSeconds: Number.isFinite(idleMs) ? idleMs / 1000 : null } };
+        const est = {
+          ...base,
+          promoted: { ...promoted, monthlyCost: (promoted.bytes / 1e9) * p.storageGbMonth, evictAfterIdleSeconds: Number.isFinite(idleMs) ? idleMs / 1000 : null },
+          ...(reclaimableBytes !== undefined ? { reclaimable: { bytes: reclaimableBytes, monthlyCost: (reclaimableBytes / 1e9) * p.storageGbMonth } } : {}),
+        };
         if (flags.json) printJson(est);
         else {
           const $ = (n: number) => `$${n.toFixed(4)}`;
@@ -173,7 +186,8 @@ export function registerPlacement(program: Command): void {
               `stored        ${formatBytes(est.storage.bytes)}  ${$(est.storage.monthlyCost)}/month\n` +
               `  promoted    ${formatBytes(est.promoted.bytes)} in ${est.promoted.blobs} copies  ${$(est.promoted.monthlyCost)}/month; idle past the limit: ${formatBytes(est.promoted.idleBytes)} (evicted by the next pass)\n` +
               `dedup saved   ${formatBytes(est.dedup.bytesSaved)} not stored again  ${$(est.dedup.monthlyStorageSaved)}/month\n` +
-              `cross-region  ${formatBytes(est.crossRegion.bytes)}  ${$(est.crossRegion.cost)}\n`,
+              `cross-region  ${formatBytes(est.crossRegion.bytes)}  ${$(est.crossRegion.cost)}\n` +
+              (est.reclaimable ? `reclaimable   ${formatBytes(est.reclaimable.bytes)} the next gc pass removes  ${$(est.reclaimable.monthlyCost)}/month\n` : ''),
           );
         }
       }),

@@ -18,6 +18,7 @@ import { Replicator } from '../placement/replicator.js';
 import { ReplicationKicker } from '../placement/kicker.js';
 import { replicateAfterPushes } from '../server/replicate-after-push.js';
 import { startEviction } from '../placement/evict.js';
+import { freshnessOptions, startGc } from '../gc/loop.js';
 import { hashPassword } from '../registry/auth.js';
 import { buildServer } from '../server/server.js';
 import { tuneHeapForStreaming } from '../server/heap.js';
@@ -125,6 +126,8 @@ export function registerServe(program: Command): void {
         const kicker = regions ? new ReplicationKicker(Replicator.fromConfig(config, regions)) : undefined;
         // Promoted copies are a cache: a bounded eviction pass every placement.evict.intervalSeconds (evict.ts).
         const eviction = placed ? startEviction(config, placed) : undefined;
+        // Garbage collection: periodic passes, one per store at a time across instances (src/gc/loop.ts).
+        const gc = startGc(config, store, uploadDir ?? tmpdir());
         tuneHeapForStreaming(); // see src/server/heap.ts: otherwise V8 marks almost continuously while bytes stream
         let app;
         try {
@@ -147,6 +150,7 @@ export function registerServe(program: Command): void {
             allowDelete: flags.allowDelete ?? serve.allowDelete,
             blobLinks: serve.blobLinks,
             auth: serve.auth,
+            freshness: freshnessOptions(config),
           });
           if (kicker) replicateAfterPushes(app, kicker);
           collectWhenIdle(app); // see src/server/idle-gc.ts: a burst's buffers would otherwise stay until the next request
@@ -155,6 +159,7 @@ export function registerServe(program: Command): void {
           await app?.close();
           await kicker?.close();
           await eviction?.close();
+          await gc?.close();
           await (regions ? regions.close() : store.close());
           throw err;
         }
@@ -172,6 +177,7 @@ export function registerServe(program: Command): void {
         // A replication pass in flight is cancelled; the next start (or `transship replicate`) finishes it.
         await kicker?.close();
         await eviction?.close();
+        await gc?.close();
         await (regions ? regions.close() : store.close());
       }),
     );

@@ -223,7 +223,74 @@ const pricesSchema = z
   })
   .strict();
 
-export const configSchema = z
+/** Durations in the retention vocabulary: `never`, or a number with a unit (`12h`, `7d`; ms, s, m, h, d). */
+const retentionDuration = z.string().regex(/^(?:never|\d+(?:\.\d+)?(?:ms|s|m|h|d))$/, 'expected "never" or a duration like 12h, 7d or 90d (units ms, s, m, h, d)');
+
+/**
+ * Storage lifecycle (docs/gc.md): garbage collection timing, retention rules, leftovers. The safety rule between the
+ * timings is checked in the superRefine below; src/gc/config.ts holds the defaults and turns this into milliseconds.
+ */
+const gcSchema = z
+  .object({
+    /** Unreferenced blobs are deleted only once their freshness is older than this (default 172800 = 48 h). */
+    graceSeconds: positiveInt.optional(),
+    /** Writers touch a blob they rely on when its freshness is older than this (default 86400). */
+    refreshAfterSeconds: positiveInt.optional(),
+    /** Longest time a writer acts on one "present" observation before its manifest is visible (default 3600). */
+    horizonSeconds: positiveInt.optional(),
+    /** A pass does not delete more than this long after its mark started (default 3600). */
+    maxPassSeconds: positiveInt.optional(),
+    /** Largest clock difference between machines and the store (default 300). */
+    clockSkewSeconds: z.number().int().min(0).optional(),
+    /** A writer waits this long after a touch before confirming the blob (default 15); GC's delete budget is a third. */
+    settleSeconds: z.number().min(0.3).max(300).optional(),
+    /** `serve`: seconds between passes (default 86400; 0 = no passes in serve). */
+    intervalSeconds: z.number().int().min(0).optional(),
+    /** `serve`: passes start only inside this daily window, UTC `HH:MM-HH:MM` (may wrap midnight). */
+    window: z.string().regex(/^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$/, 'expected a UTC window like 01:00-05:00').optional(),
+    /** How long a pass's lease lasts before another instance may take over (default 600; renewed while running). */
+    leaseSeconds: positiveInt.min(10).optional(),
+    leftovers: z
+      .object({
+        /** Abort multipart uploads started longer ago than this (default 86400; must outlast any upload session). */
+        multipartAfterSeconds: positiveInt.optional(),
+        /** Remove abandoned upload spools and directory-store temp files older than this (default 86400). */
+        tempAfterSeconds: positiveInt.optional(),
+      })
+      .strict()
+      .optional(),
+    /** Retention rules: the first rule whose `repos` glob matches a repository applies to it. */
+    retention: z
+      .array(
+        z
+          .object({
+            /** Repository globs: `*` matches within a path component, `**` across components. */
+            repos: z.array(z.string().min(1)).min(1),
+            /** Keep the N most recently pushed tags. */
+            keepLast: z.number().int().min(0).optional(),
+            /** Keep tags matching any of these regular expressions (whole tag). */
+            keepTags: z.array(z.string().min(1)).optional(),
+            /** Remove tags pushed longer ago than this (unless another keep rule protects them). */
+            removeOlderThan: retentionDuration.optional(),
+            /** Untagged manifests (not a kept index's child, not a kept subject's referrer) expire after this. */
+            untaggedExpireAfter: retentionDuration.optional(),
+          })
+          .strict()
+          .superRefine((r, ctx) => {
+            for (const [i, p] of (r.keepTags ?? []).entries()) {
+              try {
+                new RegExp(`^(?:${p})$`);
+              } catch (err) {
+                ctx.addIssue({ code: 'custom', path: ['keepTags', i], message: `not a valid regular expression: ${(err as Error).message}` });
+              }
+            }
+          }),
+      )
+      .optional(),
+  })
+  .strict();
+
+const configSchemaBase = z
   .object({
     /** The home store: where writes go. `dir:PATH` or `s3://BUCKET[/PREFIX]`. */
     store: z.string().min(1).optional(),
@@ -243,9 +310,12 @@ export const configSchema = z
     placement: placementSchema.optional(),
     prices: pricesSchema.optional(),
     watch: watchSchema.optional(),
+    gc: gcSchema.optional(),
   })
-  .strict()
-  .superRefine((c, ctx) => {
+  .strict();
+
+export const configSchema = configSchemaBase.superRefine((c, ctx) => {
+    checkGcTimings(c, ctx);
     if (c.regions && c.region && !(c.region in c.regions)) {
       ctx.addIssue({ code: 'custom', path: ['region'], message: `home region "${c.region}" is not one of regions: ${Object.keys(c.regions).join(', ')}` });
     }
@@ -259,6 +329,66 @@ export const configSchema = z
     for (const [i, r] of (c.placement?.rules ?? []).entries()) check(r.regions, ['placement', 'rules', i, 'regions']);
     check(c.placement?.fetchOrder, ['placement', 'fetchOrder']);
   });
+
+/**
+ * Storage lifecycle defaults (seconds), docs/gc.md. The grace covers a week-end's worth of nothing and every term of
+ * the safety rule checked below with a factor of ~1.8.
+ */
+export const GC_DEFAULTS = {
+  graceSeconds: 172_800,
+  refreshAfterSeconds: 86_400,
+  horizonSeconds: 3600,
+  maxPassSeconds: 3600,
+  clockSkewSeconds: 300,
+  settleSeconds: 15,
+  intervalSeconds: 86_400,
+  leaseSeconds: 600,
+  multipartAfterSeconds: 86_400,
+  tempAfterSeconds: 86_400,
+} as const;
+/** The registry's "present" answers live this long (src/registry/context.ts presenceTtlMs default). */
+const REGISTRY_PRESENCE_TTL_SECONDS = 30;
+/** `copy`'s on-disk presence cache default (src/index/presence-cache.ts). */
+const COPY_CACHE_TTL_SECONDS = 6 * 3600;
+
+/**
+ * The one safety rule of docs/gc.md: a blob may be deleted only when no writer can still act on a look at it, so the
+ * grace must outlast the refresh age, the writers' horizon, a pass, the touch settle time and twice the clock skew —
+ * and every "present" hint's life (the project's invariant). Reported at `gc.graceSeconds` with every term named.
+ */
+function checkGcTimings(c: z.infer<typeof configSchemaBase>, ctx: z.RefinementCtx): void {
+  const g = c.gc;
+  const v = <K extends keyof typeof GC_DEFAULTS>(k: K): number => (g?.[k as keyof NonNullable<typeof g>] as number | undefined) ?? GC_DEFAULTS[k];
+  const grace = v('graceSeconds');
+  const terms = {
+    refreshAfterSeconds: v('refreshAfterSeconds'),
+    horizonSeconds: v('horizonSeconds'),
+    maxPassSeconds: v('maxPassSeconds'),
+    '2 × clockSkewSeconds': 2 * v('clockSkewSeconds'),
+    settleSeconds: v('settleSeconds'),
+  };
+  const sum = Object.values(terms).reduce((a, b) => a + b, 0);
+  if (!(grace > sum)) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['gc', 'graceSeconds'],
+      message: `must be longer than ${Object.entries(terms).map(([k, n]) => `${k} (${n})`).join(' + ')} = ${sum} s, got ${grace}: a writer could still act on a look at a blob this pass deletes (docs/gc.md)`,
+    });
+  }
+  const hints: Array<[string, number]> = [
+    ['cache.ttlSeconds (the copy presence cache)', c.cache?.ttlSeconds ?? COPY_CACHE_TTL_SECONDS],
+    ["the registry's presence cache", REGISTRY_PRESENCE_TTL_SECONDS],
+    ['horizonSeconds', v('horizonSeconds')],
+  ];
+  for (const [what, ttl] of hints) {
+    if (!(grace > ttl)) ctx.addIssue({ code: 'custom', path: ['gc', 'graceSeconds'], message: `must be longer than ${what} (${ttl} s), got ${grace}: a cached "present" must expire before its blob can be deleted` });
+  }
+  const multipart = g?.leftovers?.multipartAfterSeconds ?? GC_DEFAULTS.multipartAfterSeconds;
+  const session = c.serve?.uploadIdleSeconds ?? 15 * 60;
+  if (!(multipart > session)) {
+    ctx.addIssue({ code: 'custom', path: ['gc', 'leftovers', 'multipartAfterSeconds'], message: `must be longer than serve.uploadIdleSeconds (${session} s), got ${multipart}: a live upload session's multipart upload would be aborted` });
+  }
+}
 
 export type Config = z.infer<typeof configSchema>;
 
@@ -310,6 +440,16 @@ export function formatZodError(error: z.ZodError, source: string): string {
     .join('\n');
 }
 
+/** The dotted paths of the bad fields (`gc.graceSeconds`): stable, for tests and tools, where messages are prose. */
+export function issuePaths(error: z.ZodError): string[] {
+  return error.issues.flatMap((i) => {
+    const at = i.path.map(String);
+    // An unknown key is reported at its parent; name the key itself, that is the field to fix.
+    if (i.code === 'unrecognized_keys') return i.keys.map((k) => [...at, k].join('.'));
+    return [at.length ? at.join('.') : '(top level)'];
+  });
+}
+
 /** Loads and validates: file (`--config` or TRANSSHIP_CONFIG) < environment < flags. */
 export function loadConfig(opts: { file?: string | undefined; flags?: Record<string, unknown>; env?: NodeJS.ProcessEnv } = {}): Config {
   const env = opts.env ?? process.env;
@@ -332,11 +472,11 @@ export function loadConfig(opts: { file?: string | undefined; flags?: Record<str
       throw new TransshipError('TS_CONFIG_INVALID', `config file ${file}: the top level must be a mapping`);
     }
     const fileCheck = configSchema.safeParse(parsed ?? {});
-    if (!fileCheck.success) throw new TransshipError('TS_CONFIG_INVALID', formatZodError(fileCheck.error, file));
+    if (!fileCheck.success) throw new TransshipError('TS_CONFIG_INVALID', formatZodError(fileCheck.error, file), { details: { paths: issuePaths(fileCheck.error) } });
     fromFile = (parsed ?? {}) as Record<string, unknown>;
   }
   const merged = deepMerge(deepMerge(fromFile, envLayer(env)), opts.flags ?? {});
   const r = configSchema.safeParse(merged);
-  if (!r.success) throw new TransshipError('TS_CONFIG_INVALID', formatZodError(r.error, file ? `${file} (+ environment and flags)` : 'configuration (environment and flags)'));
+  if (!r.success) throw new TransshipError('TS_CONFIG_INVALID', formatZodError(r.error, file ? `${file} (+ environment and flags)` : 'configuration (environment and flags)'), { details: { paths: issuePaths(r.error) } });
   return r.data;
 }

@@ -7,7 +7,10 @@
 // as it lives, so a GC grace period must be longer than the longest hint — `maxPresenceHintMs(config)` below, which
 // reads the same configuration the hint lifetimes come from. Keep new hint lifetimes in that function.
 //
-// Persistence is an append-only JSON-lines file (one `{s, d, e[, z]}` per line), compacted when loaded. That keeps
+// A hint may also carry the newest known freshness of its blob (its write or GC touch time, docs/gc.md): a writer
+// that relies on a cached blob can skip asking the store whether it needs a touch. Only ever a lower bound.
+//
+// Persistence is an append-only JSON-lines file (one `{s, d, e[, z][, m]}` per line), compacted when loaded. That keeps
 // the CLI's cache across runs without a native dependency; one process owns the file at a time in practice, and a
 // torn last line from a crash is skipped.
 import { appendFileSync, mkdirSync, readFileSync, writeFileSync, renameSync } from 'node:fs';
@@ -36,9 +39,16 @@ export interface PresenceCacheOptions {
   now?: () => number;
 }
 
-/** What a hint remembers besides "present": the size when the writer knew it. */
+/** What a hint remembers besides "present": the size when the writer knew it, and the blob's freshness (ms). */
 export interface Hint {
   size?: number | undefined;
+  fresh?: number | undefined;
+}
+
+export interface MarkOptions {
+  size?: number | undefined;
+  /** Per digest: the blob's write or touch time (ms) when known (kept as the newest seen). */
+  freshness?: ReadonlyMap<string, number | undefined> | undefined;
 }
 
 export class PresenceCache {
@@ -71,11 +81,19 @@ export class PresenceCache {
     return out;
   }
 
-  markPresent(store: string, digests: Iterable<string>, size?: number): void {
+  /** The newest known freshness of a cached blob (ms), or undefined. */
+  freshnessOf(store: string, digest: string): number | undefined {
+    return this.entries.get(PresenceCache.key(store, digest))?.fresh;
+  }
+
+  markPresent(store: string, digests: Iterable<string>, opts: MarkOptions = {}): void {
     const lines: string[] = [];
     for (const d of digests) {
-      const e = this.entries.set(PresenceCache.key(store, d), size === undefined ? {} : { size });
-      if (e !== undefined) lines.push(JSON.stringify({ s: store, d, e, ...(size === undefined ? {} : { z: size }) }));
+      const k = PresenceCache.key(store, d);
+      const fresh = Math.max(opts.freshness?.get(d) ?? 0, this.entries.get(k)?.fresh ?? 0) || undefined;
+      const hint: Hint = { ...(opts.size === undefined ? {} : { size: opts.size }), ...(fresh === undefined ? {} : { fresh }) };
+      const e = this.entries.set(k, hint);
+      if (e !== undefined) lines.push(JSON.stringify({ s: store, d, e, ...(opts.size === undefined ? {} : { z: opts.size }), ...(fresh === undefined ? {} : { m: fresh }) }));
     }
     if (this.file && lines.length) this.append(lines.join('\n') + '\n');
   }
@@ -107,9 +125,11 @@ export class PresenceCache {
     for (const line of text.split('\n')) {
       if (!line) continue;
       try {
-        const { s, d, e, z } = JSON.parse(line) as { s: string; d: string; e: number; z?: number };
+        const { s, d, e, z, m } = JSON.parse(line) as { s: string; d: string; e: number; z?: number; m?: number };
+        const k = PresenceCache.key(s, d);
+        const fresh = typeof m === 'number' ? Math.max(m, this.entries.get(k)?.fresh ?? 0) : undefined;
         // An expiry in the past (or 0, an invalidation) removes the entry; set() does that.
-        this.entries.set(PresenceCache.key(s, d), typeof z === 'number' ? { size: z } : {}, e);
+        this.entries.set(k, { ...(typeof z === 'number' ? { size: z } : {}), ...(fresh === undefined ? {} : { fresh }) }, e);
       } catch {
         // torn or foreign line: skip
       }
@@ -119,7 +139,7 @@ export class PresenceCache {
       const tmp = `${file}.${process.pid}.tmp`;
       const lines = [...this.entries.live()].map(([k, h, e]) => {
         const [s, d] = k.split('\n');
-        return JSON.stringify({ s, d, e, ...(h.size === undefined ? {} : { z: h.size }) });
+        return JSON.stringify({ s, d, e, ...(h.size === undefined ? {} : { z: h.size }), ...(h.fresh === undefined ? {} : { m: h.fresh }) });
       });
       writeFileSync(tmp, lines.join('\n') + (lines.length ? '\n' : ''));
       renameSync(tmp, file);

@@ -39,6 +39,7 @@ import { crossRegionUploadBytesTotal, promotedBlobEvictionsTotal, promotedBlobEv
 import { withSpan } from '@transship/core/tracing';
 import { log } from '@transship/core/log';
 import type { Config } from '../config/config.js';
+import { Periodic } from '@transship/core/periodic';
 import type { Regions } from './regions.js';
 import type { Rules } from './rules.js';
 import type { PlacedReader } from './read-path.js';
@@ -386,43 +387,23 @@ export class Evictor {
   }
 }
 
-/** A pass every `intervalMs` in a long-running process (`serve`); close() cancels the pass in flight and flushes. */
+/** A pass every `intervalMs` in a long-running process (`serve`, the shared Periodic runner); close() also flushes. */
 export class EvictionLoop {
-  private readonly abort = new AbortController();
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
+  private readonly periodic: Periodic;
 
   constructor(
     private readonly evictor: Evictor,
-    private readonly intervalMs: number,
-    private readonly onPass?: (report: EvictReport) => void,
+    intervalMs: number,
+    onPass?: (report: EvictReport) => void,
   ) {
-    this.schedule();
-  }
-
-  private schedule(): void {
-    if (this.abort.signal.aborted) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.running = this.evictor
-        .pass({ signal: this.abort.signal })
-        .then((r) => this.onPass?.(r))
-        .catch((err: unknown) => {
-          if (!isTransshipError(err, 'TS_CANCELLED')) log.error({ err: errorSummary(err) }, 'eviction pass failed; the next one retries');
-        })
-        .finally(() => {
-          this.running = undefined;
-          this.schedule();
-        });
-    }, this.intervalMs);
-    this.timer.unref();
+    this.periodic = new Periodic('eviction pass', async (signal) => {
+      const r = await this.evictor.pass({ signal });
+      onPass?.(r);
+    }, intervalMs);
   }
 
   async close(): Promise<void> {
-    this.abort.abort();
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    await this.running;
+    await this.periodic.close();
     // Reads noted since the last pass: stamp them now (bounded), so the next process does not see them as idle.
     await this.evictor.ledger.flush({ signal: AbortSignal.timeout(5000) }).catch(() => undefined);
   }

@@ -91,6 +91,8 @@ export async function getBlob(call: Call): Promise<void> {
   }
   const range = parseRange(call.request.headers.range, info.size);
   if (call.method === 'HEAD') {
+    // A client HEADs before deciding not to upload: start the GC touch now, the manifest PUT waits for it.
+    ctx.freshness.prefetch([info]);
     sendBlob(call, digest, undefined, info.size);
     return;
   }

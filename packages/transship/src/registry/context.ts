@@ -16,6 +16,7 @@ import { UploadSessions, type UploadSessionsOptions } from './uploads.js';
 import type { SpoolStreamer } from './spool-streamer.js';
 import type { PlacedReader } from '../placement/read-path.js';
 import { BlobCache, type BlobCacheOptions } from './blob-cache.js';
+import { Freshness, type FreshnessOptions } from '../store/freshness.js';
 
 export interface RegistryOptions {
   store: BlobStore;
@@ -54,6 +55,8 @@ export interface RegistryOptions {
   presenceTtlMs?: number | undefined;
   /** Keep blob bytes on local disk and answer GETs from there (blob-cache.ts); absent or maxBytes 0 = off. */
   blobCache?: BlobCacheOptions | undefined;
+  /** The writers' half of the GC protocol (gc.refreshAfterSeconds, settleSeconds, clockSkewSeconds; docs/gc.md). */
+  freshness?: FreshnessOptions | undefined;
 }
 
 /** Staged uploads older than this are leftovers of a crashed instance. */
@@ -73,6 +76,8 @@ export class RegistryContext {
   readonly maxManifestBytes: number;
   readonly redirect: { expiresInSeconds: number } | undefined;
   readonly blobCache: BlobCache | undefined;
+  /** Blobs a manifest relies on are fresh or touched before it becomes visible (gc/freshness.ts). */
+  readonly freshness: Freshness;
   private readonly presence: PresenceCache;
   private readonly presenceTtl: number;
 
@@ -99,6 +104,7 @@ export class RegistryContext {
     this.presenceTtl = opts.presenceTtlMs ?? REGISTRY_HINT_TTL_MS;
     this.presence = new PresenceCache({ ttlMs: this.presenceTtl, maxEntries: 100_000 });
     this.blobCache = opts.blobCache && opts.blobCache.maxBytes > 0 ? new BlobCache(opts.blobCache) : undefined;
+    this.freshness = new Freshness(opts.store, opts.freshness);
   }
 
   /**
@@ -186,7 +192,7 @@ export class RegistryContext {
   }
 
   notePresent(digest: string, size: number): void {
-    this.presence.markPresent(this.store.name, [digest], size);
+    this.presence.markPresent(this.store.name, [digest], { size });
   }
 
   forget(digest: string): void {
@@ -213,6 +219,7 @@ export class RegistryContext {
       blobSkippedBytesTotal.inc({ store: this.store.name }, size);
     }
     this.notePresent(digest, out.size);
+    if (out.status === 'written') this.freshness.noteWritten(digest);
     return out.status;
   }
 

@@ -10,6 +10,7 @@ import { parseManifest, references, type ParsedManifest } from '../transfer/mani
 import { INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES, type Descriptor } from '../transfer/types.js';
 import { RegistryError } from './errors.js';
 import type { Call } from './context.js';
+import type { BlobInfo } from '../store/contract.js';
 import { manifestPath } from './paths.js';
 
 const KNOWN_TYPES = new Set([...MANIFEST_MEDIA_TYPES, ...INDEX_MEDIA_TYPES]);
@@ -138,6 +139,7 @@ async function checkReferences(call: Call, name: string, parsed: ParsedManifest)
   if (parsed.kind === 'index') {
     // Child manifests must have been pushed to this repository first (what every client does).
     for (const d of refs) if (!(await ctx.store.hasManifestLink(name, d.digest, { signal }))) throw missing(d, `is not a manifest of ${name}`);
+    await ensureFresh(call, refs, missing);
     return;
   }
   const present = await ctx.statMany([...new Set(refs.map((d) => d.digest))], signal);
@@ -148,6 +150,22 @@ async function checkReferences(call: Call, name: string, parsed: ParsedManifest)
   }
   // No cross-repository leak: a manifest may only reference blobs that belong to its repository.
   if (ctx.auth) for (const d of refs) if (!(await ctx.links.isBlobLinked(name, d.digest, signal))) throw missing(d, `was never uploaded to or mounted into ${name}`);
+  await ensureFresh(call, refs, missing, present);
+}
+
+/**
+ * The writers' half of the GC protocol (docs/gc.md): blobs this manifest relies on are fresh, or touched and
+ * confirmed, before it becomes visible; one found gone is as missing as one never uploaded (the client re-uploads).
+ */
+async function ensureFresh(call: Call, refs: readonly Descriptor[], missing: (d: Descriptor, why: string) => RegistryError, present?: ReadonlyMap<string, BlobInfo>): Promise<void> {
+  const { ctx, signal } = call;
+  const infos = present ?? (await ctx.statMany([...new Set(refs.map((d) => d.digest))], signal));
+  const gone = new Set(await ctx.freshness.ensure([...infos.values()], { signal }));
+  const first = refs.find((d) => gone.has(d.digest) || !infos.has(d.digest));
+  if (first) {
+    for (const d of gone) ctx.forget(d);
+    throw missing(first, 'is not in the registry (removed by garbage collection)');
+  }
 }
 
 export async function putManifest(call: Call): Promise<void> {
@@ -169,7 +187,15 @@ export async function putManifest(call: Call): Promise<void> {
   await checkReferences(call, name, parsed);
 
   // Write order: manifest bytes (a blob) → repository link → referrer link → tag.
-  await ctx.storeBlob(digest, bytes.length, () => Readable.from([bytes]), signal);
+  if ((await ctx.storeBlob(digest, bytes.length, () => Readable.from([bytes]), signal)) === 'exists') {
+    // Someone stored these bytes before: they are relied on like any blob (GC protocol), and rewritten if gone.
+    const gone = await ctx.freshness.ensure([{ digest, size: bytes.length }], { signal });
+    if (gone.length) {
+      ctx.forget(digest);
+      await ctx.store.putBlob(digest, () => Readable.from([bytes]), { size: bytes.length, signal });
+      ctx.freshness.noteWritten(digest);
+    }
+  }
   ctx.links.manifests.set(digest, bytes);
   // Pushed without a `mediaType` field under a Content-Type its shape does not imply: remembered before the link,
   // so the manifest is never served with another type.

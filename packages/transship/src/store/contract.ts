@@ -14,6 +14,11 @@ export type { Signalled };
 export interface BlobInfo {
   digest: string;
   size: number;
+  /**
+   * When the blob was written, ms since the epoch (S3 LastModified, fs mtime), where the answer carried it: what a
+   * writer relying on the blob needs to know whether to touch it first (docs/gc.md, src/gc/freshness.ts).
+   */
+  lastModified?: number | undefined;
 }
 
 export interface ByteRange {

@@ -51,7 +51,7 @@ export class FsStore extends RepositoryStore {
   async statBlob(digest: string, opts: Signalled = {}): Promise<BlobInfo | undefined> {
     const d = parseDigest(digest);
     const info = await this.objects.stat(blobKey(d.value), opts);
-    return info ? { digest: d.value, size: info.size } : undefined;
+    return info ? { digest: d.value, size: info.size, lastModified: info.lastModified } : undefined;
   }
 
   async statBlobs(digests: readonly string[], opts: Signalled = {}): Promise<Map<string, BlobInfo>> {
@@ -113,7 +113,7 @@ export class FsStore extends RepositoryStore {
   async *listBlobs(opts: Signalled = {}): AsyncIterable<BlobInfo> {
     for await (const obj of this.objects.list(BLOBS_PREFIX, opts)) {
       const digest = digestFromBlobKey(obj.key);
-      if (digest) yield { digest, size: obj.size };
+      if (digest) yield { digest, size: obj.size, lastModified: obj.lastModified };
     }
   }
 

@@ -275,6 +275,44 @@ export function checkMetaKey(key: string, prefix = false): string {
   return key;
 }
 
+// Garbage collection's own keys (docs/gc.md), under the reserved `_gc/` component no repository can collide with.
+export const GC_LEASE_PREFIX = `${GC_PREFIX}lease/`;
+export const GC_TOUCH_PREFIX = `${GC_PREFIX}touch/`;
+export const GC_REPORT_PREFIX = `${GC_PREFIX}passes/`;
+
+/** `_gc/lease/<epoch>`, zero-padded so a listing is in epoch order. */
+export function gcLeaseKey(epoch: number): string {
+  if (!Number.isSafeInteger(epoch) || epoch < 0) throw new TransshipError('TS_INTERNAL', `invalid lease epoch ${epoch}`);
+  return `${GC_LEASE_PREFIX}${String(epoch).padStart(16, '0')}`;
+}
+
+export function gcLeaseEpoch(key: string): number | undefined {
+  const m = /^_gc\/lease\/(\d{16})$/.exec(key);
+  return m ? Number(m[1]) : undefined;
+}
+
+/** `_gc/touch/<alg>/<hex>/<ms>`: a writer relied on the blob at <ms> (body empty; never overwritten). */
+export function gcTouchKey(digest: string, at: number): string {
+  return `${GC_TOUCH_PREFIX}${digestPath(digest)}/${String(Math.max(0, Math.floor(at))).padStart(15, '0')}`;
+}
+
+export function gcTouchPrefix(digest: string): string {
+  return `${GC_TOUCH_PREFIX}${digestPath(digest)}/`;
+}
+
+const TOUCH_KEY = new RegExp(`^_gc/touch/${ALG}/${HEX}/\\d{15}$`);
+
+/** A touch marker's digest, or undefined for any other key. */
+export function digestFromTouchKey(key: string): string | undefined {
+  const m = TOUCH_KEY.exec(key);
+  return m ? digestOf(m[1], m[2]) : undefined;
+}
+
+/** `_gc/passes/<ms>`: a pass's report (what it removed), for audit. */
+export function gcReportKey(at: number): string {
+  return `${GC_REPORT_PREFIX}${String(Math.max(0, Math.floor(at))).padStart(15, '0')}.json`;
+}
+
 // --- helpers ---
 
 function digestPath(digest: string): string {

@@ -77,7 +77,7 @@ export class S3Store extends RepositoryStore {
   async statBlob(digest: string, opts: Signalled = {}): Promise<BlobInfo | undefined> {
     const d = parseDigest(digest);
     const info = await this.objects.stat(blobKey(d.value), { signal: opts.signal, digest: d.value });
-    return info ? { digest: d.value, size: info.size } : undefined;
+    return info ? { digest: d.value, size: info.size, lastModified: info.lastModified } : undefined;
   }
 
   /**
@@ -106,7 +106,7 @@ export class S3Store extends RepositoryStore {
       const contents = page.Contents ?? [];
       for (const obj of contents) {
         const d = obj.Key ? byKey.get(obj.Key) : undefined;
-        if (d) out.set(d, { digest: d, size: obj.Size ?? 0 });
+        if (d) out.set(d, { digest: d, size: obj.Size ?? 0, lastModified: obj.LastModified?.getTime() });
       }
       const last = contents.at(-1)?.Key;
       // Everything up to `last` is now known; if the listing was not truncated, everything is known.
@@ -224,7 +224,7 @@ export class S3Store extends RepositoryStore {
   async *listBlobs(opts: Signalled = {}): AsyncIterable<BlobInfo> {
     for await (const obj of this.objects.list(BLOBS_PREFIX, opts)) {
       const digest = digestFromBlobKey(obj.key);
-      if (digest) yield { digest, size: obj.size };
+      if (digest) yield { digest, size: obj.size, lastModified: obj.lastModified };
     }
   }
 

@@ -159,3 +159,32 @@ export const registryBlobCacheFillsTotal = new Counter({
 });
 
 // --- containerd watch (`transship watch`, src/containerd/watch) ---
+// --- storage lifecycle (docs/gc.md) ---
+export const gcRunsTotal = new Counter({
+  name: 'gc_runs_total',
+  help: 'Garbage collection passes, by result (success, failure, busy = another instance held the lease, dry_run).',
+  labelNames: ['result'] as const,
+  ...reg,
+});
+export const gcDeletedObjectsTotal = new Counter({
+  name: 'gc_deleted_objects_total',
+  help: 'Objects garbage collection removed, by kind (blob, layer_link, referrer_link, manifest_link, tag, touch, multipart, spool, temp).',
+  labelNames: ['kind'] as const,
+  ...reg,
+});
+export const gcReclaimedBytesTotal = new Counter({
+  name: 'gc_reclaimed_bytes_total',
+  help: 'Bytes of blobs garbage collection deleted.',
+  ...reg,
+});
+export const gcDurationSeconds = new Histogram({
+  name: 'gc_duration_seconds',
+  help: 'Wall time of garbage collection passes (mark, sweep and leftovers).',
+  buckets: [1, 5, 15, 60, 300, 900, 1800, 3600, 7200],
+  ...reg,
+});
+export const gcLastSuccessTimestampSeconds = new Gauge({
+  name: 'gc_last_success_timestamp_seconds',
+  help: 'Unix time at which the last successful garbage collection pass ended.',
+  ...reg,
+});
