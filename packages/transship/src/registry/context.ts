@@ -76,7 +76,7 @@ export class RegistryContext {
   readonly maxManifestBytes: number;
   readonly redirect: { expiresInSeconds: number } | undefined;
   readonly blobCache: BlobCache | undefined;
-  /** Blobs a manifest relies on are fresh or touched before it becomes visible (gc/freshness.ts). */
+  /** Blobs a manifest relies on are fresh or touched before it becomes visible (store/freshness.ts). */
   readonly freshness: Freshness;
   private readonly presence: PresenceCache;
   private readonly presenceTtl: number;

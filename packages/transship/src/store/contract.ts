@@ -16,7 +16,7 @@ export interface BlobInfo {
   size: number;
   /**
    * When the blob was written, ms since the epoch (S3 LastModified, fs mtime), where the answer carried it: what a
-   * writer relying on the blob needs to know whether to touch it first (docs/gc.md, src/gc/freshness.ts).
+   * writer relying on the blob needs to know whether to touch it first (docs/gc.md, src/store/freshness.ts).
    */
   lastModified?: number | undefined;
 }
