@@ -54,6 +54,19 @@ export interface RegistryOptions {
   presenceTtlMs?: number | undefined;
   /** Keep blob bytes on local disk and answer GETs from there (blob-cache.ts); absent or maxBytes 0 = off. */
   blobCache?: BlobCacheOptions | undefined;
+  /** A pull-through mirror in front of the handlers of mirrored repositories (src/mirror). */
+  mirror?: MirrorHook | undefined;
+}
+
+/**
+ * The registry's one hook for a pull-through mirror (implemented in src/mirror, which sits above this layer): for a
+ * request naming a repository, undefined when the repository is not mirrored; otherwise the name the request is
+ * served (and authorized) under — `?ns=docker.io` + `library/alpine` is stored as `docker.io/library/alpine` — and
+ * the handler to run instead of `local`, which it may call (a hit) after fetching what the store lacks (a miss).
+ */
+export interface MirrorHook {
+  intercept(name: string, kind: Target['kind'], method: string, query: URLSearchParams, local: Handler): { name: string; handler: Handler } | undefined;
+  close(): Promise<void>;
 }
 
 /** Staged uploads older than this are leftovers of a crashed instance. */
@@ -73,6 +86,7 @@ export class RegistryContext {
   readonly maxManifestBytes: number;
   readonly redirect: { expiresInSeconds: number } | undefined;
   readonly blobCache: BlobCache | undefined;
+  readonly mirror: MirrorHook | undefined;
   private readonly presence: PresenceCache;
   private readonly presenceTtl: number;
 
@@ -99,6 +113,7 @@ export class RegistryContext {
     this.presenceTtl = opts.presenceTtlMs ?? REGISTRY_HINT_TTL_MS;
     this.presence = new PresenceCache({ ttlMs: this.presenceTtl, maxEntries: 100_000 });
     this.blobCache = opts.blobCache && opts.blobCache.maxBytes > 0 ? new BlobCache(opts.blobCache) : undefined;
+    this.mirror = opts.mirror;
   }
 
   /**
@@ -239,6 +254,7 @@ export class RegistryContext {
 
   async close(): Promise<void> {
     this.closing.abort(new Error('registry closing'));
+    await this.mirror?.close();
     this.blobCache?.close();
     await this.sweeping;
     await this.sessions.close();
