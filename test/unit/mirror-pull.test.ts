@@ -201,6 +201,43 @@ test('4 concurrent misses of an uncached blob make one upstream fetch; every cli
   }
 });
 
+test('stored once: a layer the store already holds (a pushed image) is linked and served, not fetched upstream', async () => {
+  const b = await bed('shared');
+  try {
+    const img = image('shared', 256 * 1024);
+    assert.equal((await pushImage(injector(b.upstream.app), 'team/app', 'v1', img)).statusCode, 201);
+    assert.equal((await pushImage(injector(b.mirror.app), 'mine/app', 'v1', img)).statusCode, 201);
+    b.proxy.reset();
+    const r = await fetch(`${b.mirror.url}/v2/up/team/app/blobs/${img.layerDigest}`);
+    assert.equal(r.status, 200);
+    assert.equal(r.headers.get('x-transship-mirror'), 'hit');
+    assert.deepEqual(Buffer.from(await r.arrayBuffer()), img.layer);
+    assert.equal(blobGets(b.proxy, img.layerDigest), 0);
+  } finally {
+    await b.close();
+  }
+});
+
+test('across instances: two mirrors on one store each fetch once; the store keeps one copy (conditional write)', async () => {
+  const b = await bed('two');
+  const config = configSchema.parse({ mirror: { upstreams: [{ registry: b.proxy.host, url: b.proxy.url, prefix: 'up' }] } }).mirror!;
+  const engine2 = new Mirror(new Upstreams(config), { dir: join(tmp, 'two') });
+  const second = await startTestRegistry({ store: b.store, meta: new StoreMetaStore(b.store), mirror: engine2 });
+  try {
+    const img = image('two', 8 * 1024 * 1024);
+    assert.equal((await pushImage(injector(b.upstream.app), 'team/app', 'v1', img)).statusCode, 201);
+    const bodies = await Promise.all([b.mirror, second, b.mirror, second].map(async (m) => Buffer.from(await (await fetch(`${m.url}/v2/up/team/app/blobs/${img.layerDigest}`)).arrayBuffer())));
+    for (const body of bodies) assert.equal(sha(body), img.layerDigest);
+    await b.engine.drain();
+    await engine2.drain();
+    assert.equal(blobGets(b.proxy, img.layerDigest), 2, 'one upstream GET per instance');
+    assert.equal((await b.store.statBlob(img.layerDigest))?.size, img.layer.length);
+  } finally {
+    await second.close();
+    await b.close();
+  }
+});
+
 test('tags: served from the store within the TTL, revalidated with one HEAD after it, refetched only when moved; serve-stale when the upstream is down', async () => {
   const b = await bed('ttl', { tagTtl: '60s' });
   try {

@@ -206,10 +206,12 @@ export class Mirror implements MirrorHook {
     const running = this.blobs.has(digest);
     if (!running) {
       try {
+        call.reply.header(MIRROR_HEADER, 'hit'); // before local() sends the response
         await local(call);
         mirrorRequestsTotal.inc({ kind: 'blob', result: 'hit' });
         return;
       } catch (err) {
+        call.reply.removeHeader(MIRROR_HEADER);
         if (!isUnknownBlob(err)) throw err;
       }
       // Stored once: a blob the store holds for another repository (a push, another upstream) is linked here.
