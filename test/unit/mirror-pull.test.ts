@@ -15,7 +15,7 @@ import { processMetrics } from '@transship/core/metrics-registry';
 import '../../packages/transship/src/telemetry/metrics.js';
 import { FsStore } from '../../packages/transship/src/store/fs-store.js';
 import { StoreMetaStore } from '../../packages/transship/src/registry/meta.js';
-import { hashPassword } from '../../packages/transship/src/registry/auth.js';
+import { hashPassword, type AuthConfig } from '../../packages/transship/src/registry/auth.js';
 import { Mirror } from '../../packages/transship/src/mirror/mirror.js';
 import { Upstreams, type MirrorConfig } from '../../packages/transship/src/mirror/upstreams.js';
 import { configSchema } from '../../packages/transship/src/config/config.js';
@@ -56,7 +56,7 @@ interface Bed {
 
 const PASSWORD = 'upstream-secret-pw-4711';
 
-async function bed(name: string, upstreamCfg: Partial<MirrorConfig['upstreams'][number]> = {}, upstreamAuth = false, logger?: typeof log): Promise<Bed> {
+async function bed(name: string, upstreamCfg: Partial<MirrorConfig['upstreams'][number]> = {}, upstreamAuth = false, logger?: typeof log, mirrorAuth?: AuthConfig): Promise<Bed> {
   const upStore = new FsStore(join(tmp, name, 'up'));
   const upstream = await startTestRegistry({
     store: upStore,
@@ -70,7 +70,7 @@ async function bed(name: string, upstreamCfg: Partial<MirrorConfig['upstreams'][
   const clock = { now: Date.now() };
   const config = configSchema.parse({ mirror: { upstreams: [{ registry: proxy.host, url: proxy.url, prefix: 'up', tagTtl: '5m', ...upstreamCfg }] } }).mirror!;
   const engine = new Mirror(new Upstreams(config), { dir: join(tmp, name), now: () => clock.now });
-  const mirror = await startTestRegistry({ store, meta: new StoreMetaStore(store), mirror: engine, ...(logger ? { logger } : {}) });
+  const mirror = await startTestRegistry({ store, meta: new StoreMetaStore(store), mirror: engine, ...(logger ? { logger } : {}), ...(mirrorAuth ? { auth: mirrorAuth } : {}) });
   return {
     upstream,
     proxy,
@@ -234,6 +234,37 @@ test('across instances: two mirrors on one store each fetch once; the store keep
     assert.equal((await b.store.statBlob(img.layerDigest))?.size, img.layer.length);
   } finally {
     await second.close();
+    await b.close();
+  }
+});
+
+test('with auth on at the mirror: access rules see the stored name, blob links are written, a pull through ?ns= works', async () => {
+  const auth: AuthConfig = { users: {}, access: [{ users: ['anonymous'], repositories: ['up/team/*'], actions: ['pull'] }], tokenSecret: 'a-secret-of-at-least-16-chars' };
+  const b = await bed('mirror-auth', {}, false, undefined, auth);
+  try {
+    const img = image('mirror-auth', 4096);
+    assert.equal((await pushImage(injector(b.upstream.app), 'team/app', 'v1', img)).statusCode, 201);
+    assert.equal((await pushImage(injector(b.upstream.app), 'other/app', 'v1', img)).statusCode, 201);
+    const ns = `ns=${encodeURIComponent(b.proxy.host)}`;
+    const m = await fetch(`${b.mirror.url}/v2/team/app/manifests/v1?${ns}`);
+    assert.equal(m.status, 200);
+    await m.arrayBuffer();
+    for (const [digest, bytes] of [[img.configDigest, img.config], [img.layerDigest, img.layer]] as const) {
+      const r = await fetch(`${b.mirror.url}/v2/team/app/blobs/${digest}?${ns}`);
+      assert.equal(r.status, 200);
+      assert.deepEqual(Buffer.from(await r.arrayBuffer()), bytes);
+    }
+    await b.engine.drain();
+    const again = await fetch(`${b.mirror.url}/v2/up/team/app/blobs/${img.layerDigest}`);
+    assert.equal(again.headers.get('x-transship-mirror'), 'hit');
+    await again.arrayBuffer();
+    // The rules are checked on the stored name before anything is fetched: other/app is up/other/app here.
+    b.proxy.reset();
+    const refused = await fetch(`${b.mirror.url}/v2/other/app/manifests/v1?${ns}`);
+    assert.equal(refused.status, 401);
+    assert.match(refused.headers.get('www-authenticate') ?? '', /repository:up\/other\/app:pull/);
+    assert.equal(b.proxy.counts.size, 0);
+  } finally {
     await b.close();
   }
 });
