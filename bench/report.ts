@@ -16,7 +16,7 @@ export interface Row {
 }
 
 export interface Section {
-  id: 'transfer' | 'registry' | 'placement';
+  id: 'transfer' | 'registry' | 'placement' | 'mirror';
   title: string;
   /** Short paragraph(s) under the title: what is compared and how. */
   intro: string[];

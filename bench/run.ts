@@ -1,4 +1,4 @@
-// `npm run bench [-- --only transfer|registry]`: starts a fresh RGW and the counting proxy, runs the benchmark
+// `npm run bench [-- --only transfer|registry|placement|mirror]`: starts a fresh RGW and the counting proxy, runs the benchmark
 // groups against their peers in this one run, writes bench/RESULTS.md, and stops everything it started.
 // Benchmarks are not tests: nothing here fails on a missed target; RESULTS.md says which targets were met.
 import { availableParallelism, loadavg } from 'node:os';
@@ -12,6 +12,7 @@ import { renderSection, writeResults, type Section } from './report.js';
 import { runTransfer } from './transfer.js';
 import { runRegistry } from './registry.js';
 import { runPlacement } from './placement.js';
+import { runMirror } from './mirror.js';
 
 // The AWS SDK warns about Node 20 on first use; it is noise in a benchmark log.
 const originalEmitWarning = process.emitWarning.bind(process);
@@ -21,7 +22,7 @@ process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
   (originalEmitWarning as (w: string | Error, ...r: unknown[]) => void)(warning, ...rest);
 });
 
-const GROUPS = { transfer: runTransfer, registry: runRegistry, placement: runPlacement } as const;
+const GROUPS = { transfer: runTransfer, registry: runRegistry, placement: runPlacement, mirror: runMirror } as const;
 type Group = keyof typeof GROUPS;
 
 const { values } = parseArgs({ options: { only: { type: 'string' }, out: { type: 'string' }, rounds: { type: 'string' } } });
@@ -78,7 +79,7 @@ try {
       log(`${g} failed: ${message}`);
       sections.push({
         id: g,
-        title: { transfer: 'Transfer core (issue 2)', registry: 'Registry (issue 3)', placement: 'Placement across regions (issue 4)' }[g],
+        title: { transfer: 'Transfer core (issue 2)', registry: 'Registry (issue 3)', placement: 'Placement across regions (issue 4)', mirror: 'Mirror (issue 18)' }[g],
         intro: [],
         rows: [],
         details: [],
