@@ -145,6 +145,7 @@ export async function runMirror(ctx: BenchContext): Promise<Section> {
         `- cold upstream requests, transship: ${tColdCounts}`,
         `- cold upstream requests, Distribution: ${dColdCounts}`,
         `- clients' time to first byte of the large layer, cold: transship ${tCold.pulls.map((p) => fmt.ms(p.ttfbMs)).join(', ')}; Distribution ${dCold.pulls.map((p) => fmt.ms(p.ttfbMs)).join(', ')}`,
+        '- Warm pulls are the registry\'s ordinary GETs from the fs store (the mirror only adds a store lookup per request); Distribution\'s filesystem driver serves them faster on this machine, which is the registry read path\'s business, not the mirror\'s. Cold transship clients all end together: each is held one byte short of the end until the single upstream fetch is verified, so the total is the upstream transfer time.',
         `- per-client totals, cold: transship ${tCold.pulls.map((p) => fmt.ms(p.totalMs)).join(', ')}; Distribution ${dCold.pulls.map((p) => fmt.ms(p.totalMs)).join(', ')}`,
       ],
       date: new Date().toISOString(),

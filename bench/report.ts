@@ -98,7 +98,7 @@ export function renderHeader(info: RunInfo, sectionIds: string[]): string {
 /** Writes RESULTS.md: fresh sections replace their old versions; sections not run this time are kept. */
 export async function writeResults(file: string, info: RunInfo, sections: Section[]): Promise<void> {
   const previous = await readFile(file, 'utf8').catch(() => '');
-  const order: Array<Section['id']> = ['transfer', 'registry', 'placement'];
+  const order: Array<Section['id']> = ['transfer', 'registry', 'placement', 'mirror'];
   const blocks: string[] = [];
   for (const id of order) {
     const fresh = sections.find((s) => s.id === id);

@@ -233,7 +233,7 @@ const mirrorUpstreamSchema = z
   .object({
     /** The registry's name as clients know it: what `ns=` carries (`docker.io`, `ghcr.io`, `registry.example:5000`). */
     registry: z.string().min(1).regex(/^[A-Za-z0-9.-]+(:\d+)?$/, 'a registry host name, optionally with :port'),
-    /** Where to fetch from (default https://<registry>; Docker Hub is https://registry-1.docker.io). */
+    /** Where to fetch from (default https://<registry>; for docker.io, https://registry-1.docker.io). */
     url: z.string().url().optional(),
     /** First path component(s) mirrored content is stored under (default: the registry name, `:` → `-`). */
     prefix: z.string().min(1).optional(),

@@ -54,7 +54,8 @@ export class Upstream {
     if (!isValidRepoName(this.prefix)) {
       throw new TransshipError('TS_CONFIG_INVALID', `mirror upstream ${c.registry}: prefix "${this.prefix}" is not a valid repository name (lowercase components separated by "/"); set prefix:`);
     }
-    const url = new URL(c.url ?? `https://${c.registry}`);
+    // Docker Hub's API is not served at its registry name (what references and ns= say), but here.
+    const url = new URL(c.url ?? (this.registry === 'docker.io' ? 'https://registry-1.docker.io' : `https://${c.registry}`));
     this.endpoint = url.host;
     this.insecure = url.protocol === 'http:';
     this.tagTtlMs = c.tagTtl !== undefined ? parseDuration(c.tagTtl, `mirror upstream ${c.registry}: tagTtl`, 'TS_CONFIG_INVALID') : DEFAULT_TAG_TTL_MS;
