@@ -4,7 +4,7 @@ import tseslint from 'typescript-eslint';
 
 // The layer map: dependencies point down.
 //
-//   packages/transship:  cli → server → gc → registry → placement → transfer → store, index → telemetry, config
+//   packages/transship:  cli → server → gc, mirror → registry → placement → transfer → store, index → telemetry, config
 //   packages/containerd: one layer (doctor, watch)
 //   packages/core:       errors, retry, digest, names, limits, log, tracing, metrics factory — below everything
 //   cli → @transship/containerd → @transship/core;  every transship layer → @transship/core
@@ -22,8 +22,10 @@ const LAYERS = {
   placement: ['config', 'telemetry', 'store', 'index', 'transfer'],
   registry: ['config', 'telemetry', 'store', 'index', 'transfer', 'placement'],
   gc: ['config', 'telemetry', 'store', 'index', 'transfer', 'placement', 'registry'],
-  server: ['config', 'telemetry', 'store', 'index', 'transfer', 'placement', 'registry', 'gc'],
-  cli: ['config', 'telemetry', 'store', 'index', 'transfer', 'placement', 'registry', 'gc', 'server'],
+  // The pull-through mirror implements the registry's MirrorHook (registry/context.ts), so it sits above it.
+  mirror: ['config', 'telemetry', 'store', 'index', 'transfer', 'placement', 'registry'],
+  server: ['config', 'telemetry', 'store', 'index', 'transfer', 'placement', 'registry', 'gc', 'mirror'],
+  cli: ['config', 'telemetry', 'store', 'index', 'transfer', 'placement', 'registry', 'gc', 'mirror', 'server'],
 };
 // Packages that belong to one layer: the HTTP server framework to the HTTP layers, the AWS SDK to the S3 store, the
 // command-line parser to the CLI, the containerd package to the CLI. (Dynamic import() is not checked by the rule;

@@ -1,4 +1,4 @@
-// `npm run bench [-- --only transfer|registry]`: starts a fresh RGW and the counting proxy, runs the benchmark
+// `npm run bench [-- --only transfer|registry|placement|mirror]`: starts a fresh RGW and the counting proxy, runs the benchmark
 // groups against their peers in this one run, writes bench/RESULTS.md, and stops everything it started.
 // Benchmarks are not tests: nothing here fails on a missed target; RESULTS.md says which targets were met.
 import { availableParallelism, loadavg } from 'node:os';
@@ -13,8 +13,9 @@ import { runTransfer } from './transfer.js';
 import { runRegistry } from './registry.js';
 import { runPlacement } from './placement.js';
 import { runGc } from './gc.js';
+import { runMirror } from './mirror.js';
 
-const GROUPS = { transfer: runTransfer, registry: runRegistry, placement: runPlacement, gc: runGc } as const;
+const GROUPS = { transfer: runTransfer, registry: runRegistry, placement: runPlacement, gc: runGc, mirror: runMirror } as const;
 type Group = keyof typeof GROUPS;
 
 const { values } = parseArgs({ options: { only: { type: 'string' }, out: { type: 'string' }, rounds: { type: 'string' } } });
@@ -71,7 +72,7 @@ try {
       log(`${g} failed: ${message}`);
       sections.push({
         id: g,
-        title: { transfer: 'Transfer core (issue 2)', registry: 'Registry (issue 3)', placement: 'Placement across regions (issue 4)', gc: 'Garbage collection (issue 15)' }[g],
+        title: { transfer: 'Transfer core (issue 2)', registry: 'Registry (issue 3)', placement: 'Placement across regions (issue 4)', gc: 'Garbage collection (issue 15)', mirror: 'Mirror (issue 18)' }[g],
         intro: [],
         rows: [],
         details: [],

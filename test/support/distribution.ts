@@ -47,7 +47,10 @@ export interface DistributionS3 {
 }
 
 export interface DistributionOptions {
-  s3: DistributionS3;
+  /** S3 storage; without it, the `filesystem` driver in the instance's temp dir (mirror tests: an upstream). */
+  s3?: DistributionS3 | undefined;
+  /** Pull-through cache of this registry URL (Distribution's proxy mode, `proxy.remoteurl`). */
+  proxyRemoteUrl?: string | undefined;
   /** Answer blob GETs with a redirect to a presigned S3 URL (Distribution's default); default false. */
   redirect?: boolean;
   /** Blob descriptor cache: `inmemory` (the packaged default) or none. Default `inmemory`. */
@@ -96,12 +99,10 @@ export function distributionVersion(): string | undefined {
 }
 
 /** The Distribution configuration for `opts` (exported for tests and for the benchmark report). */
-export function distributionConfig(opts: DistributionOptions, port: number): Record<string, unknown> {
+export function distributionConfig(opts: DistributionOptions, port: number, dir = ''): Record<string, unknown> {
   const s3 = opts.s3;
-  return {
-    version: 0.1,
-    log: { level: 'warn', formatter: 'text', accesslog: { disabled: true } },
-    storage: {
+  const driver = s3
+    ? {
       s3: {
         accesskey: s3.accessKeyId,
         secretkey: s3.secretAccessKey,
@@ -114,6 +115,14 @@ export function distributionConfig(opts: DistributionOptions, port: number): Rec
         encrypt: false,
         rootdirectory: s3.rootDirectory ?? '',
       },
+    }
+    : { filesystem: { rootdirectory: join(dir, 'storage') } };
+  return {
+    version: 0.1,
+    log: { level: 'warn', formatter: 'text', accesslog: { disabled: true } },
+    ...(opts.proxyRemoteUrl ? { proxy: { remoteurl: opts.proxyRemoteUrl } } : {}),
+    storage: {
+      ...driver,
       ...(opts.cache === 'none' ? {} : { cache: { blobdescriptor: 'inmemory' } }),
       redirect: { disable: opts.redirect !== true },
       delete: { enabled: true },
@@ -143,7 +152,7 @@ export async function startDistribution(opts: DistributionOptions): Promise<Dist
   try {
     const port = await freePort();
     // JSON is YAML: no YAML writer needed, and no quoting surprises in keys or secrets.
-    await writeFile(configFile, JSON.stringify(distributionConfig(opts, port), null, 2));
+    await writeFile(configFile, JSON.stringify(distributionConfig(opts, port, dir), null, 2));
     const fd = openSync(logFile, 'a');
     try {
       child = spawn(binary, ['serve', configFile], { cwd: dir, env: registryEnv(), stdio: ['ignore', fd, fd] });
@@ -170,7 +179,7 @@ export async function startDistribution(opts: DistributionOptions): Promise<Dist
       if (Date.now() > deadline) throw new Error(`docker-registry did not answer on ${url}/v2/ in time\n${tail(logFile)}`);
       await sleep(100);
     }
-    log(`distribution: listening on ${url} (pid ${c.pid}, s3 ${opts.s3.endpoint}/${opts.s3.bucket})`);
+    log(`distribution: listening on ${url} (pid ${c.pid}, ${opts.s3 ? `s3 ${opts.s3.endpoint}/${opts.s3.bucket}` : 'filesystem'}${opts.proxyRemoteUrl ? `, proxy of ${opts.proxyRemoteUrl}` : ''})`);
     let stopping: Promise<void> | undefined;
     return {
       url,

@@ -21,6 +21,8 @@ import { startEviction } from '../placement/evict.js';
 import { freshnessOptions, startGc } from '../gc/loop.js';
 import { hashPassword } from '../registry/auth.js';
 import { buildServer } from '../server/server.js';
+import { Mirror } from '../mirror/mirror.js';
+import { Upstreams } from '../mirror/upstreams.js';
 import { tuneHeapForStreaming } from '../server/heap.js';
 import { mallocHint } from '../server/malloc.js';
 import { log } from '@transship/core/log';
@@ -128,6 +130,8 @@ export function registerServe(program: Command): void {
         const eviction = placed ? startEviction(config, placed) : undefined;
         // Garbage collection: periodic passes, one per store at a time across instances (src/gc/loop.ts).
         const gc = startGc(config, store, uploadDir ?? tmpdir());
+        // Pull-through mirroring of upstream registries (src/mirror): spools next to the upload sessions'.
+        const mirror = config.mirror ? new Mirror(new Upstreams(config.mirror), { dir: uploadDir, maxBlobBytes: maxBody }) : undefined;
         tuneHeapForStreaming(); // see src/server/heap.ts: otherwise V8 marks almost continuously while bytes stream
         let app;
         try {
@@ -151,6 +155,7 @@ export function registerServe(program: Command): void {
             blobLinks: serve.blobLinks,
             auth: serve.auth,
             freshness: freshnessOptions(config),
+            mirror,
           });
           if (kicker) replicateAfterPushes(app, kicker);
           collectWhenIdle(app); // see src/server/idle-gc.ts: a burst's buffers would otherwise stay until the next request
@@ -166,7 +171,7 @@ export function registerServe(program: Command): void {
         const addr = app.server.address();
         const port = typeof addr === 'object' && addr ? addr.port : listen.port;
         const shownHost = isIP(listen.host) === 6 ? `[${listen.host}]` : listen.host;
-        process.stdout.write(`transship: registry listening on ${tls ? 'https' : 'http'}://${shownHost}:${port} (store ${store.name}${serve.auth ? ', auth on' : ''})\n`);
+        process.stdout.write(`transship: registry listening on ${tls ? 'https' : 'http'}://${shownHost}:${port} (store ${store.name}${serve.auth ? ', auth on' : ''}${mirror ? `, mirroring ${mirror.upstreams.all.map((u) => u.registry).join(', ')}` : ''})\n`);
         const hint = mallocHint(); // see src/server/malloc.ts
         // Notes go through the structured log like everything else on stderr (one JSON object a line).
         if (hint) log.warn({ hint: 'malloc' }, hint);

@@ -213,6 +213,43 @@ const placementSchema = z
   })
   .strict();
 
+/**
+ * `mirror:` — pull-through mirroring of upstream registries (src/mirror). Each upstream is selected by containerd's
+ * `?ns=<registry>` query parameter or by a path prefix (`/v2/<prefix>/<repo>/…`), and its content is stored under
+ * `<prefix>/<repo>` in the same store as pushed images.
+ */
+const mirrorCredentialsSchema = z
+  .object({
+    username: z.string().min(1),
+    /** Exactly one of password, passwordFile (read at start) or passwordEnv (the variable's name). */
+    password: z.string().min(1).optional(),
+    passwordFile: z.string().min(1).optional(),
+    passwordEnv: z.string().min(1).optional(),
+  })
+  .strict()
+  .refine((c) => [c.password, c.passwordFile, c.passwordEnv].filter((v) => v !== undefined).length === 1, { message: 'give exactly one of password, passwordFile, passwordEnv' });
+
+const mirrorUpstreamSchema = z
+  .object({
+    /** The registry's name as clients know it: what `ns=` carries (`docker.io`, `ghcr.io`, `registry.example:5000`). */
+    registry: z.string().min(1).regex(/^[A-Za-z0-9.-]+(:\d+)?$/, 'a registry host name, optionally with :port'),
+    /** Where to fetch from (default https://<registry>; for docker.io, https://registry-1.docker.io). */
+    url: z.string().url().optional(),
+    /** First path component(s) mirrored content is stored under (default: the registry name, `:` → `-`). */
+    prefix: z.string().min(1).optional(),
+    /** Glob patterns of upstream repository names served (`library/*`, `*` = any depth); default every repository. */
+    repositories: z.array(z.string().min(1)).min(1).optional(),
+    /** How long a fetched tag is served before it is revalidated with a HEAD (default 5m; 0 = every request). */
+    tagTtl: durationString.optional(),
+    /** Accept pushes into the mirrored namespace (stored here, never sent upstream). Default false: 403 DENIED. */
+    allowPush: z.boolean().optional(),
+    /** Basic credentials (sent to a Basic registry, or to the token service of a Bearer one). Absent = anonymous. */
+    credentials: mirrorCredentialsSchema.optional(),
+  })
+  .strict();
+
+const mirrorSchema = z.object({ upstreams: z.array(mirrorUpstreamSchema).min(1) }).strict();
+
 /** Prices for `transship cost` (USD); defaults are AWS S3 Standard list prices. */
 const pricesSchema = z
   .object({
@@ -311,6 +348,7 @@ const configSchemaBase = z
     prices: pricesSchema.optional(),
     watch: watchSchema.optional(),
     gc: gcSchema.optional(),
+    mirror: mirrorSchema.optional(),
   })
   .strict();
 

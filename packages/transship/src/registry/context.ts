@@ -57,6 +57,19 @@ export interface RegistryOptions {
   blobCache?: BlobCacheOptions | undefined;
   /** The writers' half of the GC protocol (gc.refreshAfterSeconds, settleSeconds, clockSkewSeconds; docs/gc.md). */
   freshness?: FreshnessOptions | undefined;
+  /** A pull-through mirror in front of the handlers of mirrored repositories (src/mirror). */
+  mirror?: MirrorHook | undefined;
+}
+
+/**
+ * The registry's one hook for a pull-through mirror (implemented in src/mirror, which sits above this layer): for a
+ * request naming a repository, undefined when the repository is not mirrored; otherwise the name the request is
+ * served (and authorized) under — `?ns=docker.io` + `library/alpine` is stored as `docker.io/library/alpine` — and
+ * the handler to run instead of `local`, which it may call (a hit) after fetching what the store lacks (a miss).
+ */
+export interface MirrorHook {
+  intercept(name: string, kind: Target['kind'], method: string, query: URLSearchParams, local: Handler): { name: string; handler: Handler } | undefined;
+  close(): Promise<void>;
 }
 
 /** Staged uploads older than this are leftovers of a crashed instance. */
@@ -78,6 +91,7 @@ export class RegistryContext {
   readonly blobCache: BlobCache | undefined;
   /** Blobs a manifest relies on are fresh or touched before it becomes visible (store/freshness.ts). */
   readonly freshness: Freshness;
+  readonly mirror: MirrorHook | undefined;
   private readonly presence: PresenceCache;
   private readonly presenceTtl: number;
 
@@ -105,6 +119,7 @@ export class RegistryContext {
     this.presence = new PresenceCache({ ttlMs: this.presenceTtl, maxEntries: 100_000 });
     this.blobCache = opts.blobCache && opts.blobCache.maxBytes > 0 ? new BlobCache(opts.blobCache) : undefined;
     this.freshness = new Freshness(opts.store, opts.freshness);
+    this.mirror = opts.mirror;
   }
 
   /**
@@ -246,6 +261,7 @@ export class RegistryContext {
 
   async close(): Promise<void> {
     this.closing.abort(new Error('registry closing'));
+    await this.mirror?.close();
     this.blobCache?.close();
     await this.sweeping;
     await this.sessions.close();

@@ -112,8 +112,14 @@ export async function registryPlugin(app: FastifyInstance, opts: RegistryPluginO
       if (!target) throw new RegistryError('UNSUPPORTED', `no such endpoint: ${request.method} ${path.slice(0, 200)}`, {}, 404);
       const op = target.kind;
       record.op = op;
-      const handler = ROUTES[target.kind][request.method];
+      let handler = ROUTES[target.kind][request.method];
       if (!handler) throw new RegistryError('UNSUPPORTED', `${request.method} is not supported on ${target.kind}`, {}, 405);
+      // A mirrored repository (src/mirror) is renamed to where it is stored before auth sees it.
+      const mirrored = ctx.mirror && 'name' in target ? ctx.mirror.intercept(target.name, target.kind, request.method, query, handler) : undefined;
+      if (mirrored && 'name' in target) {
+        target = { ...target, name: mirrored.name };
+        handler = mirrored.handler;
+      }
       const identity = await authenticate(ctx, request, target, query);
       const call: Call = { ctx, target, method: request.method, query, request, reply, signal: controller.signal, identity };
       const attrs = { 'http.method': request.method, 'registry.operation': op, ...('name' in target ? { 'registry.repository': target.name } : {}) };

@@ -188,3 +188,30 @@ export const gcLastSuccessTimestampSeconds = new Gauge({
   help: 'Unix time at which the last successful garbage collection pass ended.',
   ...reg,
 });
+// --- pull-through mirror (src/mirror) ---
+export const mirrorUpstreamRequestsTotal = new Counter({
+  name: 'mirror_upstream_requests_total',
+  help: 'Calls to an upstream registry (each through the one observed retry), by upstream, kind (manifest, manifest_head, blob) and result (ok, not_found, unauthorized, throttled, unavailable, digest_mismatch, error).',
+  labelNames: ['upstream', 'kind', 'result'] as const,
+  ...reg,
+});
+export const mirrorUpstreamBytesTotal = new Counter({
+  name: 'mirror_upstream_bytes_total',
+  help: 'Bytes received from an upstream registry (manifests and blobs), by upstream.',
+  labelNames: ['upstream'] as const,
+  ...reg,
+});
+export const mirrorRequestsTotal = new Counter({
+  name: 'mirror_requests_total',
+  help: 'Manifest and blob reads in mirrored repositories, by result: hit (served from the store), miss (fetched from the upstream), stale (a stored tag served because the upstream could not revalidate it).',
+  labelNames: ['kind', 'result'] as const,
+  ...reg,
+});
+export const mirrorCoalescedWaitersTotal = new Counter({
+  name: 'mirror_coalesced_waiters_total',
+  help: 'Mirror misses that joined an upstream fetch already in flight on this instance instead of starting another.',
+  labelNames: ['kind'] as const,
+  ...reg,
+});
+
+// --- containerd watch (`transship watch`, src/containerd/watch) ---

@@ -40,6 +40,12 @@ export interface DockerRegistryOptions extends Signalled {
   /** Our own bounds on a registry that accepts connections and then stalls (see RegistryTimeouts). */
   timeouts?: Partial<RegistryTimeouts> | undefined;
   userAgent?: string | undefined;
+  /**
+   * Fall back to TRANSSHIP_REGISTRY_USER/PASSWORD when `credentials` is absent (default true). A pull-through
+   * mirror turns it off: an upstream configured without credentials is pulled anonymously, never with whatever
+   * credentials the process environment holds for `copy`.
+   */
+  credentialsFromEnv?: boolean | undefined;
 }
 
 /**
@@ -66,6 +72,13 @@ async function discard(res: Response): Promise<void> {
 }
 
 type Kind = 'manifest' | 'blob' | 'token';
+
+/** A blob response opened for a caller that verifies it (a mirror hashes it into its spool). */
+export interface OpenedBlob {
+  stream: Readable;
+  /** From Content-Length, when the registry sent one. */
+  size: number | undefined;
+}
 
 /** Maps a non-2xx response to the error table. */
 function httpError(res: Response, kind: Kind, what: string): TransshipError {
@@ -105,7 +118,7 @@ export class DockerRegistrySource implements ImageSource {
     const scheme = opts.insecure || LOOPBACK.test(ref.endpoint) ? 'http' : 'https';
     this.base = `${scheme}://${ref.endpoint}/v2/${ref.repo}`;
     this.fetchImpl = opts.fetch ?? fetch;
-    this.credentials = credentialsFrom(opts.credentials);
+    this.credentials = opts.credentialsFromEnv === false ? opts.credentials : credentialsFrom(opts.credentials);
     this.description = `docker://${ref.registry}/${ref.repo}${ref.digest ? `@${ref.digest}` : `:${ref.tag ?? 'latest'}`}`;
   }
 
@@ -132,6 +145,43 @@ export class DockerRegistrySource implements ImageSource {
     if (!res.body) throw new TransshipError('TS_BACKEND_REJECTED', `${what}: empty response body`);
     // Bounded while it flows: the verifier (ours or the caller's) fails on the first byte past the descriptor's size.
     return verifiedStream(Readable.fromWeb(this.idleGuarded(res.body as WebReadableStream<Uint8Array>, what)), { ...desc, digest }, opts.signal, opts.callerVerifies);
+  }
+
+  /**
+   * A manifest by tag or digest, verified (against the digest asked for and the registry's Docker-Content-Digest).
+   * Unlike root(), nothing is cached: a mirror asks again when a tag may have moved.
+   */
+  async fetchReference(reference: string, opts: Signalled = {}): Promise<FetchedManifest> {
+    return this.fetchManifest(reference, undefined, opts.signal);
+  }
+
+  /**
+   * HEAD of a manifest: the digest the registry says the reference names now (Docker-Content-Digest), undefined
+   * when it did not say. A HEAD does not count against Docker Hub's pull rate limit, so a mirror revalidates tags
+   * with it.
+   */
+  async headManifest(reference: string, opts: Signalled = {}): Promise<string | undefined> {
+    const what = `${this.description}: manifest ${reference}`;
+    return observedRetry(this.retryCall('manifest', opts.signal), async (s) => {
+      const res = await this.send(`${this.base}/manifests/${reference}`, { accept: MANIFEST_ACCEPT }, 'manifest', what, s, 'HEAD');
+      await discard(res);
+      const claimed = res.headers.get('docker-content-digest');
+      return claimed ? parseDigest(claimed).value : undefined;
+    });
+  }
+
+  /**
+   * A blob's response with its declared size and the body unread and unverified (bounded by the idle timeout): for a
+   * caller that hashes the bytes itself before anything becomes visible. blob() is the verified form.
+   */
+  async openBlob(digest: string, opts: Signalled = {}): Promise<OpenedBlob> {
+    const d = parseDigest(digest).value;
+    const what = `${this.description}: blob ${d}`;
+    const res = await this.request(`${this.base}/blobs/${d}`, {}, 'blob', what, opts.signal);
+    if (!res.body) throw new TransshipError('TS_BACKEND_REJECTED', `${what}: empty response body`);
+    const length = res.headers.get('content-length');
+    const size = length !== null && /^\d+$/.test(length) ? Number(length) : undefined;
+    return { stream: Readable.fromWeb(this.idleGuarded(res.body as WebReadableStream<Uint8Array>, what)), size };
   }
 
   async close(): Promise<void> {}
@@ -180,15 +230,15 @@ export class DockerRegistrySource implements ImageSource {
   }
 
   /** One attempt: GET with our auth; on a 401 challenge, authenticate and replay once. */
-  private async send(url: string, headers: Record<string, string>, kind: Kind, what: string, signal: AbortSignal): Promise<Response> {
-    let res = await this.get(url, headers, signal);
+  private async send(url: string, headers: Record<string, string>, kind: Kind, what: string, signal: AbortSignal, method = 'GET'): Promise<Response> {
+    let res = await this.get(url, headers, signal, method);
     if (res.status === 401) {
       const challenge = parseChallenge(res.headers.get('www-authenticate') ?? '');
       await discard(res);
       const before = this.auth?.header;
       await this.authenticate(challenge, what, signal);
       if (this.auth?.header === undefined || this.auth.header === before) throw httpError(res, kind, what);
-      res = await this.get(url, headers, signal);
+      res = await this.get(url, headers, signal, method);
     }
     if (!res.ok) {
       await discard(res);
@@ -197,10 +247,10 @@ export class DockerRegistrySource implements ImageSource {
     return res;
   }
 
-  private async get(url: string, headers: Record<string, string>, signal: AbortSignal): Promise<Response> {
+  private async get(url: string, headers: Record<string, string>, signal: AbortSignal, method = 'GET'): Promise<Response> {
     const h: Record<string, string> = { ...headers, 'user-agent': this.opts.userAgent ?? 'transship' };
     if (this.auth && this.auth.expiresAt > Date.now()) h.authorization = this.auth.header;
-    return this.fetchTimed(url, { headers: h, redirect: 'follow' }, signal);
+    return this.fetchTimed(url, { method, headers: h, redirect: 'follow' }, signal);
   }
 
   private get timeouts(): RegistryTimeouts {
