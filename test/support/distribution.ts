@@ -55,6 +55,8 @@ export interface DistributionOptions {
   redirect?: boolean;
   /** Blob descriptor cache: `inmemory` (the packaged default) or none. Default `inmemory`. */
   cache?: 'inmemory' | 'none';
+  /** htpasswd (bcrypt) file: Basic auth on every request, as `auth.htpasswd` configures it. */
+  htpasswd?: string;
   /** Gives up on startup after this long (default 30 s; an `apt-get install` comes on top). */
   timeoutMs?: number;
   signal?: AbortSignal;
@@ -128,6 +130,7 @@ export function distributionConfig(opts: DistributionOptions, port: number, dir 
       delete: { enabled: true },
       maintenance: { uploadpurging: { enabled: false }, readonly: { enabled: false } },
     },
+    ...(opts.htpasswd ? { auth: { htpasswd: { realm: 'transship-test', path: opts.htpasswd } } } : {}),
     http: { addr: `127.0.0.1:${port}`, secret: randomBytes(16).toString('hex'), headers: { 'X-Content-Type-Options': ['nosniff'] } },
   };
 }
@@ -175,7 +178,8 @@ export async function startDistribution(opts: DistributionOptions): Promise<Dist
     for (;;) {
       opts.signal?.throwIfAborted();
       if (exitInfo !== undefined) throw new Error(`docker-registry exited during startup (${exitInfo})\n${tail(logFile)}`);
-      if ((await httpStatus(`${url}/v2/`)) === 200) break;
+      const status = await httpStatus(`${url}/v2/`);
+      if (status === 200 || (opts.htpasswd && status === 401)) break;
       if (Date.now() > deadline) throw new Error(`docker-registry did not answer on ${url}/v2/ in time\n${tail(logFile)}`);
       await sleep(100);
     }

@@ -17,8 +17,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 /**
  * `corrupt` forwards the request and flips one byte of the response body (bytes damaged in flight on the way
  * down); `corruptUpload` flips one byte of the request body instead (damaged on the way up, after signing).
+ * `resetMidBody` forwards the request, relays the status, headers and the first half of the response body, then
+ * drops the connection (a stream lost mid-body: the client saw a 200 and then an unexpected EOF).
  */
-export type FaultKind = 'slowdown503' | 'reset' | 'delay' | 'forbidden403' | 'corrupt' | 'corruptUpload';
+export type FaultKind = 'slowdown503' | 'reset' | 'delay' | 'forbidden403' | 'corrupt' | 'corruptUpload' | 'resetMidBody';
 
 export interface FaultConfig {
   /** Probability (0..1) that an eligible request gets a fault. */
@@ -149,13 +151,16 @@ export async function startS3Proxy(opts: S3ProxyOptions): Promise<S3Proxy> {
       case 'corruptUpload':
         forward(req, res, entry, expectsContinue, 'request');
         return;
+      case 'resetMidBody':
+        forward(req, res, entry, expectsContinue, 'cut');
+        return;
       case undefined:
         forward(req, res, entry, expectsContinue);
         return;
     }
   };
 
-  const forward = (req: IncomingMessage, res: ServerResponse, entry: ProxyLogEntry, expectsContinue: boolean, corrupt?: 'request' | 'response') => {
+  const forward = (req: IncomingMessage, res: ServerResponse, entry: ProxyLogEntry, expectsContinue: boolean, corrupt?: 'request' | 'response' | 'cut') => {
     const upstream = request({
       protocol: target.protocol,
       hostname: target.hostname,
@@ -187,7 +192,9 @@ export async function startS3Proxy(opts: S3ProxyOptions): Promise<S3Proxy> {
         headers = withoutConnectionHeader(headers).concat('Connection', 'close');
       }
       res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, headers);
-      pipeline(upRes, damageOneByte(corrupt === 'response'), res, () => {
+      const length = Number(upRes.headers['content-length'] ?? NaN);
+      const cut = corrupt === 'cut' && length > 1 ? cutAfter(Math.floor(length / 2), () => res.socket?.destroy()) : damageOneByte(corrupt === 'response');
+      pipeline(upRes, cut, res, () => {
         // Errors here mean one side went away mid-body; pipeline has already destroyed both.
       });
     });
@@ -257,7 +264,24 @@ function emptyCounts(): ProxyCounts {
   return { total: 0, byOperation: {}, faulted: 0, faultedByKind: {} };
 }
 
-const FAULT_KINDS: readonly FaultKind[] = ['slowdown503', 'reset', 'delay', 'forbidden403', 'corrupt', 'corruptUpload'];
+const FAULT_KINDS: readonly FaultKind[] = ['slowdown503', 'reset', 'delay', 'forbidden403', 'corrupt', 'corruptUpload', 'resetMidBody'];
+
+/** Passes the first `bytes` bytes on, then calls `drop` (which destroys the client's connection) once they are written. */
+function cutAfter(bytes: number, drop: () => void): Transform {
+  let passed = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      if (passed >= bytes) {
+        cb();
+        return;
+      }
+      const piece = chunk.subarray(0, bytes - passed);
+      passed += piece.length;
+      cb(null, piece);
+      if (passed >= bytes) setImmediate(drop);
+    },
+  });
+}
 
 /** Same length, one byte different (when `damage`): only a checksum or digest check can notice. */
 function damageOneByte(damage: boolean): Transform {

@@ -66,3 +66,61 @@ test('serve systemd unit and Deployment pass only flags `transship serve` accept
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+/** Metric names a PromQL expression reads: identifiers outside label matchers, grouping clauses and function calls. */
+function metricsRead(expr: string): string[] {
+  const bare = expr
+    .replace(/\{[^}]*\}/g, ' ') // label matchers
+    .replace(/\[[^\]]*\]/g, ' ') // range selectors
+    .replace(/\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)/g, ' ')
+    .replace(/"[^"]*"/g, ' ');
+  const names: string[] = [];
+  for (const [, name = '', call] of bare.matchAll(/([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\(?)/g)) {
+    if (!call && !/^(?:and|or|unless|bool|offset|e|Inf|NaN)$/.test(name)) names.push(name);
+  }
+  return names;
+}
+
+test('serve dashboard: valid JSON, and every query names only metrics a running `transship serve` exports', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'transship-dash-'));
+  const { spawnServe } = await import('../support/registry.js');
+  const serve = await spawnServe(['--store', `dir:${dir}`]);
+  let exported: Set<string>;
+  try {
+    const text = await (await fetch(`${serve.url}/metrics`)).text();
+    exported = new Set();
+    for (const m of text.matchAll(/^# TYPE (\S+) (\S+)$/gm)) {
+      const [, name = '', type] = m;
+      exported.add(name);
+      if (type === 'histogram') for (const s of ['_bucket', '_count', '_sum']) exported.add(name + s);
+      if (type === 'summary') for (const s of ['_count', '_sum']) exported.add(name + s);
+    }
+  } finally {
+    await serve.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+  assert.ok(exported.has('process_resident_memory_bytes'), 'serve exports process metrics (memory)');
+
+  type Panel = { title: string; type: string; targets?: Array<{ expr: string }> };
+  const dash = JSON.parse(deploy('grafana/transship-serve-dashboard.json')) as { uid: string; panels: Panel[]; templating: { list: Array<{ query: unknown }> } };
+  assert.equal(dash.uid, 'transship-serve');
+  const queries = dash.panels.filter((p) => p.type !== 'row').flatMap((p) => (p.targets ?? []).map((t) => ({ where: `panel "${p.title}"`, expr: t.expr })));
+  for (const q of dash.templating.list) if (typeof q.query === 'string' && q.query.startsWith('label_values(')) queries.push({ where: 'templating', expr: q.query.replace(/^label_values\(|,[^,]*\)$/g, '') });
+  assert.ok(queries.length >= 20);
+  const read = new Set<string>();
+  for (const q of queries) {
+    const names = metricsRead(q.expr);
+    assert.ok(names.length > 0, `${q.where}: "${q.expr}" reads no metric`);
+    for (const n of names) {
+      assert.ok(exported.has(n), `${q.where}: "${n}" is not exported by serve (expr: ${q.expr})`);
+      read.add(n.replace(/_(bucket|count|sum)$/, ''));
+    }
+  }
+  // What issue 17 asks the dashboard to show.
+  for (const m of ['registry_requests_total', 'registry_request_duration_seconds', 's3_put_skipped_due_to_dedup', 'registry_blob_cache_requests_total', 'blob_hit_ratio_local_vs_remote', 'cross_region_upload_bytes_total', 'upload_retry_total', 'registry_upload_sessions', 's3_requests_total', 'process_resident_memory_bytes']) {
+    assert.ok(read.has(m), `the dashboard charts ${m}`);
+  }
+  // Garbage collection and the pull-through mirror get rows once their metrics ship: a new gc_*/mirror_* series
+  // that no panel reads fails here, so the dashboard cannot silently fall behind.
+  for (const n of exported) if (/^(?:gc|mirror)_/.test(n) && !/_(bucket|count|sum)$/.test(n)) assert.ok(read.has(n), `no panel reads ${n}`);
+});

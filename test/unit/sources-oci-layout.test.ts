@@ -259,7 +259,7 @@ void test('skopeo reads a layout our destination wrote (inspect, copy)', { skip:
   for (const b of img.blobs) assert.equal(digestOf(await drain(await back.blob(b))), b.digest);
 });
 
-void test('openSource / openDestination dispatch by reference; read-only transports refuse to be written', async () => {
+void test('openSource / openDestination dispatch by reference; read-only transports refuse to be written (docker-archive:), docker:// is writable', async () => {
   const dir = join(work, 'dispatch');
   const img = await makeOciLayout(dir, { tag: 'd' });
   const src = await openSource(`oci:${dir}:d`);
@@ -268,6 +268,7 @@ void test('openSource / openDestination dispatch by reference; read-only transpo
   await copyImageForTest(src, dst);
   assert.equal((await (await openSource(`oci:${join(work, 'dispatch-out')}:e`)).root()).descriptor.digest, img.manifestDigest);
   await assert.rejects(openDestination('docker-archive:/tmp/x.tar'), { code: 'TS_USAGE' });
-  await assert.rejects(openDestination('docker://localhost:5000/x:y'), { code: 'TS_USAGE' });
+  // docker:// is a destination since issue 17 (nothing is contacted until the copy asks).
+  assert.equal((await openDestination('docker://localhost:5000/x:y')).description, 'docker://localhost:5000/x:y');
   await assert.rejects(openSource('dir:/tmp/store/x:y'), { code: 'TS_INVALID_REFERENCE' });
 });

@@ -32,3 +32,28 @@ export async function openStoreArg(arg: string | undefined, config: Config): Pro
   if (loc?.kind === 'configured') return openConfiguredStore(config, loc.region);
   return openStore(parseStoreLocation(arg), { config });
 }
+
+/** A boolean flag value as skopeo takes it (`--dest-tls-verify=false`); commander passes it here. */
+export function parseBool(flag: string): (value: string | undefined) => boolean {
+  return (value) => {
+    if (value === undefined || /^(true|1|yes)$/i.test(value)) return true;
+    if (/^(false|0|no)$/i.test(value)) return false;
+    throw new TransshipError('TS_USAGE', `invalid ${flag} "${value}": expected true or false`);
+  };
+}
+
+/** How to reach a docker:// registry: `--creds USER:PASS` and `--tls-verify=false` (plain HTTP) as skopeo has them. */
+export interface RegistryAccess {
+  credentials?: { username: string; password: string } | undefined;
+  insecure?: boolean | undefined;
+}
+
+export function registryAccess(creds: string | undefined, tlsVerify: boolean | undefined, flag: string): RegistryAccess {
+  let credentials: RegistryAccess['credentials'];
+  if (creds !== undefined) {
+    const i = creds.indexOf(':');
+    if (i <= 0) throw new TransshipError('TS_USAGE', `${flag} expects USER:PASSWORD`, { details: { flag } });
+    credentials = { username: creds.slice(0, i), password: creds.slice(i + 1) };
+  }
+  return { credentials, insecure: tlsVerify === false };
+}

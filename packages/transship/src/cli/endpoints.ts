@@ -11,6 +11,7 @@ import { isStoreReference, type Reference, type StoreReference } from '../transf
 import { openSource, openDestination } from '../transfer/sources/index.js';
 import { StoreDestination } from '../transfer/store-destination.js';
 import { StoreSource } from '../transfer/store-source.js';
+import type { RegistryAccess } from './args.js';
 import type { ImageDestination, ImageSource } from '../transfer/types.js';
 import { Regions } from '../placement/regions.js';
 import { Rules } from '../placement/rules.js';
@@ -23,7 +24,7 @@ export function storeFor(ref: StoreReference, config: Config): BlobStore {
   return openStore(loc, { config, region: ref.region });
 }
 
-export async function resolveSource(ref: Reference, config: Config, signal?: AbortSignal): Promise<ImageSource> {
+export async function resolveSource(ref: Reference, config: Config, signal?: AbortSignal, registry: RegistryAccess = {}): Promise<ImageSource> {
   if (isStoreReference(ref) && ref.location.kind === 'configured' && !ref.location.region && !ref.region && config.regions) {
     // The home store with regions configured: read through the placement read path (lazy fetch elsewhere).
     const regions = Regions.fromConfig(config);
@@ -41,14 +42,19 @@ export async function resolveSource(ref: Reference, config: Config, signal?: Abo
     };
     return source;
   }
-  return openSource(ref, { signal });
+  return openSource(ref, { signal, registry });
 }
 
-export async function resolveDestination(ref: Reference, config: Config, cache: PresenceCache | undefined, signal?: AbortSignal): Promise<{ dest: ImageDestination; store?: BlobStore }> {
+/**
+ * `from` is the copy's source: when both are repositories of the same registry, the destination mounts blobs from
+ * the source repository instead of uploading them.
+ */
+export async function resolveDestination(ref: Reference, config: Config, cache: PresenceCache | undefined, signal?: AbortSignal, registry: RegistryAccess = {}, from?: Reference): Promise<{ dest: ImageDestination; store?: BlobStore }> {
   if (isStoreReference(ref)) {
     if (ref.digest) throw new TransshipError('TS_INVALID_REFERENCE', 'a copy destination takes a tag, not a digest: the digest is whatever the source image has');
     const store = storeFor(ref, config);
     return { dest: new StoreDestination(store, ref.repo, ref.tag ?? 'latest', cache), store };
   }
-  return { dest: await openDestination(ref, { signal }) };
+  const mountFrom = ref.transport === 'docker' && from?.transport === 'docker' && from.endpoint === ref.endpoint ? from.repo : undefined;
+  return { dest: await openDestination(ref, { signal, registry, mountFrom }) };
 }

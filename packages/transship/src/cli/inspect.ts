@@ -7,6 +7,7 @@ import { parseManifest } from '../transfer/manifest.js';
 import { formatBytes } from './progress.js';
 import { printJson } from './output.js';
 import { runCommand, loadCliConfig, type GlobalOptions } from './context.js';
+import { parseBool, registryAccess } from './args.js';
 
 export function registerInspect(program: Command): void {
   program
@@ -15,10 +16,12 @@ export function registerInspect(program: Command): void {
     .argument('<ref>', 'any copy reference, e.g. oci:./layout:latest or s3://bucket/app:1')
     .option('--json', 'print JSON')
     .option('--raw', 'print the root manifest bytes as stored')
-    .action(async (ref: string, flags: GlobalOptions & { raw?: boolean }, cmd: Command) =>
+    .option('--creds <user:password>', 'docker:// credentials (default: the auth files and credential helpers, as skopeo)')
+    .option('--tls-verify [bool]', 'false: plain HTTP to a docker:// registry (loopback registries always do)', parseBool('--tls-verify'))
+    .action(async (ref: string, flags: GlobalOptions & { raw?: boolean; creds?: string; tlsVerify?: boolean }, cmd: Command) =>
       runCommand(cmd, flags, async ({ signal }) => {
         const config = loadCliConfig(flags);
-        const source = await resolveSource(parseReference(ref), config, signal);
+        const source = await resolveSource(parseReference(ref), config, signal, registryAccess(flags.creds, flags.tlsVerify, '--creds'));
         try {
           const p = await plan(source, signal);
           if (flags.raw) {

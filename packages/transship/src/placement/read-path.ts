@@ -129,7 +129,9 @@ export class PlacedReader {
     }
     return withSpan('placement.lazy_fetch', { 'transship.digest': d, 'transship.from': found.region, 'transship.to': home }, async () => {
       const raw = await remote.getBlob(d, opts);
-      // A full read is verified while it streams: corruption between regions fails the stream at the end.
+      // A full read is verified while it streams: corruption between regions fails the stream at the end. A remote
+      // S3 stream lost mid-body is resumed by the store with a ranged read from that offset (store/resuming-read.ts),
+      // so this verification covers the spliced bytes and the client is not cut off.
       const stream = opts.range ? raw : pipeline(raw, new VerifyingStream({ expected: d, size: found.info.size }), () => undefined);
       return { stream, size: found.info.size, location: 'remote' as const, region: found.region, promoted: false };
     });

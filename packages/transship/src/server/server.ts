@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { processMetrics } from '@transship/core/metrics-registry';
+import { exportProcessDefaults, processMetrics } from '@transship/core/metrics-registry';
 import '../telemetry/metrics.js';
 import { log as rootLog } from '@transship/core/log';
 import { registryPlugin, type RegistryPluginOptions } from '../registry/plugin.js';
@@ -23,6 +23,8 @@ export interface ServerOptions extends RegistryPluginOptions {
 }
 
 export async function buildServer(opts: ServerOptions): Promise<FastifyInstance> {
+  // Memory, CPU and event-loop lag for the serve dashboard (deploy/grafana/transship-serve-dashboard.json).
+  exportProcessDefaults();
   // Typed as fastify's logger so the instance keeps fastify's default generics (pino's Logger is wider).
   const logger: FastifyBaseLogger = (opts.logger ?? rootLog).child({ component: 'server' });
   const app = Fastify({

@@ -26,6 +26,7 @@ import { S3Multipart, type StartedRead } from './s3-multipart.js';
 import { S3Claims } from './s3-claims.js';
 import { stageBlob, sweepStaged } from './s3-staging.js';
 import { RepositoryStore } from './repository.js';
+import { resumingRead } from './resuming-read.js';
 
 export type { S3StoreOptions } from './s3-client.js';
 
@@ -126,18 +127,32 @@ export class S3Store extends RepositoryStore {
   private async getObject(digest: string, opts: Signalled & { range?: ByteRange | undefined }): Promise<{ stream: Readable; size: number }> {
     const d = parseDigest(digest);
     const key = this.conn.key(blobKey(d.value));
-    return this.conn.call('GetObject', key, opts.signal, async (signal) => {
+    const send = (range: ByteRange | undefined, signal: AbortSignal) =>
+      this.conn.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, ...(range ? { Range: `bytes=${range.start}-${range.end}` } : {}) }), { abortSignal: signal });
+    const opened = await this.conn.call('GetObject', key, opts.signal, async (signal) => {
       try {
-        const out = await this.conn.client.send(
-          new GetObjectCommand({ Bucket: this.bucket, Key: key, ...(opts.range ? { Range: `bytes=${opts.range.start}-${opts.range.end}` } : {}) }),
-          { abortSignal: opts.signal ?? signal },
-        );
-        return { stream: out.Body as Readable, size: out.ContentLength ?? 0 };
+        const out = await send(opts.range, opts.signal ?? signal);
+        return { stream: out.Body as Readable, length: out.ContentLength ?? 0 };
       } catch (err) {
         if (isS3NotFound(err)) throw new TransshipError('TS_BLOB_UNKNOWN', `blob ${d.value} is not in ${this.name}`, { details: { digest: d.value } });
         throw err;
       }
     }, d.value);
+    // The size of the blob: the whole response, or what the range was cut from (a range past the end is clamped by S3).
+    const size = opts.range ? undefined : opened.length;
+    if (opened.length === 0) return { stream: opened.stream, size: 0 };
+    const start = opts.range?.start ?? 0;
+    // A connection lost mid-body is picked up from the byte it stopped at (resuming-read.ts), through the same retry.
+    const stream = resumingRead({
+      first: opened.stream,
+      range: { start, end: start + opened.length - 1 },
+      digest: d.value,
+      size,
+      signal: opts.signal,
+      reopen: async (range, signal) => (await send(range, signal)).Body as Readable,
+      run: (op, signal) => this.conn.call('GetObject', key, signal, op, d.value),
+    });
+    return { stream, size: opened.length };
   }
 
   /**

@@ -21,7 +21,7 @@ export type CopyEvent =
   | { type: 'present'; blobs: number; bytes: number }
   | { type: 'blob-start'; digest: string; size: number }
   | { type: 'blob-progress'; digest: string; bytes: number }
-  | { type: 'blob-done'; digest: string; size: number; status: 'written' | 'exists' };
+  | { type: 'blob-done'; digest: string; size: number; status: 'written' | 'exists' | 'mounted' };
 
 export interface CopyOptions {
   signal?: AbortSignal | undefined;
@@ -105,8 +105,10 @@ export async function copyImage(source: ImageSource, dest: ImageDestination, opt
           uploadedBlobs++;
           uploadedBytes += desc.size;
         } else {
-          skipped.conditional_412 = (skipped.conditional_412 ?? 0) + 1;
+          const why = r.status === 'mounted' ? 'mount' : 'conditional_412';
+          skipped[why] = (skipped[why] ?? 0) + 1;
           skippedBytes += desc.size;
+          if (r.status === 'mounted') s3PutSkippedDueToDedup.inc({ reason: 'mount' });
         }
         emit({ type: 'blob-done', digest: desc.digest, size: desc.size, status: r.status });
       }, signal),

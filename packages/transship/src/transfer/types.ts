@@ -52,7 +52,8 @@ export interface ImageSource {
 }
 
 export interface DestinationPutResult {
-  status: 'written' | 'exists';
+  /** `mounted`: a registry linked a blob it already had in another repository (cross-repository mount). */
+  status: 'written' | 'exists' | 'mounted';
 }
 
 export interface ImageDestination {
@@ -65,6 +66,8 @@ export interface ImageDestination {
   putManifest(m: FetchedManifest, opts?: Signalled): Promise<DestinationPutResult>;
   /** Optional: told which digests were already present (lets commit() skip writes that are already true). */
   notePresent?(rootDigest: string, present: ReadonlyMap<string, unknown>): void;
+  /** Optional: requests sent so far, by operation (S3 operation or HTTP method), for summaries. */
+  requestCounts?(): Record<string, number>;
   /** Makes the root visible under the destination's tag: the last write. */
   commit(root: FetchedManifest, opts?: Signalled): Promise<void>;
   close(): Promise<void>;
