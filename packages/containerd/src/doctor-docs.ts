@@ -1,12 +1,12 @@
 // The findings table of docs/doctor.md, rendered from the two tables it documents: FINDING_CODES (findings.ts) and
 // the repair rows (repair.ts). The file holds the rendering between two markers; a unit test fails when they differ
 // (or the file is missing), and running this file rewrites it:
-//   node --import tsx src/containerd/doctor-docs.ts docs/doctor.md
+//   node --conditions=development --import tsx packages/containerd/src/doctor-docs.ts docs/doctor.md
 import { readFileSync, writeFileSync } from 'node:fs';
 import { FINDING_CODES, type FindingCode } from './findings.js';
 import { ACTIONS } from './repair.js';
 
-export const BEGIN = '<!-- findings table: generated from src/containerd/findings.ts and repair.ts by src/containerd/doctor-docs.ts -->';
+export const BEGIN = '<!-- findings table: generated from packages/containerd/src/findings.ts and repair.ts by packages/containerd/src/doctor-docs.ts -->';
 export const END = '<!-- end of findings table -->';
 
 function cell(s: string): string {
