@@ -16,9 +16,8 @@ import { TransshipError, fromFsError, throwIfAborted } from '@transship/core/err
 import { VerifyingStream, parseDigest } from '@transship/core/digest';
 import { fileStream, SERVING_CHUNK_BYTES } from '@transship/core/file-stream';
 import type { BlobInfo, ByteRange, PutBlobOptions, PutOutcome, Signalled } from './contract.js';
-import { blobKey, digestFromBlobKey } from './keys.js';
+import { blobKey } from './keys.js';
 import type { ObjectInfo } from './contract.js';
-import { BLOBS_PREFIX } from './keys.js';
 import { FsObjects } from './fs-objects.js';
 import { RepositoryStore } from './repository.js';
 import { blobUploadBytesTotal } from '../telemetry/metrics.js';
@@ -104,17 +103,6 @@ export class FsStore extends RepositoryStore {
     this.counts.put = (this.counts.put ?? 0) + 1;
     blobUploadBytesTotal.inc({ store: this.name }, verify.bytes);
     return { status: 'written', size: verify.bytes };
-  }
-
-  async deleteBlob(digest: string, opts: Signalled = {}): Promise<void> {
-    await this.objects.delete(blobKey(digest), opts);
-  }
-
-  async *listBlobs(opts: Signalled = {}): AsyncIterable<BlobInfo> {
-    for await (const obj of this.objects.list(BLOBS_PREFIX, opts)) {
-      const digest = digestFromBlobKey(obj.key);
-      if (digest) yield { digest, size: obj.size, lastModified: obj.lastModified };
-    }
   }
 
   /** Temp files older than `olderThanMs` (what killed writers left) are removed; counted as objects. */

@@ -15,7 +15,7 @@ import { throwIfAborted } from '@transship/core/errors';
 import type { BlobInfo, BlobStore, ByteRange, ObjectDriver, PutBlobOptions, PutOutcome, Signalled } from './contract.js';
 import type { Readable } from 'node:stream';
 import {
-  LAYOUT_KEY, REPOS_PREFIX, checkMetaKey, currentToLegacy, legacyPrefixOf, legacyToCurrent,
+  BLOBS_PREFIX, blobKey, digestFromBlobKey, LAYOUT_KEY, REPOS_PREFIX, checkMetaKey, currentToLegacy, legacyPrefixOf, legacyToCurrent,
   manifestLinkKey, manifestLinksPrefix, parseLegacyRepoKey, parseRepoKey, repoPrefix, tagKey, tagsPrefix,
   type RepoKey,
 } from './keys.js';
@@ -24,6 +24,20 @@ export abstract class RepositoryStore implements BlobStore {
   abstract readonly name: string;
   abstract readonly region: string;
   abstract readonly objects: ObjectDriver;
+
+  // --- blobs: the same over every driver (writes differ per backend and live in the stores) ---
+
+  async deleteBlob(digest: string, opts: Signalled = {}): Promise<void> {
+    await this.objects.delete(blobKey(digest), opts);
+  }
+
+  async *listBlobs(opts: Signalled = {}): AsyncIterable<BlobInfo> {
+    for await (const obj of this.objects.list(BLOBS_PREFIX, opts)) {
+      const digest = digestFromBlobKey(obj.key);
+      if (digest) yield { digest, size: obj.size, lastModified: obj.lastModified };
+    }
+  }
+
   /** undefined until a fallback first needs to know whether the store was migrated. */
   private legacyLayout: Promise<boolean> | undefined;
 
@@ -31,8 +45,6 @@ export abstract class RepositoryStore implements BlobStore {
   abstract statBlobs(digests: readonly string[], opts?: Signalled): Promise<Map<string, BlobInfo>>;
   abstract getBlob(digest: string, opts?: Signalled & { range?: ByteRange | undefined }): Promise<Readable>;
   abstract putBlob(digest: string, source: () => Readable | Promise<Readable>, opts?: PutBlobOptions): Promise<PutOutcome>;
-  abstract deleteBlob(digest: string, opts?: Signalled): Promise<void>;
-  abstract listBlobs(opts?: Signalled): AsyncIterable<BlobInfo>;
   abstract requestCounts(): Record<string, number>;
   abstract close(): Promise<void>;
 

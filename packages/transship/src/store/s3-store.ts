@@ -17,7 +17,7 @@ import { TransshipError, throwIfAborted } from '@transship/core/errors';
 import { VerifyingStream, parseDigest, type Digest } from '@transship/core/digest';
 import { blobUploadBytesTotal } from '../telemetry/metrics.js';
 import type { BlobInfo, ByteRange, PutBlobOptions, PutOutcome, Signalled, StagedBlob } from './contract.js';
-import { blobKey, digestFromBlobKey } from './keys.js';
+import { blobKey } from './keys.js';
 import { isPreconditionFailed, isS3NotFound } from './s3-errors.js';
 import { BLOBS_PREFIX } from './keys.js';
 import { S3Connection, type S3StoreOptions } from './s3-client.js';
@@ -230,17 +230,6 @@ export class S3Store extends RepositoryStore {
 
   sweepStaged(olderThanMs: number, opts: Signalled = {}): Promise<{ multipart: number; objects: number }> {
     return sweepStaged(this.objects, olderThanMs, opts);
-  }
-
-  async deleteBlob(digest: string, opts: Signalled = {}): Promise<void> {
-    await this.objects.delete(blobKey(digest), opts);
-  }
-
-  async *listBlobs(opts: Signalled = {}): AsyncIterable<BlobInfo> {
-    for await (const obj of this.objects.list(BLOBS_PREFIX, opts)) {
-      const digest = digestFromBlobKey(obj.key);
-      if (digest) yield { digest, size: obj.size, lastModified: obj.lastModified };
-    }
   }
 
   async close(): Promise<void> {
