@@ -45,7 +45,8 @@ async function remove(ctx: SweepContext, kind: RemovedKind, items: ReadonlyArray
   if (deadline !== undefined) {
     const left = deadline - ctx.now();
     if (left <= 0) throw new SweepStopped(`the delete of ${items.length} ${kind}s would start ${-left} ms past its budget (settleSeconds/3 after the page was listed): stopping; the next pass continues`);
-    if (ctx.lease && !ctx.lease.valid(left)) throw new SweepStopped('the gc lease is about to expire or was lost: stopping before deleting');
+    // The lease only saves duplicate work (docs/gc.md): held is enough, no margin — safety is the budget's job.
+    if (ctx.lease && !ctx.lease.valid()) throw new SweepStopped('the gc lease expired or was lost: stopping before deleting');
     signal = AbortSignal.any([...(ctx.signal ? [ctx.signal] : []), AbortSignal.timeout(left)]);
   } else if (ctx.lease && !ctx.lease.valid()) throw new SweepStopped('the gc lease expired or was lost: stopping before deleting');
   let result;
