@@ -19,6 +19,7 @@ const COMMANDS: Record<string, () => Promise<(p: CommandType) => void>> = {
   ls: async () => (await import('./ls.js')).registerLs,
   inspect: async () => (await import('./inspect.js')).registerInspect,
   verify: async () => (await import('./verify.js')).registerVerify,
+  migrate: async () => (await import('./migrate.js')).registerMigrate,
   placement: async () => (await import('./placement.js')).registerPlacement,
   replicate: async () => (await import('./placement.js')).registerPlacement,
   cost: async () => (await import('./placement.js')).registerPlacement,

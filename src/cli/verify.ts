@@ -9,6 +9,7 @@ import { Writable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { parseManifest, references } from '../transfer/manifest.js';
 import type { BlobInfo, BlobStore } from '../store/contract.js';
+import { TEMP_ORPHAN_AGE_MS } from '../store/fs-store.js';
 import { printJson } from './output.js';
 import { storeArg } from './ls.js';
 import { runCommand, loadCliConfig, type GlobalOptions } from './context.js';
@@ -21,7 +22,14 @@ export interface VerifyProblem {
   tag?: string;
 }
 
-export async function verifyStore(store: BlobStore, opts: { signal?: AbortSignal; concurrency?: number } = {}): Promise<{ blobs: number; bytes: number; problems: VerifyProblem[] }> {
+/** A temp file an interrupted write left (fs store: `.tmp/*.part`): no data is wrong, but the bytes are wasted. */
+export interface VerifyLeftover {
+  key: string;
+  size: number;
+  ageSeconds: number;
+}
+
+export async function verifyStore(store: BlobStore, opts: { signal?: AbortSignal; concurrency?: number } = {}): Promise<{ blobs: number; bytes: number; problems: VerifyProblem[]; leftovers: VerifyLeftover[] }> {
   const problems: VerifyProblem[] = [];
   const blobs: BlobInfo[] = [];
   for await (const b of store.listBlobs({ signal: opts.signal })) blobs.push(b);
@@ -62,7 +70,15 @@ export async function verifyStore(store: BlobStore, opts: { signal?: AbortSignal
       }
     }
   }
-  return { blobs: blobs.length, bytes, problems };
+  // Temp files older than the sweep limit belong to no live write (younger ones may be a copy running now).
+  const leftovers: VerifyLeftover[] = [];
+  if (store.listTemporary) {
+    for await (const t of store.listTemporary({ signal: opts.signal })) {
+      const age = Date.now() - t.lastModified;
+      if (age >= TEMP_ORPHAN_AGE_MS) leftovers.push({ key: t.key, size: t.size, ageSeconds: Math.floor(age / 1000) });
+    }
+  }
+  return { blobs: blobs.length, bytes, problems, leftovers };
 }
 
 export function registerVerify(program: Command): void {
@@ -81,6 +97,11 @@ export function registerVerify(program: Command): void {
           else {
             process.stdout.write(`${store.name}: ${r.blobs} blobs, ${r.bytes} bytes re-hashed, ${r.problems.length} problem(s)\n`);
             for (const p of r.problems) process.stdout.write(`  ${p.kind.padEnd(10)} ${p.digest} ${p.repository ? `${p.repository}:${p.tag} ` : ''}${p.detail}\n`);
+            if (r.leftovers.length > 0) {
+              const wasted = r.leftovers.reduce((n, l) => n + l.size, 0);
+              process.stdout.write(`${r.leftovers.length} temp file(s) of interrupted writes (${wasted} bytes), removed by the store's next write or by gc:\n`);
+              for (const l of r.leftovers) process.stdout.write(`  leftover   ${l.key} ${l.size} bytes, ${l.ageSeconds}s old\n`);
+            }
           }
           return r.problems.length ? ExitCode.findings : ExitCode.ok;
         } finally {

@@ -196,6 +196,9 @@ export interface BlobStore {
   listMeta(prefix: string, opts?: Signalled): Promise<string[]>;
   deleteMeta(key: string, opts?: Signalled): Promise<void>;
 
+  /** Optional: forget whether the store was migrated (`transship migrate` calls it after writing the marker). */
+  layoutChanged?(): void;
+
   /** Counts of requests sent to the backend by operation (for --json summaries and benchmarks). */
   requestCounts(): Record<string, number>;
   close(): Promise<void>;

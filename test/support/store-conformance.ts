@@ -284,7 +284,7 @@ export function blobStoreConformance(name: string, opts: ConformanceOptions): vo
     assert.deepEqual(await store.listTags('team/tags/app'), ['v1'], 'deleting a tag removes its old key too');
     // Once the marker says the store was migrated, old keys are no longer looked at.
     await store.objects.put(LAYOUT_KEY, '{"version":2}');
-    (store as { layoutChanged?: () => void }).layoutChanged?.();
+    store.layoutChanged?.();
     assert.deepEqual(await store.listTags('team/tags/app'), []);
     assert.equal(await store.getTag('team/tags/app', 'v1'), undefined);
     return [

@@ -10,7 +10,7 @@ import type { RegistryContext } from '../../src/registry/context.js';
 import { pino } from 'pino';
 import { errorCode, filesUnder, injector, pushImage, snapshot, startTestRegistry, tempFsStore, testImage, uploadBlob, type Inject } from '../support/registry.js';
 import { request as httpRequest } from 'node:http';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -374,6 +374,22 @@ test('deletes are off by default (405 UNSUPPORTED, store unchanged) and work whe
   assert.equal((await on.inject({ method: 'DELETE', url: `/v2/app/blobs/${img.layerDigest}` })).statusCode, 202);
   assert.equal(errorCode(await on.inject({ method: 'DELETE', url: `/v2/app/blobs/${img.layerDigest}` })), 'BLOB_UNKNOWN');
   assert.ok(await on.store.statBlob(img.layerDigest), 'shared blob bytes stay for GC to decide');
+});
+
+test('after the last tag is deleted, tags/list and _catalog agree; a repository with nothing left leaves both, and its directories (issue 20 item 4)', async () => {
+  const reg = await setup({ allowDelete: true });
+  const img = testImage('last-tag');
+  assert.equal((await pushImage(reg.inject, 'team/tags/app', 'v1', img)).statusCode, 201);
+  assert.equal((await reg.inject({ method: 'DELETE', url: '/v2/team/tags/app/manifests/v1' })).statusCode, 202);
+  const tags = await reg.inject({ method: 'GET', url: '/v2/team/tags/app/tags/list' });
+  assert.equal(tags.statusCode, 200, 'the manifest is still there: the repository exists with no tags');
+  assert.deepEqual(tags.json(), { name: 'team/tags/app', tags: [] });
+  assert.deepEqual((await reg.inject({ method: 'GET', url: '/v2/_catalog' })).json(), { repositories: ['team/tags/app'] });
+  assert.equal(errorCode(await reg.inject({ method: 'GET', url: '/v2/team/tags/list' })), 'NAME_UNKNOWN', 'team is not a repository');
+  assert.equal((await reg.inject({ method: 'DELETE', url: `/v2/team/tags/app/manifests/${img.manifestDigest}` })).statusCode, 202);
+  assert.equal(errorCode(await reg.inject({ method: 'GET', url: '/v2/team/tags/app/tags/list' })), 'NAME_UNKNOWN');
+  assert.deepEqual((await reg.inject({ method: 'GET', url: '/v2/_catalog' })).json(), { repositories: [] });
+  assert.deepEqual(await readdir(join(reg.store.root, 'repos')).catch(() => []), [], 'no empty directories are left in the dir: store');
 });
 
 test('cross-repository mount: 201 when the blob exists, else falls back to an upload session (202)', async () => {

@@ -119,12 +119,38 @@ void test('destination: cancelling mid-blob stops at once and leaves no temp fil
   const dir = join(work, 'dst-cancel');
   const dst = await OciLayoutDestination.open(dir, { tag: 't' });
   const ac = new AbortController();
-  const endless = new Readable({ read() {} });
-  endless.push(Buffer.alloc(1024));
-  setTimeout(() => ac.abort(), 20);
+  // Cancelled when the pipeline asks for the second chunk: mid-blob, at the same point on every run (a timer here
+  // made the test depend on how busy the machine was).
+  let sent = false;
+  const endless = new Readable({
+    read() {
+      if (sent) ac.abort();
+      else this.push(Buffer.alloc(1024));
+      sent = true;
+    },
+  });
   await assert.rejects(dst.putBlob({ mediaType: 'x', digest: digestOf('x'), size: 1 << 30 }, async () => endless, { signal: ac.signal }), { code: 'TS_CANCELLED' });
   assert.deepEqual(await readdir(join(dir, 'blobs', 'sha256')), []);
   assert.equal(endless.destroyed, true);
+});
+
+void test('destination: a cancel between opening the source and the pipeline leaves no temp file (regression: the write stream created it after the cleanup ran)', async () => {
+  const dir = join(work, 'dst-cancel-open');
+  const dst = await OciLayoutDestination.open(dir, { tag: 't' });
+  const ac = new AbortController();
+  const source = Readable.from([Buffer.from('x')]);
+  const open = async (): Promise<Readable> => {
+    ac.abort(); // the cancel lands after the source is open and before a byte moves
+    return source;
+  };
+  await assert.rejects(dst.putBlob({ mediaType: 'x', digest: digestOf('x'), size: 1 }, open, { signal: ac.signal }), { code: 'TS_CANCELLED' });
+  assert.deepEqual(await readdir(join(dir, 'blobs', 'sha256')), [], 'no .tmp-* file, and no blob');
+  assert.equal(source.destroyed, true, 'the opened source is closed');
+  // An open that fails after the temp file exists leaves nothing either.
+  await assert.rejects(dst.putBlob({ mediaType: 'x', digest: digestOf('x'), size: 1 }, async () => {
+    throw Object.assign(new Error('no such blob upstream'), { code: 'ENOENT' });
+  }));
+  assert.deepEqual(await readdir(join(dir, 'blobs', 'sha256')), []);
 });
 
 void test('hostile layouts fail with stable codes', async (t) => {

@@ -10,10 +10,9 @@
 // Not handled: two processes committing to the same layout at the same moment can lose one index.json update
 // (the last rename wins); blobs are unaffected.
 import { randomUUID } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { mkdir, open as fsOpen, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open as fsOpen, rename, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { Readable, Transform, Writable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseDigest, VerifyingStream } from '../../core/digest.js';
 import { fileStream } from '../../core/file-stream.js';
@@ -94,6 +93,15 @@ class ProgressStream extends Transform {
   }
 }
 
+/** A writable over a file handle it does not own: closing stays with whoever opened it. */
+function handleSink(fh: FileHandle): Writable {
+  return new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      fh.write(chunk).then(() => cb(), cb);
+    },
+  });
+}
+
 /** Writes a file atomically: temp file in the same directory, fsync, rename. */
 async function writeAtomic(path: string, data: string | Buffer): Promise<void> {
   const tmp = join(dirname(path), `.tmp-${randomUUID()}`);
@@ -162,18 +170,29 @@ export class OciLayoutDestination implements ImageDestination {
       throw fromFsError(err, dirname(final));
     }
     const tmp = join(dirname(final), `.tmp-${randomUUID()}`);
-    const source = await open();
     const stages: NodeJS.ReadWriteStream[] = [new VerifyingStream({ expected: digest, size: desc.size })];
     if (opts.onProgress) stages.push(new ProgressStream(opts.onProgress));
+    // The temp file is opened here, by us, before the source: a cancel at any point finds a handle to close and a
+    // file to unlink (a write stream opening the file asynchronously could create it after the cleanup ran).
+    let fh: FileHandle | undefined;
+    let source: Readable | undefined;
     try {
-      await pipeline([source, ...stages, createWriteStream(tmp, { flags: 'wx', flush: true })], opts.signal ? { signal: opts.signal } : {});
+      fh = await fsOpen(tmp, 'wx');
+      throwIfAborted(opts.signal);
+      source = await open();
+      await pipeline([source, ...stages, handleSink(fh)], opts.signal ? { signal: opts.signal } : {});
+      await fh.sync();
+      await fh.close();
+      fh = undefined;
       await rename(tmp, final);
     } catch (err) {
-      source.destroy();
-      await unlink(tmp).catch(() => undefined);
-      if (isAbortError(err) && opts.signal?.aborted) throw cancelledError(opts.signal);
+      if ((isAbortError(err) || isTransshipError(err, 'TS_CANCELLED')) && opts.signal?.aborted) throw cancelledError(opts.signal);
       if (isTransshipError(err)) throw err;
       throw fromFsError(err, final);
+    } finally {
+      source?.destroy();
+      await fh?.close().catch(() => undefined);
+      await unlink(tmp).catch(() => undefined); // gone already after the rename
     }
     return { status: 'written' };
   }
