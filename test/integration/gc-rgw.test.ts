@@ -2,7 +2,7 @@
 // against garbage while a pass ran (the race Quay lost), `kill -9` of `transship gc` mid-sweep and the rerun, and
 // the precise errors of bad configurations.
 // Ages: RGW's LastModified cannot be moved back, so passes run on a clock set forward (runPass's `now`) where a test
-// needs old objects, and the CLI test waits for its short test grace (31 s) to pass — the only real wait here.
+// needs old objects, and the CLI test waits for its short test grace (45 s) to pass — the only real wait here.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -159,8 +159,9 @@ test('gc on RGW: kill -9 of `transship gc` mid-sweep loses nothing reachable; th
   const bucket = await createTestBucket('gc-kill');
   const s = await s3Store(bucket);
   const config = join(tmp, 'short-grace.yaml');
-  // The shortest grace the safety rule allows with these terms (it must also outlast the registry's 30 s cache).
-  await writeFile(config, 'cache:\n  ttlSeconds: 5\ngc:\n  graceSeconds: 31\n  refreshAfterSeconds: 1\n  horizonSeconds: 1\n  maxPassSeconds: 10\n  clockSkewSeconds: 0\n  settleSeconds: 9\n  leaseSeconds: 10\n');
+  // A short grace the safety rule allows (1 + 1 + 10 + 0 + 30 < 45); settle 30 s gives each batch delete 10 s,
+  // room for the proxy's 2 s hold on a loaded machine.
+  await writeFile(config, 'cache:\n  ttlSeconds: 5\ngc:\n  graceSeconds: 45\n  refreshAfterSeconds: 1\n  horizonSeconds: 1\n  maxPassSeconds: 10\n  clockSkewSeconds: 0\n  settleSeconds: 30\n  leaseSeconds: 10\n');
   const images = [];
   for (let i = 0; i < 3; i++) {
     const img = await putImage(s, { seed: `kill-${i}`, layerCount: 3 });
@@ -174,7 +175,7 @@ test('gc on RGW: kill -9 of `transship gc` mid-sweep loses nothing reachable; th
     for (let i = jobs.pop(); i !== undefined; i = jobs.pop()) garbage.push(await putBytes(s, Buffer.from(`garbage ${i}`)));
   }));
   const newest = Math.max(...[...(await s.statBlobs(garbage.slice(-50).map((g) => g.digest))).values()].map((i) => i.lastModified ?? 0));
-  await sleep(Math.max(0, newest + 32_000 - Date.now())); // ageing past the 31 s grace
+  await sleep(Math.max(0, newest + 46_000 - Date.now())); // ageing past the 45 s grace
 
   // Through a proxy that holds every DeleteObjects for 2 s: kill -9 while the second one is in flight.
   const proxy = await startS3Proxy({ target: cfg.endpoint, faults: { rate: 1, kinds: ['delay'], delayMs: 2000, operations: ['DeleteObjects'] } });

@@ -14,18 +14,24 @@ export interface ObjectPage {
   entries: ObjectInfo[];
 }
 
-export async function* pages(driver: ObjectDriver, prefix: string, opts: Signalled & { startAfter?: string | undefined; now?: () => number } = {}): AsyncIterable<ObjectPage> {
+/**
+ * `limit` (≤ PAGE_KEYS, asked before each page) lets the caller take smaller pages — the sweep does when its deletes
+ * run close to their time budget; the rest of a backend page is simply listed again by the next call.
+ */
+export async function* pages(driver: ObjectDriver, prefix: string, opts: Signalled & { startAfter?: string | undefined; now?: () => number; limit?: () => number } = {}): AsyncIterable<ObjectPage> {
   const now = opts.now ?? Date.now;
   let after = opts.startAfter;
   for (;;) {
+    const limit = Math.max(1, Math.min(PAGE_KEYS, Math.floor(opts.limit?.() ?? PAGE_KEYS)));
     const sentAt = now();
     const entries: ObjectInfo[] = [];
     for await (const o of driver.list(prefix, { signal: opts.signal, startAfter: after })) {
       entries.push(o);
-      if (entries.length === PAGE_KEYS) break; // never asks the driver for its second page
+      if (entries.length === limit) break; // never asks the driver for its second page
     }
     if (entries.length) yield { sentAt, entries };
-    if (entries.length < PAGE_KEYS) return;
+    // Fewer than asked: the listing is exhausted (a backend page holds at least `limit` ≤ 1000 keys when more exist).
+    if (entries.length < limit) return;
     after = entries.at(-1)?.key;
   }
 }

@@ -10,7 +10,7 @@ import { BLOBS_PREFIX, GC_TOUCH_PREFIX, REPOS_PREFIX, digestFromBlobKey, digestF
 import { gcDeletedObjectsTotal, gcReclaimedBytesTotal } from '../telemetry/metrics.js';
 import type { GcLease } from './lease.js';
 import type { MarkResult, Marker } from './mark.js';
-import { pages } from './pages.js';
+import { PAGE_KEYS, pages } from './pages.js';
 import type { ReportBuilder, RemovedKind } from './report.js';
 import type { GcSettings } from './settings.js';
 
@@ -45,7 +45,8 @@ async function remove(ctx: SweepContext, kind: RemovedKind, items: ReadonlyArray
   if (deadline !== undefined) {
     const left = deadline - ctx.now();
     if (left <= 0) throw new SweepStopped(`the delete of ${items.length} ${kind}s would start ${-left} ms past its budget (settleSeconds/3 after the page was listed): stopping; the next pass continues`);
-    if (ctx.lease && !ctx.lease.valid(left)) throw new SweepStopped('the gc lease is about to expire or was lost: stopping before deleting');
+    // The lease only saves duplicate work (docs/gc.md): held is enough, no margin — safety is the budget's job.
+    if (ctx.lease && !ctx.lease.valid()) throw new SweepStopped('the gc lease expired or was lost: stopping before deleting');
     signal = AbortSignal.any([...(ctx.signal ? [ctx.signal] : []), AbortSignal.timeout(left)]);
   } else if (ctx.lease && !ctx.lease.valid()) throw new SweepStopped('the gc lease expired or was lost: stopping before deleting');
   let result;
@@ -117,10 +118,19 @@ async function touches(ctx: SweepContext, algorithm: string, hexes: readonly str
 }
 
 /** Unreachable blobs older than the grace, page by page. Returns false when the pass stopped early (maxPass). */
+/**
+ * Keys per blob page, per store, kept across passes of a process: halved when a batch delete used more than half its
+ * budget, doubled (up to 1000) when it used less than an eighth — so a slow backend gets smaller deletes instead of
+ * passes that stop at their first page.
+ */
+const pageKeys = new Map<string, number>();
+
 export async function sweepBlobs(ctx: SweepContext): Promise<void> {
   const { settings, mark } = ctx;
   const budget = settings.settleMs / 3;
-  for await (const page of pages(ctx.store.objects, BLOBS_PREFIX, { signal: ctx.signal, now: ctx.now })) {
+  const name = ctx.store.name;
+  const limit = () => pageKeys.get(name) ?? PAGE_KEYS;
+  for await (const page of pages(ctx.store.objects, BLOBS_PREFIX, { signal: ctx.signal, now: ctx.now, limit })) {
     if (page.sentAt - mark.startedAt > settings.maxPassMs) throw new SweepStopped(`the sweep reached a page ${Math.round((page.sentAt - mark.startedAt) / 1000)} s after the mark started (gc.maxPassSeconds ${settings.maxPassMs / 1000}): stopping; the next pass marks again`);
     const cutoff = page.sentAt - settings.graceMs - settings.skewMs;
     const byAlg = new Map<string, Array<{ entry: ObjectInfo; digest: string; hex: string }>>();
@@ -142,7 +152,15 @@ export async function sweepBlobs(ctx: SweepContext): Promise<void> {
         else doomed.push({ key: c.entry.key, size: c.entry.size });
       }
     }
-    await remove(ctx, 'blob', doomed, page.sentAt + budget);
+    try {
+      await remove(ctx, 'blob', doomed, page.sentAt + budget);
+    } catch (err) {
+      if (err instanceof SweepStopped) pageKeys.set(name, Math.max(50, Math.floor(limit() / 2)));
+      throw err;
+    }
+    const used = ctx.now() - page.sentAt;
+    if (doomed.length && used > budget / 2) pageKeys.set(name, Math.max(50, Math.floor(limit() / 2)));
+    else if (used < budget / 8) pageKeys.set(name, Math.min(PAGE_KEYS, limit() * 2));
   }
 }
 

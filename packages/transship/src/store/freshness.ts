@@ -22,8 +22,11 @@ export interface FreshnessOptions {
   maxRemembered?: number | undefined;
 }
 
-/** A touch in flight or done: when the marker that protects the blob was written (local clock), if one was needed. */
-type Touch = Promise<number | undefined>;
+/**
+ * A touch in flight or done: `waitFrom` — the local time the settle wait counts from (undefined: no wait needed);
+ * `freshness` — a lower bound of the blob's freshness once it is confirmed (the marker's time, never later).
+ */
+type Touch = Promise<{ waitFrom: number | undefined; freshness: number }>;
 
 export class Freshness {
   readonly refreshAfterMs: number;
@@ -32,6 +35,7 @@ export class Freshness {
   private readonly now: () => number;
   private readonly known = new Map<string, number>();
   private readonly touching = new Map<string, Touch>();
+  private readonly touched = new Map<string, { waitFrom: number | undefined; freshness: number }>();
   private readonly maxRemembered: number;
 
   constructor(
@@ -82,32 +86,46 @@ export class Freshness {
     }
   }
 
-  /** One touch per digest at a time; a failed touch is forgotten so the next caller tries again. */
+  /**
+   * One touch per digest at a time; a finished one (a registry HEAD's) waits here for its confirmation, unless it
+   * has grown too old to count; a failed touch is forgotten so the next caller tries again.
+   */
   private touch(digest: string, signal?: AbortSignal): Touch {
+    const done = this.touched.get(digest);
+    if (done && this.now() - done.freshness < this.refreshAfterMs - this.skewMs) return Promise.resolve(done);
+    this.touched.delete(digest);
     let t = this.touching.get(digest);
     if (!t) {
-      t = this.doTouch(digest, signal).finally(() => this.touching.delete(digest));
+      t = this.doTouch(digest, signal)
+        .then((r) => {
+          this.touched.set(digest, r);
+          if (this.touched.size > this.maxRemembered) {
+            const oldest = this.touched.keys().next().value;
+            if (oldest !== undefined) this.touched.delete(oldest);
+          }
+          return r;
+        })
+        .finally(() => this.touching.delete(digest));
       this.touching.set(digest, t);
     }
     return t;
   }
 
   /**
-   * A marker newer than refreshAfter by another writer serves (its writer waits and confirms too; we wait from its
-   * time as well, with the skew allowance, since our look at the blob must come after any delete it raced).
-   * Otherwise write ours. Returns the local time from which the settle wait counts, or undefined when no wait is
-   * needed (a marker old enough that any delete racing it has long been answered).
+   * Another writer's marker serves when it is younger than refreshAfter and older than settle + skew: any delete
+   * that raced it has long been answered, so no wait is needed (its time is on the store's clock, hence the skew).
+   * Otherwise write ours and wait from its answer, on our own clock.
    */
-  private async doTouch(digest: string, signal?: AbortSignal): Promise<number | undefined> {
+  private async doTouch(digest: string, signal?: AbortSignal): Promise<{ waitFrom: number | undefined; freshness: number }> {
     let newest = 0;
     for await (const o of this.store.objects.list(gcTouchPrefix(digest), { signal })) newest = Math.max(newest, o.lastModified);
     const now = this.now();
-    if (newest > 0 && now - newest < this.refreshAfterMs - this.skewMs) {
-      this.remember(digest, newest);
-      return now - newest < this.settleMs + this.skewMs ? newest + this.skewMs : undefined;
+    if (newest > 0 && now - newest < this.refreshAfterMs - this.skewMs && now - newest >= this.settleMs + this.skewMs) {
+      return { waitFrom: undefined, freshness: newest };
     }
     await this.store.objects.putIfAbsent(gcTouchKey(digest, now), '', { signal });
-    return this.now();
+    // The wait counts from the answer (the marker is stored by then); the freshness from before the request.
+    return { waitFrom: this.now(), freshness: now - this.skewMs };
   }
 
   /**
@@ -132,17 +150,18 @@ export class Freshness {
     }
     const old = [...observed.values()].filter((i) => !this.fresh(i.digest, i.lastModified)).map((i) => i.digest);
     if (old.length === 0) return gone;
-    const since = await Promise.all(old.map((d) => this.touch(d, signal)));
-    const waits = since.filter((t): t is number => t !== undefined);
+    const touches = await Promise.all(old.map((d) => this.touch(d, signal)));
+    const waits = touches.flatMap((t) => (t.waitFrom === undefined ? [] : [t.waitFrom]));
     if (waits.length) {
       const wait = Math.max(...waits) + this.settleMs - this.now();
       if (wait > 0) await sleep(wait, undefined, { signal });
       throwIfAborted(signal);
     }
+    // Confirmed after the wait: present now, so no delete that raced the touch happened; remember the marker's time.
     const confirmed = await this.store.statBlobs(old, { signal });
-    const at = this.now();
-    for (const d of old) {
-      if (confirmed.has(d)) this.remember(d, Math.min(at, Math.max(...waits, 0) || at));
+    for (const [i, d] of old.entries()) {
+      this.touched.delete(d);
+      if (confirmed.has(d)) this.remember(d, touches[i]?.freshness ?? 0);
       else gone.push(d);
     }
     return gone;
