@@ -192,3 +192,32 @@ test('transship serve (bearer tokens, per-repository rules): push, mount, a pull
   assert.equal(doc.digest, multi.manifestDigest);
   assert.deepEqual(doc.manifests.map((x) => x.platform?.architecture).sort(), ['amd64', 'arm64']);
 });
+
+test('a 300 MB layer pushed to serve: chunked, memory bounded (peak RSS of the copy), byte-identical', { skip: !s3, timeout: 600_000 }, async () => {
+  const big = await makeOciLayout(join(work, 'big'), { tag: 'v1', seed: 'reg-big', layers: [{ seed: 'big', size: 300 * 1000 * 1000, gzip: false }] });
+  // Peak RSS is read by the copy process itself at exit (getrusage maxrss): exact, no sampling.
+  const hook = join(work, 'maxrss.mjs');
+  await writeFile(hook, "process.on('exit', () => process.stderr.write(`maxrss=${process.resourceUsage().maxRSS}\\n`));\n");
+  const peak = async (image: string, ref: string): Promise<{ r: RunResult; mib: number }> => {
+    const r = await run(process.execPath, ['--import', hook, CLI, 'copy', '--json', '--no-cache', '--dest-creds', 'alice:alice-pw', image, ref], { timeoutMs: 300_000 });
+    ok(r, `copy ${image}`);
+    return { r, mib: Number(/maxrss=(\d+)/.exec(r.stderr)?.[1]) / 1024 };
+  };
+  // The same command with a 10 KiB image: what Node and the modules cost before any byte moves.
+  const baseline = await peak(`oci:${single.path}:v1`, `docker://${serve.host}/alice/baseline:v1`);
+  const started = Date.now();
+  const { r, mib: maxRssMiB } = await peak(`oci:${big.path}:v1`, `docker://${serve.host}/alice/big:v1`);
+  const seconds = (Date.now() - started) / 1000;
+  const summary = JSON.parse(r.stdout) as Summary;
+  // 300 MB in 8 MiB chunks: one PATCH per chunk, one upload session for the layer.
+  assert.ok((summary.requests.byOperation.PATCH ?? 0) >= 36, `chunked: ${JSON.stringify(summary.requests.byOperation)}`);
+  // Buffering the layer would add 300 MB; chunks in flight and the GC's slack stay far below that.
+  assert.ok(maxRssMiB - baseline.mib < 128, `peak RSS ${maxRssMiB.toFixed(0)} MiB vs ${baseline.mib.toFixed(0)} MiB for a 10 KiB image`);
+  console.log(`# 300 MB layer → serve: ${seconds.toFixed(1)} s, peak RSS ${maxRssMiB.toFixed(0)} MiB (10 KiB image: ${baseline.mib.toFixed(0)} MiB), requests ${JSON.stringify(summary.requests.byOperation)}`);
+  const out = await mkdtemp(join(work, 'pull-big-'));
+  ok(await skopeo(['copy', '--preserve-digests', '--src-tls-verify=false', '--src-creds', 'alice:alice-pw', `docker://${serve.host}/alice/big:v1`, `oci:${out}:x`]), 'skopeo pull 300 MB');
+  const pushed = await layoutBlobs(big.path);
+  for (const [d, h] of await layoutBlobs(out)) assert.equal(h, pushed.get(d), `blob ${d} byte-identical`);
+  await rm(out, { recursive: true, force: true });
+  await rm(big.path, { recursive: true, force: true });
+});
