@@ -221,3 +221,28 @@ test('a 300 MB layer pushed to serve: chunked, memory bounded (peak RSS of the c
   await rm(out, { recursive: true, force: true });
   await rm(big.path, { recursive: true, force: true });
 });
+
+test('measured: transship copy vs skopeo copy of the same image into the same Distribution — wall time and HTTP requests', { skip: !s3, timeout: 300_000 }, async () => {
+  const { startS3Proxy } = await import('../support/s3-proxy.js');
+  // The loopback proxy relays any HTTP (Host unchanged, so Distribution's Location URLs point back at it) and counts.
+  const proxy = await startS3Proxy({ target: dist.url });
+  cleanups.push(() => proxy.close());
+  const host = proxy.url.replace('http://', '');
+  const image = await makeOciLayout(join(work, 'bench'), { tag: 'v1', seed: 'reg-bench', layers: [{ seed: 'b1', size: 20 * 1024 * 1024, gzip: false }, { seed: 'b2', size: 1024 * 1024, gzip: false }, { seed: 'b3', size: 4096, gzip: false }] });
+  const rows: string[] = [];
+  const measure = async (who: string, args: () => Promise<RunResult>): Promise<number> => {
+    proxy.reset();
+    const started = Date.now();
+    ok(await args(), who);
+    const n = proxy.counts().total;
+    rows.push(`${who}: ${((Date.now() - started) / 1000).toFixed(2)} s, ${n} requests`);
+    return n;
+  };
+  const ours = await measure('transship copy (fresh)', async () => (await copy(['--dest-creds', 'alice:alice-pw', `oci:${image.path}:v1`, `docker://${host}/bench/ts:v1`])).r);
+  const theirs = await measure('skopeo copy (fresh)', () => skopeo(['copy', '--dest-tls-verify=false', '--dest-creds', 'alice:alice-pw', `oci:${image.path}:v1`, `docker://${host}/bench/skopeo:v1`]));
+  const oursAgain = await measure('transship copy (identical re-push)', async () => (await copy(['--dest-creds', 'alice:alice-pw', `oci:${image.path}:v1`, `docker://${host}/bench/ts:v1`])).r);
+  const theirsAgain = await measure('skopeo copy (identical re-push)', () => skopeo(['copy', '--dest-tls-verify=false', '--dest-creds', 'alice:alice-pw', `oci:${image.path}:v1`, `docker://${host}/bench/skopeo:v1`]));
+  console.log(`# into Distribution 2.8 (htpasswd), 3 layers (20 MiB, 1 MiB, 4 KiB) + config:\n#   ${rows.join('\n#   ')}`);
+  assert.ok(ours <= theirs, `transship sends no more requests than skopeo (${ours} vs ${theirs})`);
+  assert.ok(oursAgain <= theirsAgain, `nor on a re-push (${oursAgain} vs ${theirsAgain})`);
+});
