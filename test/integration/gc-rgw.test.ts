@@ -3,13 +3,13 @@
 // the precise errors of bad configurations.
 // Ages: RGW's LastModified cannot be moved back, so passes run on a clock set forward (runPass's `now`) where a test
 // needs old objects, and the CLI test waits for its short test grace (45 s) to pass — the only real wait here.
+import { CLI } from '../support/cli.js';
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createTestBucket, s3TestConfig } from '../support/rgw.js';
 import { startS3Proxy } from '../support/s3-proxy.js';
@@ -25,8 +25,7 @@ import { publish, putBytes, putImage, putIndex, type Desc } from '../support/gc-
 
 const cfg = s3TestConfig();
 if (!cfg) throw new Error('TRANSSHIP_TEST_S3_* not set: run through `npm test`');
-const root = fileURLToPath(new URL('../..', import.meta.url));
-const bin = join(root, 'bin', 'transship.js');
+const bin = CLI;
 const tmp = await mkdtemp(join(tmpdir(), 'ts-gc-rgw-'));
 const cleanups: Array<() => Promise<unknown>> = [];
 after(async () => {

@@ -135,7 +135,7 @@ export class RegistryContext {
     if (hit) return hit;
     if (await this.refreshListing(signal)) return this.known(digest);
     const info = await this.store.statBlob(digest, { signal });
-    if (info) this.notePresent(digest, info.size);
+    if (info) this.notePresent(digest, info.size, info.lastModified);
     return info;
   }
 
@@ -157,7 +157,7 @@ export class RegistryContext {
       } catch {
         return false;
       }
-      for (const b of found) this.notePresent(b.digest, b.size);
+      for (const b of found) this.notePresent(b.digest, b.size, b.lastModified);
       this.listedAt = started;
       return true;
     })().finally(() => {
@@ -176,7 +176,7 @@ export class RegistryContext {
     }
     if (unknown.length) {
       for (const [d, info] of await this.store.statBlobs(unknown, { signal })) {
-        this.notePresent(d, info.size);
+        this.notePresent(d, info.size, info.lastModified);
         out.set(d, info);
       }
     }
@@ -200,14 +200,18 @@ export class RegistryContext {
 
   private signedUrls: ExpiringMap<string> | undefined;
 
-  /** A recent "present" answer, without asking the store. */
+  /**
+   * A recent "present" answer, without asking the store; with the blob's write time when the answer carried one, so
+   * the GC protocol (store/freshness.ts) need not ask again whether a fresh blob needs a touch.
+   */
   known(digest: string): BlobInfo | undefined {
-    const size = this.presence.get(this.store.name, digest)?.size;
-    return size === undefined ? undefined : { digest, size };
+    const hint = this.presence.get(this.store.name, digest);
+    if (hint?.size === undefined) return undefined;
+    return { digest, size: hint.size, ...(hint.fresh === undefined ? {} : { lastModified: hint.fresh }) };
   }
 
-  notePresent(digest: string, size: number): void {
-    this.presence.markPresent(this.store.name, [digest], { size });
+  notePresent(digest: string, size: number, lastModified?: number): void {
+    this.presence.markPresent(this.store.name, [digest], { size, ...(lastModified === undefined ? {} : { freshness: new Map([[digest, lastModified]]) }) });
   }
 
   forget(digest: string): void {
