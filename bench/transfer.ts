@@ -238,7 +238,7 @@ export async function runTransfer(ctx: BenchContext): Promise<Section> {
       met: huge.peakRss !== undefined && huge.peakRss <= RSS_TARGET,
     });
     rows.push({
-      scenario: 'peak RSS of `transship --version` (baseline: Node, the tsx loader and every module, no work)',
+      scenario: 'peak RSS of `transship --version` (baseline: Node and every module, compiled, no work)',
       transship: `${rss(idle.peakRss)}, ${fmt.ms(idle.wallMs)}`,
       peer: '—',
       ratio: '—',
