@@ -208,7 +208,7 @@ async function emptyBucket(s3: S3Client, bucket: string, signal: AbortSignal): P
 
 /** Undefined when `transship serve` can run in this tree, else why not. */
 export function serveUnavailable(): string | undefined {
-  if (!existsSync(join(REPO_ROOT, 'src', 'cli', 'serve.ts'))) return '`transship serve` is not available in this tree yet (src/cli/serve.ts does not exist)';
+  if (!existsSync(join(REPO_ROOT, 'packages', 'transship', 'src', 'cli', 'serve.ts'))) return '`transship serve` is not available in this tree yet (src/cli/serve.ts does not exist)';
   const help = spawnSync(process.execPath, [TRANSSHIP_BIN, 'serve', '--help'], { encoding: 'utf8', timeout: 60_000 });
   // Commander answers `UNKNOWN --help` with the program's help and exit 0: look for the command's own usage line.
   if (help.status !== 0 || !/Usage: transship serve/.test(help.stdout)) {

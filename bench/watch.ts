@@ -115,7 +115,7 @@ if (build) {
   const r = spawnSync('npm', ['run', '--silent', 'build'], { cwd: ROOT, stdio: 'inherit' });
   if (r.status !== 0) throw new Error('npm run build failed (someone else\'s work in progress? retry, or pass --no-build with a fresh dist/)');
 }
-const entry = join(ROOT, 'dist', 'src', 'cli', 'main.js');
+const entry = join(ROOT, 'packages', 'transship', 'dist', 'cli', 'main.js');
 if (!existsSync(entry)) throw new Error(`${entry} missing: run npm run build`);
 
 // OTLP sink: accepts the exporter's JSON, counts spans by name.
