@@ -3,6 +3,7 @@
 // delete images through skopeo and the registry API, on both instances. Afterwards every image still tagged pulls
 // byte-identical, `verify` is clean, and once the grace has passed a last pass leaves no unreachable blob behind.
 // Length: TRANSSHIP_GC_SOAK_SECONDS (default 120).
+import { mulberry32 } from '../support/s3-proxy.js';
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -31,18 +32,6 @@ after(async () => {
   await rm(tmp, { recursive: true, force: true });
 });
 
-/** A tiny PRNG so a run's sequence of operations is reproducible from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 test(`gc soak: two serve instances, pushes, re-pushes, mounts and deletes while GC loops for ${SOAK_MS / 1000} s`, { timeout: SOAK_MS + 600_000 }, async () => {
   const bucket = await createTestBucket('gc-soak');
   const config = join(tmp, 'soak.yaml');
@@ -68,7 +57,7 @@ test(`gc soak: two serve instances, pushes, re-pushes, mounts and deletes while 
   const t0 = Date.now();
 
   const worker = async (seed: number): Promise<void> => {
-    const rnd = prng(seed);
+    const rnd = mulberry32(seed);
     const end = Date.now() + SOAK_MS;
     while (Date.now() < end) {
       const serve = serves[Math.floor(rnd() * serves.length)]!;
