@@ -27,6 +27,7 @@ import { tuneHeapForStreaming } from '../server/heap.js';
 import { mallocHint } from '../server/malloc.js';
 import { log } from '@transship/core/log';
 import { collectWhenIdle } from '../server/idle-gc.js';
+import { scavengeWhileBusy } from '../server/busy-scavenge.js';
 import { runCommand, loadCliConfig, type GlobalOptions } from './context.js';
 
 interface ServeFlags extends GlobalOptions {
@@ -159,6 +160,7 @@ export function registerServe(program: Command): void {
           });
           if (kicker) replicateAfterPushes(app, kicker);
           collectWhenIdle(app); // see src/server/idle-gc.ts: a burst's buffers would otherwise stay until the next request
+          scavengeWhileBusy(app); // see src/server/busy-scavenge.ts: streamed bytes would otherwise start mark-compacts
           await app.listen({ host: listen.host, port: listen.port });
         } catch (err) {
           await app?.close();

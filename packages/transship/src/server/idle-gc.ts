@@ -9,14 +9,22 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { log } from '@transship/core/log';
 
+/** V8's `gc` extension: a full, synchronous collection by default; `{ type: 'minor' }` scavenges the young generation. */
+export type GcFunction = (options?: { type?: 'major' | 'minor'; execution?: 'sync' | 'async' }) => void;
+
 /**
- * V8's full, synchronous collection as a function; undefined if V8 will not hand one out. Node only exposes `gc`
- * with --expose-gc at start, but a context created after the flag is set gets it too: no launcher flag needed.
+ * V8's `gc` as a function; undefined if V8 will not hand one out. Node only exposes `gc` with --expose-gc at start,
+ * but a context created after the flag is set gets it too: no launcher flag needed.
  */
-function fullGc(): (() => void) | undefined {
+export function exposedGc(): GcFunction | undefined {
   setFlagsFromString('--expose-gc');
   const gc = runInNewContext('gc') as unknown;
-  return typeof gc === 'function' ? (gc as () => void) : undefined;
+  return typeof gc === 'function' ? (gc as GcFunction) : undefined;
+}
+
+function fullGc(): (() => void) | undefined {
+  const gc = exposedGc();
+  return gc ? () => gc() : undefined;
 }
 
 export interface IdleCollectorOptions {
@@ -30,7 +38,7 @@ export interface IdleCollectorOptions {
   now?: () => number;
 }
 
-export class IdleCollector {
+export class IdleCollector implements InFlightTracker {
   private inflight = 0;
   private lastActive: number;
   /** Set when a collection ran; cleared by the next request, so one quiet spell gets one collection. */
@@ -85,14 +93,25 @@ export class IdleCollector {
   }
 }
 
+/** Something that follows the requests `app` has in flight. */
+export interface InFlightTracker {
+  started(): void;
+  finished(): void;
+  close(): void;
+}
+
+/** Tells `tracker` of every request of `app` starting and ending, and closes it with the server. */
+export function trackInFlight<T extends InFlightTracker>(app: FastifyInstance, tracker: T): T {
+  app.addHook('onRequest', async (_request, reply) => {
+    tracker.started();
+    // 'close' fires exactly once per response, finished or cut off (fastify's onResponse skips the latter).
+    reply.raw.once('close', () => tracker.finished());
+  });
+  app.addHook('onClose', async () => tracker.close());
+  return tracker;
+}
+
 /** Counts the server's requests in flight and collects when it has gone quiet; stops with the server. */
 export function collectWhenIdle(app: FastifyInstance, opts: IdleCollectorOptions = {}): IdleCollector {
-  const collector = new IdleCollector(opts);
-  app.addHook('onRequest', async (_request, reply) => {
-    collector.started();
-    // 'close' fires exactly once per response, finished or cut off (fastify's onResponse skips the latter).
-    reply.raw.once('close', () => collector.finished());
-  });
-  app.addHook('onClose', async () => collector.close());
-  return collector;
+  return trackInFlight(app, new IdleCollector(opts));
 }
