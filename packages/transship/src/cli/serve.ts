@@ -150,6 +150,7 @@ export function registerServe(program: Command): void {
             requestTimeoutSeconds: serve.requestTimeoutSeconds,
             idleTimeoutSeconds: serve.idleTimeoutSeconds,
             streamUploadsAfterBytes: serve.streamUploadsAfterBytes,
+            sharedUploads: serve.sharedUploads,
             redirect,
             allowDelete: flags.allowDelete ?? serve.allowDelete,
             blobLinks: serve.blobLinks,

@@ -3,9 +3,11 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Readable } from 'node:stream';
 import { tmpdir } from 'node:os';
-import type { BlobInfo, BlobStore } from '../store/contract.js';
+import type { BlobInfo, BlobStore, PutOutcome } from '../store/contract.js';
+import { TransshipError } from '@transship/core/errors';
+import { RegistryError } from './errors.js';
 import { log } from '@transship/core/log';
-import { blobSkippedBytesTotal, s3PutSkippedDueToDedup } from '../telemetry/metrics.js';
+import { blobSkippedBytesTotal, registryUploadContinuedTotal, s3PutSkippedDueToDedup } from '../telemetry/metrics.js';
 import { Authenticator, type AuthConfig, type Identity } from './auth.js';
 import { ExpiringMap } from '@transship/core/expiring-map';
 import { PresenceCache, REGISTRY_HINT_TTL_MS } from '../index/presence-cache.js';
@@ -13,6 +15,7 @@ import { RepoLinks } from './links.js';
 import { metaStoreFor, type MetaStore } from './meta.js';
 import type { Target } from './paths.js';
 import { UploadSessions, type UploadSessionsOptions } from './uploads.js';
+import { UploadStateCodec, uploadStateSecret } from './upload-state.js';
 import type { SpoolStreamer } from './spool-streamer.js';
 import type { PlacedReader } from '../placement/read-path.js';
 import { BlobCache, type BlobCacheOptions } from './blob-cache.js';
@@ -59,6 +62,11 @@ export interface RegistryOptions {
   freshness?: FreshnessOptions | undefined;
   /** A pull-through mirror in front of the handlers of mirrored repositories (src/mirror). */
   mirror?: MirrorHook | undefined;
+  /**
+   * Upload sessions any instance sharing the store can continue (uploads.ts): on by default for stores that can
+   * stage (S3). `secret` signs the state tokens; without it one is generated and kept in the store.
+   */
+  sharedUploads?: { enabled?: boolean | undefined; secret?: string | undefined } | undefined;
 }
 
 /**
@@ -110,6 +118,7 @@ export class RegistryContext {
       maxSessions: opts.maxUploadSessions,
       maxSpoolBytes: opts.maxSpoolBytes,
       stream: streamingFor(opts.store, opts.streamUploadsAfterBytes ?? 32 * 1024 ** 2),
+      shared: sharingFor(opts.store, opts.sharedUploads),
     });
     this.allowDelete = opts.allowDelete ?? false;
     this.placed = opts.placed;
@@ -233,6 +242,33 @@ export class RegistryContext {
     }
     // A session streamed while it arrived only needs its tail sent; otherwise (or if streaming gave up) one upload.
     const out = (await streamed?.commit(digest, size, signal)) ?? (await this.store.putBlob(digest, open, { size, signal }));
+    return this.stored(digest, size, out);
+  }
+
+  /**
+   * Stores a shared upload session that continued another instance's stage: nobody here saw all its bytes, so the
+   * store reads them back to check `digest` (DIGEST_INVALID otherwise, nothing stored). No "known" shortcut: the
+   * caller links the blob to its repository afterwards, which only verified bytes may earn.
+   */
+  async storeStaged(digest: string, size: number, streamed: SpoolStreamer | undefined, signal?: AbortSignal): Promise<'written' | 'exists'> {
+    let out;
+    try {
+      out = await streamed?.commit(digest, size, signal, true);
+    } catch (err) {
+      if (err instanceof TransshipError && err.code === 'TS_DIGEST_MISMATCH') {
+        throw new RegistryError('DIGEST_INVALID', `uploaded content does not have digest ${digest}; nothing was stored`, { expected: digest });
+      }
+      if (err instanceof TransshipError && (err.code === 'TS_SIZE_MISMATCH' || err.code === 'TS_UPLOAD_STATE_INVALID')) {
+        throw new RegistryError('BLOB_UPLOAD_INVALID', `${err.message}; start the upload again`, {});
+      }
+      throw err;
+    }
+    if (!out) throw new RegistryError('BLOB_UPLOAD_INVALID', 'the staged upload could not be committed; start the upload again', {});
+    registryUploadContinuedTotal.inc({ event: 'verified_by_reread' });
+    return this.stored(digest, size, out);
+  }
+
+  private stored(digest: string, size: number, out: PutOutcome): 'written' | 'exists' {
     if (out.status === 'exists') {
       s3PutSkippedDueToDedup.inc({ reason: 'conditional_412' });
       blobSkippedBytesTotal.inc({ store: this.store.name }, size);
@@ -271,6 +307,17 @@ export class RegistryContext {
     await this.sessions.close();
     await this.links.meta.close();
   }
+}
+
+/** Shared sessions need a store that stages blobs and keeps tails (S3); on by default there. */
+function sharingFor(store: BlobStore, opts: RegistryOptions['sharedUploads']): UploadSessionsOptions['shared'] {
+  if (opts?.enabled === false || !store.stageBlob || !store.stagedTails) return undefined;
+  const stageBlob = store.stageBlob.bind(store);
+  return {
+    store: { stageBlob },
+    tails: store.stagedTails,
+    codec: async () => new UploadStateCodec(await uploadStateSecret(store.objects, opts?.secret)),
+  };
 }
 
 function streamingFor(store: BlobStore, afterBytes: number): UploadSessionsOptions['stream'] {

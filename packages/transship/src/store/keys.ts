@@ -6,6 +6,8 @@
 //   repos/<name>/_referrers/<alg>/<subject-hex>/<alg>/<hex>  a referrer of <subject-hex> (body: its descriptor)
 //   _placement/…                                             placement's markers (promoted.ts's shapes, built here)
 //   _uploads/<uuid>                                          S3 only: a registry upload staged while it arrives
+//   _uploads/<uuid>.tail                                     S3 only: its bytes not yet in a part (shared sessions)
+//   _keys/upload-state                                       the secret signing upload-session tokens (generated)
 //   _gc/…                                                    reserved for garbage collection (candidates, lease)
 //   _layout                                                  written by `transship migrate`: no old-layout keys left
 //   claims/<alg>/<hex>                                       S3 only: a large blob's short write lease
@@ -64,6 +66,14 @@ export function stagingKey(id: string): string {
   if (!/^[0-9a-f-]{36}$/.test(id)) throw new TransshipError('TS_INTERNAL', `invalid staging id "${id.slice(0, 40)}"`);
   return `${STAGING_PREFIX}${id}`;
 }
+
+/** `_uploads/<uuid>.tail`: the bytes of a shared upload session not yet in a part (StagedTails). */
+export function stagingTailKey(id: string): string {
+  return `${stagingKey(id)}.tail`;
+}
+
+/** The secret that signs upload-session state tokens, when none is configured (registry/upload-state.ts). */
+export const UPLOAD_STATE_SECRET_KEY = '_keys/upload-state';
 
 // --- repositories ---
 

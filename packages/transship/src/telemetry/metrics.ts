@@ -119,6 +119,12 @@ export const registryUploadRefusalsTotal = new Counter({
   labelNames: ['reason'] as const,
   ...reg,
 });
+export const registryUploadContinuedTotal = new Counter({
+  name: 'registry_upload_sessions_continued_total',
+  help: 'Upload sessions this instance continued from another instance\'s state token (shared sessions, serve.sharedUploads); verified=reread when the commit had to read the staged bytes back to check the digest.',
+  labelNames: ['event'] as const,
+  ...reg,
+});
 export const registryConnectionTimeoutsTotal = new Counter({
   name: 'registry_connection_timeouts_total',
   help: 'Connections closed because a client sent (or read) nothing for serve.idleTimeoutSeconds mid-request.',
