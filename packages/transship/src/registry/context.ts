@@ -4,7 +4,6 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Readable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import type { BlobInfo, BlobStore, PutOutcome } from '../store/contract.js';
-import { TransshipError } from '@transship/core/errors';
 import { RegistryError } from './errors.js';
 import { log } from '@transship/core/log';
 import { blobSkippedBytesTotal, registryUploadContinuedTotal, s3PutSkippedDueToDedup } from '../telemetry/metrics.js';
@@ -14,7 +13,7 @@ import { PresenceCache, REGISTRY_HINT_TTL_MS } from '../index/presence-cache.js'
 import { RepoLinks } from './links.js';
 import { metaStoreFor, type MetaStore } from './meta.js';
 import type { Target } from './paths.js';
-import { UploadSessions, type UploadSessionsOptions } from './uploads.js';
+import { UploadSessions, type SharedUploadsOptions, type UploadSessionsOptions } from './uploads.js';
 import { UploadStateCodec, uploadStateSecret } from './upload-state.js';
 import type { SpoolStreamer } from './spool-streamer.js';
 import type { PlacedReader } from '../placement/read-path.js';
@@ -118,7 +117,10 @@ export class RegistryContext {
       maxSessions: opts.maxUploadSessions,
       maxSpoolBytes: opts.maxSpoolBytes,
       stream: streamingFor(opts.store, opts.streamUploadsAfterBytes ?? 32 * 1024 ** 2),
-      shared: sharingFor(opts.store, opts.sharedUploads),
+      shared: sharingFor(opts.store, opts.sharedUploads, {
+        storeBlob: (digest, size, open, signal) => this.storeBlob(digest, size, open, signal),
+        readBlob: (digest, signal) => this.store.getBlob(digest, { signal }),
+      }),
     });
     this.allowDelete = opts.allowDelete ?? false;
     this.placed = opts.placed;
@@ -251,18 +253,9 @@ export class RegistryContext {
    * caller links the blob to its repository afterwards, which only verified bytes may earn.
    */
   async storeStaged(digest: string, size: number, streamed: SpoolStreamer | undefined, signal?: AbortSignal): Promise<'written' | 'exists'> {
-    let out;
-    try {
-      out = await streamed?.commit(digest, size, signal, true);
-    } catch (err) {
-      if (err instanceof TransshipError && err.code === 'TS_DIGEST_MISMATCH') {
-        throw new RegistryError('DIGEST_INVALID', `uploaded content does not have digest ${digest}; nothing was stored`, { expected: digest });
-      }
-      if (err instanceof TransshipError && (err.code === 'TS_SIZE_MISMATCH' || err.code === 'TS_UPLOAD_STATE_INVALID')) {
-        throw new RegistryError('BLOB_UPLOAD_INVALID', `${err.message}; start the upload again`, {});
-      }
-      throw err;
-    }
+    // A mismatch is TS_DIGEST_MISMATCH (→ DIGEST_INVALID); a stage that is not what the token says is
+    // TS_UPLOAD_STATE_INVALID (→ BLOB_UPLOAD_UNKNOWN: the client starts that blob again).
+    const out = await streamed?.commit(digest, size, signal, true);
     if (!out) throw new RegistryError('BLOB_UPLOAD_INVALID', 'the staged upload could not be committed; start the upload again', {});
     registryUploadContinuedTotal.inc({ event: 'verified_by_reread' });
     return this.stored(digest, size, out);
@@ -310,10 +303,11 @@ export class RegistryContext {
 }
 
 /** Shared sessions need a store that stages blobs and keeps tails (S3); on by default there. */
-function sharingFor(store: BlobStore, opts: RegistryOptions['sharedUploads']): UploadSessionsOptions['shared'] {
+function sharingFor(store: BlobStore, opts: RegistryOptions['sharedUploads'], blobs: Pick<SharedUploadsOptions, 'storeBlob' | 'readBlob'>): UploadSessionsOptions['shared'] {
   if (opts?.enabled === false || !store.stageBlob || !store.stagedTails) return undefined;
   const stageBlob = store.stageBlob.bind(store);
   return {
+    ...blobs,
     store: { stageBlob },
     tails: store.stagedTails,
     codec: async () => new UploadStateCodec(await uploadStateSecret(store.objects, opts?.secret)),

@@ -90,7 +90,7 @@ export function manifestPath(name: string, reference: string): string {
 }
 
 /** An upload session's URL; `state` is a shared session's token (base64url and `.`, nothing to escape). */
-export function uploadPath(name: string, id: string, state?: string | undefined): string {
+export function uploadPath(name: string, id: string, state?: string): string {
   return `/v2/${name}/blobs/uploads/${id}${state ? `?_state=${state}` : ''}`;
 }
 

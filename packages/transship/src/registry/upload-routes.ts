@@ -62,7 +62,12 @@ async function commit(call: Call, s: UploadSession, digest: string): Promise<voi
   s.busy = true; // keeps the idle sweeper away while the store reads the spool
   try {
     const d = parseDigest(digest);
-    if (s.wholeHash) {
+    // Another digest than the blob a checkpoint stored: this instance needs the bytes to check it.
+    if (s.lazy && s.stored !== d.value) await ctx.sessions.materialize(s, signal);
+    if (s.stored !== undefined && s.stored === d.value) {
+      // The checkpoint of the PATCH that brought the last bytes stored them as this blob (uploads.ts): only the
+      // link is left to write. The digest was computed from the bytes by the instance that stored them.
+    } else if (s.wholeHash) {
       const actual = await ctx.sessions.digest(s, d.algorithm);
       if (actual !== d.value) {
         throw new RegistryError('DIGEST_INVALID', `uploaded content has digest ${actual}, not ${d.value}; nothing was stored`, { expected: d.value, actual });

@@ -26,6 +26,8 @@ export interface UploadState {
   expires: number;
   /** The stage (S3 multipart upload) holding the first `staged.bytes`, if any; the rest is the tail object. */
   staged?: { uploadId: string; parts: number; bytes: number } | undefined;
+  /** The session's bytes so far are exactly this blob, already in the store (then there is no tail object). */
+  stored?: string | undefined;
 }
 
 /** A shared session is refused after this long in total: staged uploads older than a day are swept as leftovers. */
@@ -42,13 +44,14 @@ interface Wire {
   u?: string;
   p?: number;
   b?: number;
+  d?: string;
 }
 
 export class UploadStateCodec {
   constructor(private readonly secret: Buffer) {}
 
   encode(s: UploadState): string {
-    const wire: Wire = { r: s.repo, i: s.id, n: s.size, v: s.version, t: s.started, e: s.expires, ...(s.staged ? { u: s.staged.uploadId, p: s.staged.parts, b: s.staged.bytes } : {}) };
+    const wire: Wire = { r: s.repo, i: s.id, n: s.size, v: s.version, t: s.started, e: s.expires, ...(s.staged ? { u: s.staged.uploadId, p: s.staged.parts, b: s.staged.bytes } : {}), ...(s.stored ? { d: s.stored } : {}) };
     const body = Buffer.from(JSON.stringify(wire)).toString('base64url');
     return `${body}.${this.sign(body)}`;
   }
@@ -75,7 +78,7 @@ export class UploadStateCodec {
     if (now > w.e) throw unknown('the session expired (idle too long)');
     if (now - w.t > MAX_SESSION_MS) throw unknown(`the session is older than ${MAX_SESSION_MS / 3600_000} hours`);
     const staged = w.u !== undefined && w.p !== undefined && w.b !== undefined ? { uploadId: w.u, parts: w.p, bytes: w.b } : undefined;
-    return { repo: w.r, id: w.i, size: w.n, version: w.v, started: w.t, expires: w.e, staged };
+    return { repo: w.r, id: w.i, size: w.n, version: w.v, started: w.t, expires: w.e, staged, stored: w.d };
   }
 
   private sign(body: string): string {
@@ -92,9 +95,11 @@ export class UploadStateCodec {
  */
 export async function uploadStateSecret(objects: ObjectDriver, configured: string | undefined, opts: Signalled = {}): Promise<Buffer> {
   if (configured) return Buffer.from(configured, 'utf8');
-  const fresh = randomBytes(32).toString('base64');
-  await objects.putIfAbsent(UPLOAD_STATE_SECRET_KEY, fresh, opts);
-  const stored = await objects.get(UPLOAD_STATE_SECRET_KEY, opts);
+  let stored = await objects.get(UPLOAD_STATE_SECRET_KEY, opts);
+  if (stored === undefined) {
+    await objects.putIfAbsent(UPLOAD_STATE_SECRET_KEY, randomBytes(32).toString('base64'), opts);
+    stored = await objects.get(UPLOAD_STATE_SECRET_KEY, opts); // ours, or the one a concurrent first start wrote
+  }
   if (!stored) throw new Error(`the upload state secret ${UPLOAD_STATE_SECRET_KEY} vanished from ${objects.name} right after it was written`);
   return Buffer.from(stored, 'base64');
 }

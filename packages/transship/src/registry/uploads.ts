@@ -57,6 +57,10 @@ export interface SharedUploadsOptions {
   /** The stage every shared session streams to (also when it is smaller than `stream.afterBytes`). */
   store: Required<Pick<BlobStore, 'stageBlob'>>;
   tails: StagedTails;
+  /** Stores verified bytes as a blob (the registry's dedup-aware write): a first checkpoint's bytes (see checkpoint). */
+  storeBlob: (digest: string, size: number, open: () => Promise<Readable>, signal: AbortSignal) => Promise<unknown>;
+  /** Reads a stored blob: the bytes of a session another instance's checkpoint stored as one. */
+  readBlob: (digest: string, signal: AbortSignal) => Promise<Readable>;
   /** Signs and reads state tokens; called once per process (the secret may live in the store). */
   codec: () => Promise<UploadStateCodec>;
 }
@@ -92,6 +96,15 @@ export class UploadSession {
   stale = false;
   /** Shared sessions: the store holds a tail object of this session (written by a checkpoint). */
   hasTail = false;
+  /**
+   * Shared sessions: the bytes so far (all `size` of them) are this blob, already in the store — the first
+   * checkpoint stores a session's bytes as the blob they are (see checkpoint). Cleared when more bytes arrive.
+   */
+  stored: string | undefined;
+  /** Shared sessions adopted from a `stored` state: the spool is empty until bytes arrive or the digest differs. */
+  lazy = false;
+  /** Shared sessions: a checkpoint already stored this session's first bytes as a blob (only the first one does). */
+  speculated = false;
   started = Date.now();
 
   constructor(
@@ -266,6 +279,14 @@ export class UploadSessions {
   /** Continues a session another instance checkpointed: its tail becomes this spool, its stage this streamer's. */
   private async adopt(state: UploadState, token: string): Promise<UploadSession> {
     const shared = this.opts.shared as SharedUploadsOptions;
+    if (state.stored !== undefined && state.staged === undefined) {
+      // The bytes so far are a stored blob: most likely the PUT of its digest comes next, which needs none of them.
+      const s = await this.newSession(state.id, state.repo);
+      Object.assign(s, { base: state.size, size: state.size, version: state.version, token, started: state.started, stored: state.stored, lazy: true, speculated: true });
+      registryUploadContinuedTotal.inc({ event: 'adopted' });
+      log.info({ upload: s.id, repo: s.repo, bytes: s.size, stored: s.stored }, 'upload session continued from another instance');
+      return s;
+    }
     const base = state.staged?.bytes ?? 0;
     const need = state.size - base;
     let tail: Buffer = Buffer.alloc(0);
@@ -303,12 +324,58 @@ export class UploadSessions {
   }
 
   /**
+   * A session adopted lazily from a stored blob gets that blob's bytes into its spool (more bytes arrive, or the
+   * PUT names another digest): from then on it is an ordinary session hashed from its first byte.
+   */
+  async materialize(s: UploadSession, signal: AbortSignal): Promise<void> {
+    if (!s.lazy || s.stored === undefined) return;
+    const shared = this.opts.shared as SharedUploadsOptions;
+    // Only a session's first checkpoint stores a blob, and every later one writes a tail: a tail means the state
+    // this session was adopted from is outdated (a client reusing an old Location). Committing that state's blob
+    // as-is is harmless (the PUT names the bytes it meant), continuing it would fork the session.
+    if ((await shared.tails.version(s.id, { signal })) !== undefined) {
+      throw new RegistryError('BLOB_UPLOAD_UNKNOWN', `upload ${s.id} cannot be continued from this state: the session moved on after it; use the Location of the last response, or start the upload again`, { id: s.id });
+    }
+    const source = await shared.readBlob(s.stored, signal);
+    const hash = createHash('sha256');
+    let bytes = 0;
+    await pipeline(source, new Transform({
+      transform(chunk: Buffer, _enc, cb: TransformCallback) {
+        hash.update(chunk);
+        bytes += chunk.length;
+        cb(null, chunk);
+      },
+    }), new SpoolWriter(s.path), { signal });
+    if (bytes !== s.size) throw new RegistryError('BLOB_UPLOAD_INVALID', `upload ${s.id}: its stored bytes are ${bytes} long, its state says ${s.size}; start the upload again`, { id: s.id });
+    s.hash = hash;
+    s.base = 0;
+    s.lazy = false;
+    this.addSpooled(bytes);
+    s.streamer?.notify(bytes);
+  }
+
+  /**
    * Shared sessions, after a chunk: makes everything received so far durable in the store — the stage's parts
    * awaited, the rest written as the tail — and issues the token any instance continues from.
+   *
+   * The first checkpoint of a session that is not staged stores its bytes as the blob they are (their sha256 is
+   * known: the running hash) instead of as a tail: skopeo, docker, podman and buildah send a whole blob in one PATCH
+   * and then PUT its digest, so this is the write the commit would make, made earlier — and the PUT, on any
+   * instance, only links it. A session that goes on (more chunks, or another digest) leaves that blob unreferenced
+   * for gc; later checkpoints write tails.
    */
   private async checkpoint(s: UploadSession, signal: AbortSignal): Promise<void> {
     const shared = this.opts.shared as SharedUploadsOptions;
     const cp = await s.streamer?.checkpoint();
+    if (!cp && s.base === 0 && !s.hasTail && !s.speculated && s.size > 0) {
+      const digest = `sha256:${s.hash.copy().digest('hex')}`;
+      await shared.storeBlob(digest, s.size, () => this.openSpool(s), signal);
+      s.stored = digest;
+      s.speculated = true;
+      s.version = newVersion();
+      s.token = (await this.codec()).encode({ ...this.stateOf(s, undefined), stored: digest });
+      return;
+    }
     const spoolStart = cp?.spoolBytes ?? 0;
     const tail = await readSpool(s.path, spoolStart, s.size - s.base - spoolStart);
     const version = newVersion();
@@ -325,6 +392,7 @@ export class UploadSessions {
    */
   async append(s: UploadSession, body: Readable, opts: { start?: number | undefined; expectedLength?: number | undefined; signal?: AbortSignal | undefined; checkpoint?: boolean | undefined }): Promise<void> {
     if (s.busy) throw new RegistryError('BLOB_UPLOAD_INVALID', 'another request is writing to this upload session', { id: s.id }, 416, { range: s.range });
+    if (s.lazy) await this.materialize(s, opts.signal ?? s.controller.signal);
     if (opts.start !== undefined && opts.start !== s.size) {
       throw new RegistryError('BLOB_UPLOAD_INVALID', `chunk starts at byte ${opts.start}, but ${s.size} bytes were received so far`, { received: s.size, start: opts.start }, 416, { range: s.range });
     }
@@ -367,6 +435,7 @@ export class UploadSessions {
         throw new RegistryError('SIZE_INVALID', `chunk has ${bytes} bytes but its headers announced ${opts.expectedLength}`, { received: bytes, announced: opts.expectedLength });
       }
       s.size = before + bytes;
+      if (bytes > 0) s.stored = undefined;
       // Removed while the last bytes landed (a DELETE racing the chunk): its removal counted only `before`.
       if (this.sessions.get(s.id) !== s) this.addSpooled(-counted);
       streamer?.notify(s.size - s.base);
