@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import { MAX_SESSION_MS, UploadStateCodec, uploadStateSecret, type UploadState } from '../../packages/transship/src/registry/upload-state.js';
 import { RegistryError } from '../../packages/transship/src/registry/errors.js';
 import { FsStore } from '../../packages/transship/src/store/fs-store.js';
+import { UploadSessions } from '../../packages/transship/src/registry/uploads.js';
+import type { StagedTails } from '../../packages/transship/src/store/contract.js';
 
 const NOW = 1_800_000_000_000;
 const codec = new UploadStateCodec(Buffer.from('a secret of thirty-two characters'));
@@ -61,6 +63,36 @@ test('the generated secret is written once per store and read by every instance;
     assert.ok((await uploadStateSecret(new FsStore(dir).objects, undefined)).equals(one), 'a later instance reads the same');
     assert.equal((await uploadStateSecret(store.objects, 'configured-secret-value')).toString(), 'configured-secret-value');
   } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a secret that cannot be loaded: upload sessions answer 503 UNAVAILABLE naming the fix, and the next request tries again', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ts-upload-nosecret-'));
+  let attempts = 0;
+  const sessions = new UploadSessions({
+    dir,
+    idleMs: 60_000,
+    maxBytes: 1 << 20,
+    shared: {
+      store: { stageBlob: () => Promise.reject(new Error('not used')) },
+      tails: {} as StagedTails,
+      storeBlob: () => Promise.reject(new Error('not used')),
+      readBlob: () => Promise.reject(new Error('not used')),
+      codec: () => {
+        attempts++;
+        return Promise.reject(new Error('AccessDenied: _keys/upload-state'));
+      },
+    },
+  });
+  try {
+    for (let i = 1; i <= 2; i++) {
+      await assert.rejects(sessions.create('team/app'), (err: unknown) => err instanceof RegistryError && err.code === 'UNAVAILABLE' && err.status === 503 && /serve\.sharedUploads\.secret/.test(err.message) && /AccessDenied/.test(err.message));
+      assert.equal(attempts, i);
+      assert.equal(sessions.count, 0, 'no session left behind');
+    }
+  } finally {
+    await sessions.close();
     await rm(dir, { recursive: true, force: true });
   }
 });

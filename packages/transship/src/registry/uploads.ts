@@ -196,16 +196,18 @@ export class UploadSessions {
     if (!shared) throw new Error('upload sessions are not shared');
     this.codecLoad ??= shared.codec().catch((err: unknown) => {
       this.codecLoad = undefined; // the next request tries again
-      throw err;
+      log.error({ err }, 'cannot load the secret that signs upload session tokens');
+      throw new RegistryError('UNAVAILABLE', `upload sessions are unavailable: the secret that signs their state could not be read or created in the store (${(err as Error).message}); set serve.sharedUploads.secret (or TRANSSHIP_UPLOAD_SECRET), or let the server read and write _keys/upload-state`, {}, 503);
     });
     return this.codecLoad;
   }
 
   async create(repo: string): Promise<UploadSession> {
+    const codec = this.opts.shared ? await this.codec() : undefined; // first: a failure leaves no session behind
     const s = await this.newSession(randomUUID(), repo);
-    if (this.opts.shared) {
+    if (codec) {
       s.version = newVersion();
-      s.token = (await this.codec()).encode(this.stateOf(s, undefined));
+      s.token = codec.encode(this.stateOf(s, undefined));
     }
     return s;
   }
