@@ -121,7 +121,7 @@ export class SpoolStreamer {
    * Sends the tail and makes the staged bytes the blob `digest` (verified by the caller). Returns undefined when
    * nothing usable was staged: the caller then uploads from the spool.
    */
-  async commit(digest: string, size: number, signal: AbortSignal | undefined, verify = false): Promise<PutOutcome | undefined> {
+  async commit(digest: string, size: number, signal: AbortSignal | undefined, verify: boolean | { etags: string } = false): Promise<PutOutcome | undefined> {
     await this.pumping;
     if (this.shared?.resume && !verify) throw new Error('a session that continued another instance\'s stage must be verified at commit');
     if (!this.stage || this.dead) {

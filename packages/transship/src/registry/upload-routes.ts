@@ -76,7 +76,8 @@ async function commit(call: Call, s: UploadSession, digest: string): Promise<voi
     } else {
       // The session continued a stage another instance started: its first bytes were never here, so the store
       // checks the digest by reading the staged bytes back — before anything is linked, even when the blob exists.
-      await ctx.storeStaged(d.value, s.size, s.streamer, signal);
+      const vouched = s.vouched && s.vouched.digest === d.value && s.vouched.size === s.size ? { etags: s.vouched.etags } : undefined;
+      await ctx.storeStaged(d.value, s.size, s.streamer, signal, vouched);
     }
     await ctx.links.linkBlob(s.repo, d.value, signal);
     // Verified bytes the store now has: a pull through this instance reads them from local disk (no copy made).

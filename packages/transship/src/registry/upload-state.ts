@@ -25,9 +25,14 @@ export interface UploadState {
   /** The token is refused after this (ms): the session's idle limit, counted from the response that carried it. */
   expires: number;
   /** The stage (S3 multipart upload) holding the first `staged.bytes`, if any; the rest is the tail object. */
-  staged?: { uploadId: string; parts: number; bytes: number } | undefined;
+  staged?: { uploadId: string; parts: number; bytes: number; etags?: string | undefined } | undefined;
   /** The session's bytes so far are exactly this blob, already in the store (then there is no tail object). */
   stored?: string | undefined;
+  /**
+   * The sha256 of the session's bytes so far, when the instance that wrote this state had hashed every one of them
+   * (its stage's parts are then named by `staged.etags`): a PUT of that digest with no more bytes needs no read-back.
+   */
+  hashed?: string | undefined;
 }
 
 /** A shared session is refused after this long in total: staged uploads older than a day are swept as leftovers. */
@@ -44,14 +49,16 @@ interface Wire {
   u?: string;
   p?: number;
   b?: number;
+  x?: string;
   d?: string;
+  h?: string;
 }
 
 export class UploadStateCodec {
   constructor(private readonly secret: Buffer) {}
 
   encode(s: UploadState): string {
-    const wire: Wire = { r: s.repo, i: s.id, n: s.size, v: s.version, t: s.started, e: s.expires, ...(s.staged ? { u: s.staged.uploadId, p: s.staged.parts, b: s.staged.bytes } : {}), ...(s.stored ? { d: s.stored } : {}) };
+    const wire: Wire = { r: s.repo, i: s.id, n: s.size, v: s.version, t: s.started, e: s.expires, ...(s.staged ? { u: s.staged.uploadId, p: s.staged.parts, b: s.staged.bytes, ...(s.staged.etags ? { x: s.staged.etags } : {}) } : {}), ...(s.stored ? { d: s.stored } : {}), ...(s.hashed ? { h: s.hashed } : {}) };
     const body = Buffer.from(JSON.stringify(wire)).toString('base64url');
     return `${body}.${this.sign(body)}`;
   }
@@ -77,8 +84,8 @@ export class UploadStateCodec {
     if (w.r !== repo || w.i !== id) throw unknown('its state token belongs to another upload');
     if (now > w.e) throw unknown('the session expired (idle too long)');
     if (now - w.t > MAX_SESSION_MS) throw unknown(`the session is older than ${MAX_SESSION_MS / 3600_000} hours`);
-    const staged = w.u !== undefined && w.p !== undefined && w.b !== undefined ? { uploadId: w.u, parts: w.p, bytes: w.b } : undefined;
-    return { repo: w.r, id: w.i, size: w.n, version: w.v, started: w.t, expires: w.e, staged, stored: w.d };
+    const staged = w.u !== undefined && w.p !== undefined && w.b !== undefined ? { uploadId: w.u, parts: w.p, bytes: w.b, etags: w.x } : undefined;
+    return { repo: w.r, id: w.i, size: w.n, version: w.v, started: w.t, expires: w.e, staged, stored: w.d, hashed: w.h };
   }
 
   private sign(body: string): string {

@@ -17,7 +17,9 @@
 // adopts the session from the token: it reads the tail into a fresh spool and continues the same multipart upload.
 // The running hash cannot move between processes (Node's crypto has no saved state), so a session that continued a
 // stage another instance started is verified at commit by reading the staged bytes back (measured in
-// bench/RESULTS.md); one that never had parts staged elsewhere (the tail held every byte) is hashed locally.
+// bench/RESULTS.md); one that never had parts staged elsewhere (the tail held every byte) is hashed locally; and one
+// whose every byte the checkpointing instance hashed (one PATCH: what skopeo, docker and podman send) is committed
+// on that instance's digest, carried in the token with a digest of its parts' ETags that the commit checks.
 import { createHash, randomBytes, randomUUID, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, open, readdir, rm, stat, truncate, writeFile } from 'node:fs/promises';
@@ -105,6 +107,11 @@ export class UploadSession {
   lazy = false;
   /** Shared sessions: a checkpoint already stored this session's first bytes as a blob (only the first one does). */
   speculated = false;
+  /**
+   * Shared sessions adopted from an instance that hashed every byte so far: that digest and the ETags of its parts
+   * (upload-state.ts `hashed`). A PUT of this digest with no more bytes commits without reading the blob back.
+   */
+  vouched: { digest: string; size: number; etags: string } | undefined;
   started = Date.now();
 
   constructor(
@@ -310,6 +317,7 @@ export class UploadSessions {
       s.staged = state.staged;
       s.started = state.started;
       s.hasTail = state.size > 0 || state.staged !== undefined;
+      if (state.hashed !== undefined && state.staged?.etags !== undefined) s.vouched = { digest: state.hashed, size: state.size, etags: state.staged.etags };
       this.addSpooled(tail.length);
       s.streamer?.notify(tail.length);
     } catch (err) {
@@ -385,7 +393,9 @@ export class UploadSessions {
     s.version = version;
     s.hasTail = true;
     s.staged = cp?.staged;
-    s.token = (await this.codec()).encode(this.stateOf(s, cp?.staged));
+    // This instance saw every byte: whoever commits can rely on this hash (with the parts' ETags) instead of re-reading.
+    const hashed = s.wholeHash && cp?.staged.etags !== undefined ? `sha256:${s.hash.copy().digest('hex')}` : undefined;
+    s.token = (await this.codec()).encode({ ...this.stateOf(s, cp?.staged), hashed });
   }
 
   /**
@@ -437,7 +447,10 @@ export class UploadSessions {
         throw new RegistryError('SIZE_INVALID', `chunk has ${bytes} bytes but its headers announced ${opts.expectedLength}`, { received: bytes, announced: opts.expectedLength });
       }
       s.size = before + bytes;
-      if (bytes > 0) s.stored = undefined;
+      if (bytes > 0) {
+        s.stored = undefined;
+        s.vouched = undefined;
+      }
       // Removed while the last bytes landed (a DELETE racing the chunk): its removal counted only `before`.
       if (this.sessions.get(s.id) !== s) this.addSpooled(-counted);
       streamer?.notify(s.size - s.base);

@@ -64,9 +64,11 @@ export interface StagedBlob {
    * The caller verified that the staged bytes hash to `digest` and number `size`: make them that blob, unless the
    * store already has it (then nothing is written and the outcome is 'exists'). With `verify`, the caller could not
    * (it never saw the bytes another process staged): the store reads the staged bytes back and hashes them before
-   * anything becomes visible (TS_DIGEST_MISMATCH otherwise, and the stage is discarded).
+   * anything becomes visible (TS_DIGEST_MISMATCH otherwise, and the stage is discarded) — unless `verify.etags`
+   * matches the parts the earlier process checkpointed (StagedState.etags): then the parts are provably the bytes
+   * that process hashed, and the caller holds that hash.
    */
-  commit(digest: string, size: number, opts?: Signalled & { verify?: boolean | undefined }): Promise<PutOutcome>;
+  commit(digest: string, size: number, opts?: Signalled & { verify?: boolean | { etags: string } | undefined }): Promise<PutOutcome>;
   /**
    * Waits until every part queued so far is stored and says where the stage stands, so another process can continue
    * it (see StageOptions.resume). Throws when a part failed.
@@ -89,6 +91,11 @@ export interface StagedState {
   parts: number;
   /** Bytes in those parts. */
   bytes: number;
+  /**
+   * A digest of the parts' ETags (S3: each the MD5 of its part), when this process sent every part itself: whoever
+   * continues the stage can tell the parts are still exactly those (a part re-sent since has another ETag).
+   */
+  etags?: string | undefined;
 }
 
 export interface StageOptions extends Signalled {

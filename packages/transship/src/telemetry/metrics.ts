@@ -121,7 +121,7 @@ export const registryUploadRefusalsTotal = new Counter({
 });
 export const registryUploadContinuedTotal = new Counter({
   name: 'registry_upload_sessions_continued_total',
-  help: 'Upload sessions this instance continued from another instance\'s state token (shared sessions, serve.sharedUploads); verified=reread when the commit had to read the staged bytes back to check the digest.',
+  help: 'Shared upload sessions (serve.sharedUploads) by event: adopted = continued from another instance\'s state token; commit_reread = a commit of a stage another instance started, checked by reading the blob back; commit_vouched = one the staging instance had hashed whole (its parts checked by ETag, no read-back).',
   labelNames: ['event'] as const,
   ...reg,
 });
