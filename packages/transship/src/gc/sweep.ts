@@ -66,6 +66,16 @@ async function remove(ctx: SweepContext, kind: RemovedKind, items: ReadonlyArray
   }
 }
 
+/**
+ * Whole seconds of a store time. A re-check reads one key with HEAD, whose Last-Modified is an HTTP date (seconds),
+ * while the mark's times come from ListObjectsV2 (milliseconds, on RGW and AWS): compared as they are, every tag
+ * looked rewritten and retention never removed one on S3. A rewrite that matters is seconds or more after the write
+ * the mark saw, so seconds tell it.
+ */
+function sec(ms: number): number {
+  return Math.floor(ms / 1000);
+}
+
 /** Tags and untagged links retention expires, each re-checked right before it goes (docs/gc.md "Policy deletions"). */
 export async function sweepPolicy(ctx: SweepContext): Promise<void> {
   const { store, mark, signal } = ctx;
@@ -73,7 +83,7 @@ export async function sweepPolicy(ctx: SweepContext): Promise<void> {
     throwIfAborted(signal);
     // Rewritten since the mark (re-pushed): its new push time decides next pass.
     const now = await store.objects.stat(t.key, { signal });
-    if (now && now.lastModified !== t.pushedAt) {
+    if (now && sec(now.lastModified) !== sec(t.pushedAt)) {
       // Kept after all: whatever it points at now is a root again, or the blob sweep would strand it.
       const body = await store.objects.get(t.key, { signal });
       if (body !== undefined) await ctx.marker.markManifest(body.trim(), signal);
