@@ -19,6 +19,7 @@ import type { SpoolStreamer } from './spool-streamer.js';
 import type { PlacedReader } from '../placement/read-path.js';
 import { BlobCache, type BlobCacheOptions } from './blob-cache.js';
 import { Freshness, type FreshnessOptions } from '../store/freshness.js';
+import { PullRecorder, type PullRecorderOptions } from './pulls.js';
 
 export interface RegistryOptions {
   store: BlobStore;
@@ -62,6 +63,11 @@ export interface RegistryOptions {
   /** A pull-through mirror in front of the handlers of mirrored repositories (src/mirror). */
   mirror?: MirrorHook | undefined;
   /**
+   * Record manifest GETs as pull markers for retention's pulledWithin (pulls.ts): on by default, one background
+   * write per (repository, digest) per `periodMs` (default a day) per instance; false turns it off.
+   */
+  pulls?: PullRecorderOptions | false | undefined;
+  /**
    * Upload sessions any instance sharing the store can continue (uploads.ts): on by default for stores that can
    * stage (S3). `secret` signs the state tokens; without it one is generated and kept in the store.
    */
@@ -99,6 +105,8 @@ export class RegistryContext {
   /** Blobs a manifest relies on are fresh or touched before it becomes visible (store/freshness.ts). */
   readonly freshness: Freshness;
   readonly mirror: MirrorHook | undefined;
+  /** Pull markers (pulls.ts); undefined when recording is off. */
+  readonly pulls: PullRecorder | undefined;
   private readonly presence: PresenceCache;
   private readonly presenceTtl: number;
 
@@ -131,6 +139,7 @@ export class RegistryContext {
     this.blobCache = opts.blobCache && opts.blobCache.maxBytes > 0 ? new BlobCache(opts.blobCache) : undefined;
     this.freshness = new Freshness(opts.store, opts.freshness);
     this.mirror = opts.mirror;
+    this.pulls = opts.pulls === false ? undefined : new PullRecorder(opts.store.objects, opts.pulls);
   }
 
   /**
@@ -296,6 +305,7 @@ export class RegistryContext {
   async close(): Promise<void> {
     this.closing.abort(new Error('registry closing'));
     await this.mirror?.close();
+    await this.pulls?.close();
     this.blobCache?.close();
     await this.sweeping;
     await this.sessions.close();

@@ -130,6 +130,29 @@ export function manifestMediaTypeKey(repo: string, digest: string): string {
   return `${repoPrefix(repo)}_mediatypes/${digestPath(digest)}`;
 }
 
+/**
+ * `repos/<name>/_pulled/<alg>/<hex>`: manifest `digest` was served to a GET in `repo` (registry/pulls.ts); its
+ * modification time is the pull, written at most once per stamp period per instance. Retention's `pulledWithin`
+ * reads it (gc/mark.ts); GC removes it once the manifest is no root of the repository any more.
+ */
+export function pulledKey(repo: string, digest: string): string {
+  return `${pulledPrefix(repo)}${digestPath(digest)}`;
+}
+
+export function pulledPrefix(repo: string): string {
+  return `${repoPrefix(repo)}_pulled/`;
+}
+
+const PULLED_KEY = new RegExp(`^repos/(.+)/_pulled/${ALG}/${HEX}$`);
+
+/** A pull marker's repository and manifest digest, or undefined for any other key. */
+export function parsePulledKey(key: string): { repo: string; digest: string } | undefined {
+  const m = PULLED_KEY.exec(key);
+  if (!m || !isValidRepoName(m[1] as string)) return undefined;
+  const digest = digestOf(m[2], m[3]);
+  return digest ? { repo: m[1] as string, digest } : undefined;
+}
+
 /** Every referrer link of `repo` (all subjects). */
 export function referrersRootPrefix(repo: string): string {
   return `${repoPrefix(repo)}${REPO_DIRS.referrer}/`;

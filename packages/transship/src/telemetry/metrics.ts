@@ -146,6 +146,13 @@ export const registryBlobRedirectsTotal = new Counter({
   ...reg,
 });
 
+export const registryPullRecordsTotal = new Counter({
+  name: 'registry_pull_records_total',
+  help: 'Manifest GETs noted for retention\'s pulledWithin (registry/pulls.ts), by result: written = a pull marker was stored (in the background), throttled = one was written by this instance within the stamp period, failed = the write failed (logged; the next pull retries), dropped = too many writes in flight.',
+  labelNames: ['result'] as const,
+  ...reg,
+});
+
 export const registryBlobCacheRequestsTotal = new Counter({
   name: 'registry_blob_cache_requests_total',
   help: 'Blob GETs looked up in the local disk cache (serve.blobCache), by result (hit, miss).',
@@ -174,7 +181,7 @@ export const gcRunsTotal = new Counter({
 });
 export const gcDeletedObjectsTotal = new Counter({
   name: 'gc_deleted_objects_total',
-  help: 'Objects garbage collection removed, by kind (blob, layer_link, referrer_link, manifest_link, tag, touch, multipart, spool, temp).',
+  help: 'Objects garbage collection removed, by kind (blob, layer_link, referrer_link, manifest_link, tag, pulled_marker, touch, multipart, spool, temp).',
   labelNames: ['kind'] as const,
   ...reg,
 });
