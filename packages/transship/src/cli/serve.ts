@@ -18,7 +18,7 @@ import { Replicator } from '../placement/replicator.js';
 import { ReplicationKicker } from '../placement/kicker.js';
 import { replicateAfterPushes } from '../server/replicate-after-push.js';
 import { startEviction } from '../placement/evict.js';
-import { freshnessOptions, startGc } from '../gc/loop.js';
+import { freshnessOptions, pullRecording, startGc } from '../gc/loop.js';
 import { hashPassword } from '../registry/auth.js';
 import { buildServer } from '../server/server.js';
 import { Mirror } from '../mirror/mirror.js';
@@ -157,6 +157,7 @@ export function registerServe(program: Command): void {
             auth: serve.auth,
             freshness: freshnessOptions(config),
             mirror,
+            pulls: pullRecording(config),
           });
           if (kicker) replicateAfterPushes(app, kicker);
           collectWhenIdle(app); // see src/server/idle-gc.ts: a burst's buffers would otherwise stay until the next request

@@ -83,6 +83,12 @@ const serveSchema = z
     allowDelete: z.boolean().optional(),
     /** Record blob→repository links (default: on when auth is configured). */
     blobLinks: z.boolean().optional(),
+    /**
+     * Record manifest GETs as pull markers (`repos/<name>/_pulled/…`) for retention's pulledWithin: one background
+     * PutObject per repository and manifest per day (or per eighth of the shortest pulledWithin) per instance. On by
+     * default, so a pulledWithin rule added later finds the pull history it needs.
+     */
+    recordPulls: z.boolean().optional(),
     tls: z.object({ cert: z.string().min(1), key: z.string().min(1) }).strict().optional(),
     auth: z
       .object({
@@ -318,6 +324,12 @@ const gcSchema = z
             removeOlderThan: retentionDuration.optional(),
             /** Untagged manifests (not a kept index's child, not a kept subject's referrer) expire after this. */
             untaggedExpireAfter: retentionDuration.optional(),
+            /**
+             * Remove tags whose manifest was neither pulled (a GET through `serve`, recorded as a pull marker) nor
+             * pushed or fetched by a mirror (the tag's write time) within this long (unless another keep rule protects
+             * them). zot's pulledWithin; Harbor's proxy-cache expiry.
+             */
+            pulledWithin: retentionDuration.optional(),
           })
           .strict()
           .superRefine((r, ctx) => {
