@@ -70,9 +70,12 @@ function errorCode(a: Answer): string | undefined {
   return (JSON.parse(a.body.toString()) as { errors: Array<{ code: string }> }).errors[0]?.code;
 }
 
-/** PATCHes `data` from `start` on `reg` and returns the Location to continue from. */
-async function patch(reg: TestRegistry, location: string, data: Buffer, start: number): Promise<string> {
-  const r = await http(reg, 'PATCH', location, data, { 'content-range': `${start}-${start + data.length - 1}` });
+/**
+ * PATCHes `data` from `start` on `reg` and returns the Location to continue from. `streamed`: no Content-Range, the
+ * way skopeo, docker and podman send a whole blob in one PATCH (a chunked client sends Content-Range).
+ */
+async function patch(reg: TestRegistry, location: string, data: Buffer, start: number, streamed = false): Promise<string> {
+  const r = await http(reg, 'PATCH', location, data, streamed ? {} : { 'content-range': `${start}-${start + data.length - 1}` });
   assert.equal(r.status, 202, r.body.toString());
   assert.equal(r.headers.get('range'), `0-${start + data.length - 1}`);
   const next = r.headers.get('location');
@@ -141,7 +144,7 @@ test('the usual client (POST, one PATCH with the whole blob, PUT) across instanc
   const data = bytes(18, 3 * MiB);
   const location = await start(a.reg, 'shared/usual');
   const b0 = { ...b.store.requestCounts() };
-  const next = await patch(b.reg, location, data, 0);
+  const next = await patch(b.reg, location, data, 0, true);
   const b1 = { ...b.store.requestCounts() };
   const a0 = { ...a.store.requestCounts() };
   const put = await http(a.reg, 'PUT', `${next}&digest=${sha(data)}`);
@@ -165,7 +168,7 @@ test('a staged session hashed whole on A, PUT on B with no more bytes: committed
   const b = await instance();
   const data = bytes(19, 12 * MiB + 40);
   let location = await start(a.reg, 'shared/vouched');
-  location = await patch(a.reg, location, data, 0);
+  location = await patch(a.reg, location, data, 0, true);
   await start(b.reg, 'shared/warm'); // B reads the token secret once (a GetObject) before its first token
   const gets = b.store.requestCounts().GetObject ?? 0;
   const put = await http(b.reg, 'PUT', `${location}&digest=${sha(data)}`);
@@ -175,7 +178,7 @@ test('a staged session hashed whole on A, PUT on B with no more bytes: committed
   // The same state with another digest: B cannot rely on A's hash, reads the blob back, and refuses.
   const other = bytes(20, 12 * MiB + 40);
   let second = await start(a.reg, 'shared/vouched');
-  second = await patch(a.reg, second, other, 0);
+  second = await patch(a.reg, second, other, 0, true);
   const wrong = sha(data.subarray(1));
   const refused = await http(b.reg, 'PUT', `${second}&digest=${wrong}`);
   assert.equal(refused.status, 400, refused.body.toString());
@@ -188,7 +191,7 @@ test('a part replaced after the checkpoint (a forked session) is caught: the ETa
   const b = await instance();
   const data = bytes(21, 12 * MiB);
   let location = await start(a.reg, 'shared/forked');
-  location = await patch(a.reg, location, data, 0);
+  location = await patch(a.reg, location, data, 0, true);
   // The state token is signed, not secret: its upload id is readable. Overwrite part 1 behind the session's back.
   const token = new URL(`http://x${location}`).searchParams.get('_state') ?? '';
   const wire = JSON.parse(Buffer.from(token.split('.')[0] ?? '', 'base64url').toString()) as { i: string; u: string };
@@ -204,6 +207,34 @@ test('a part replaced after the checkpoint (a forked session) is caught: the ETa
   assert.equal(await b.store.statBlob(sha(data)), undefined, 'nothing stored under the digest');
   await nothingLeft('after the refused commit');
 });
+
+test('a chunked client: whole parts are staged from the first chunk, each checkpoint\'s tail stays under a part, no first-chunk blob', { skip: !s3 }, async () => {
+  const a = await instance();
+  const b = await instance();
+  const data = bytes(23, 23 * MiB);
+  let location = await start(a.reg, 'shared/chunked');
+  const chunk = 6 * MiB; // parts are 5 MiB, the stream threshold 8 MiB
+  for (let offset = 0, n = 0; offset < data.length; offset += chunk, n++) {
+    const reg = n % 2 === 0 ? a : b;
+    location = await patch(reg.reg, location, data.subarray(offset, offset + chunk), offset);
+    const tail = (await stagedObjectSizes()).find((o) => o.key.endsWith('.tail'));
+    assert.ok(tail && tail.size < 5 * MiB, `after the chunk at ${offset}: tail of ${tail?.size} bytes, under one part`);
+  }
+  const put = await http(a.reg, 'PUT', `${location}&digest=${sha(data)}`);
+  assert.equal(put.status, 201, put.body.toString());
+  assert.ok((await http(b.reg, 'GET', `/v2/shared/chunked/blobs/${sha(data)}`)).body.equals(data));
+  assert.equal(await a.store.statBlob(sha(data.subarray(0, chunk))), undefined, 'the first chunk was not stored as a blob');
+  await nothingLeft('after the commit');
+});
+
+async function stagedObjectSizes(): Promise<Array<{ key: string; size: number }>> {
+  const client = testS3Client();
+  try {
+    return ((await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: '_uploads/' }))).Contents ?? []).map((o) => ({ key: o.Key ?? '', size: o.Size ?? 0 }));
+  } finally {
+    client.destroy();
+  }
+}
 
 test('a small session (no parts) with several chunks moves by its tail and is hashed locally, no read-back', { skip: !s3 }, async () => {
   const a = await instance();

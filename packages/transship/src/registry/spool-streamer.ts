@@ -7,6 +7,9 @@ import { open, type FileHandle } from 'node:fs/promises';
 import type { BlobStore, PutOutcome, StagedBlob, StagedState } from '../store/contract.js';
 import { log } from '@transship/core/log';
 
+/** S3's smallest part (all but the last): a stage is not started for fewer bytes than this. */
+const S3_MIN_PART_BYTES = 5 * 1024 * 1024;
+
 export class SpoolStreamer {
   private stage: Promise<StagedBlob> | undefined;
   private file: FileHandle | undefined;
@@ -21,7 +24,7 @@ export class SpoolStreamer {
     private readonly store: Required<Pick<BlobStore, 'stageBlob'>>,
     private readonly path: string,
     /** Below this many bytes nothing is staged: one PUT at commit is cheaper than a multipart upload. */
-    private readonly startAt: number,
+    private startAt: number,
     /** The session's signal: removing the session cancels parts in flight. */
     private readonly signal: AbortSignal,
     /**
@@ -64,6 +67,15 @@ export class SpoolStreamer {
     return { staged, spoolBytes: this.sent };
   }
 
+  /**
+   * Stage every whole part from now on, whatever the threshold: a shared session sent in chunks checkpoints after
+   * each one, and what is not in a part then has to be written as its tail — keep that below one part.
+   */
+  stageFromFirstPart(): void {
+    this.startAt = Math.min(this.startAt, S3_MIN_PART_BYTES); // no stage before there can be a part to put in it
+    this.kick();
+  }
+
   /** The stage's id once one exists (S3 multipart upload id). */
   async uploadId(): Promise<string | undefined> {
     return this.stage?.then((s) => s.uploadId, () => undefined);
@@ -73,7 +85,12 @@ export class SpoolStreamer {
   notify(bytes: number): void {
     if (this.dead || bytes <= this.available) return;
     this.available = bytes;
-    if (this.available < this.startAt || this.pumping) return;
+    this.kick();
+  }
+
+  /** Starts the pump when there is enough on disk and it is not running (it re-reads `available` as it goes). */
+  private kick(): void {
+    if (this.dead || this.available < this.startAt || this.pumping) return;
     this.pumping = this.pump()
       .catch((err: unknown) => {
         if (!this.signal.aborted) log.warn({ err, spool: this.path }, 'streaming an upload to the store failed; it will be uploaded from the spool at commit');
@@ -123,7 +140,7 @@ export class SpoolStreamer {
    */
   async commit(digest: string, size: number, signal: AbortSignal | undefined, verify: boolean | { etags: string } = false): Promise<PutOutcome | undefined> {
     await this.pumping;
-    if (this.shared?.resume && !verify) throw new Error('a session that continued another instance\'s stage must be verified at commit');
+    if (this.base > 0 && !verify) throw new Error('a session that continued another instance\'s stage must be verified at commit');
     if (!this.stage || this.dead) {
       await this.abandon();
       return undefined;

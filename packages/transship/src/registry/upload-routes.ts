@@ -146,7 +146,7 @@ export async function patchUpload(call: Call): Promise<void> {
   const { ctx, signal } = call;
   const s = await session({ ...call, target: call.target });
   const range = chunkRange(call.request.headers['content-range']);
-  await ctx.sessions.append(s, call.request.raw, { start: range?.start, expectedLength: range?.length ?? contentLength(call), signal, checkpoint: true });
+  await ctx.sessions.append(s, call.request.raw, { start: range?.start, expectedLength: range?.length ?? contentLength(call), signal, checkpoint: true, chunked: range !== undefined });
   sessionReply(call, s, 202);
 }
 

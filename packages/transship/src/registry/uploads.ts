@@ -107,6 +107,8 @@ export class UploadSession {
   lazy = false;
   /** Shared sessions: a checkpoint already stored this session's first bytes as a blob (only the first one does). */
   speculated = false;
+  /** Shared sessions: the client sends Content-Range chunks (so the first PATCH is not the whole blob). */
+  chunked = false;
   /**
    * Shared sessions adopted from an instance that hashed every byte so far: that digest and the ETags of its parts
    * (upload-state.ts `hashed`). A PUT of this digest with no more bytes commits without reading the blob back.
@@ -377,7 +379,7 @@ export class UploadSessions {
   private async checkpoint(s: UploadSession, signal: AbortSignal): Promise<void> {
     const shared = this.opts.shared as SharedUploadsOptions;
     const cp = await s.streamer?.checkpoint();
-    if (!cp && s.base === 0 && !s.hasTail && !s.speculated && s.size > 0) {
+    if (!cp && s.base === 0 && !s.hasTail && !s.speculated && !s.chunked && s.size > 0) {
       const digest = `sha256:${s.hash.copy().digest('hex')}`;
       await shared.storeBlob(digest, s.size, () => this.openSpool(s), signal);
       s.stored = digest;
@@ -402,9 +404,15 @@ export class UploadSessions {
    * Appends a chunk. `start` (from Content-Range) must equal the bytes received so far, otherwise 416 with the
    * current Range, as the spec requires. `expectedLength` (from Content-Range/Content-Length) is checked after.
    */
-  async append(s: UploadSession, body: Readable, opts: { start?: number | undefined; expectedLength?: number | undefined; signal?: AbortSignal | undefined; checkpoint?: boolean | undefined }): Promise<void> {
+  async append(s: UploadSession, body: Readable, opts: { start?: number | undefined; expectedLength?: number | undefined; signal?: AbortSignal | undefined; checkpoint?: boolean | undefined; chunked?: boolean | undefined }): Promise<void> {
     if (s.busy) throw new RegistryError('BLOB_UPLOAD_INVALID', 'another request is writing to this upload session', { id: s.id }, 416, { range: s.range });
     if (s.lazy) await this.materialize(s, opts.signal ?? s.controller.signal);
+    if (opts.chunked && this.opts.shared && !s.chunked) {
+      // A client that sends Content-Range chunks sends more of them: stage whole parts from the first one, so each
+      // checkpoint's tail stays under a part, and never store a first chunk as if it were the whole blob.
+      s.chunked = true;
+      s.streamer?.stageFromFirstPart();
+    }
     if (opts.start !== undefined && opts.start !== s.size) {
       throw new RegistryError('BLOB_UPLOAD_INVALID', `chunk starts at byte ${opts.start}, but ${s.size} bytes were received so far`, { received: s.size, start: opts.start }, 416, { range: s.range });
     }
