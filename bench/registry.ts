@@ -404,7 +404,7 @@ async function concurrentGets(host: string, repo: string, blobs: Array<{ digest:
   }
 }
 
-interface Serve {
+export interface Serve {
   host: string;
   pid: number | undefined;
   peakRss(): number | undefined;

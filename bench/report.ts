@@ -16,7 +16,7 @@ export interface Row {
 }
 
 export interface Section {
-  id: 'transfer' | 'registry' | 'placement' | 'gc' | 'mirror';
+  id: 'transfer' | 'registry' | 'placement' | 'gc' | 'mirror' | 'uploads';
   title: string;
   /** Short paragraph(s) under the title: what is compared and how. */
   intro: string[];
@@ -98,7 +98,7 @@ export function renderHeader(info: RunInfo, sectionIds: string[]): string {
 /** Writes RESULTS.md: fresh sections replace their old versions; sections not run this time are kept. */
 export async function writeResults(file: string, info: RunInfo, sections: Section[]): Promise<void> {
   const previous = await readFile(file, 'utf8').catch(() => '');
-  const order: Array<Section['id']> = ['transfer', 'registry', 'placement', 'gc', 'mirror'];
+  const order: Array<Section['id']> = ['transfer', 'registry', 'uploads', 'placement', 'gc', 'mirror'];
   const blocks: string[] = [];
   for (const id of order) {
     const fresh = sections.find((s) => s.id === id);

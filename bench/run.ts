@@ -1,4 +1,4 @@
-// `npm run bench [-- --only transfer|registry|placement|mirror]`: starts a fresh RGW and the counting proxy, runs the benchmark
+// `npm run bench [-- --only transfer|registry|uploads|placement|gc|mirror]`: starts a fresh RGW and the counting proxy, runs the benchmark
 // groups against their peers in this one run, writes bench/RESULTS.md, and stops everything it started.
 // Benchmarks are not tests: nothing here fails on a missed target; RESULTS.md says which targets were met.
 import { availableParallelism, loadavg } from 'node:os';
@@ -14,8 +14,9 @@ import { runRegistry } from './registry.js';
 import { runPlacement } from './placement.js';
 import { runGc } from './gc.js';
 import { runMirror } from './mirror.js';
+import { runUploads } from './uploads.js';
 
-const GROUPS = { transfer: runTransfer, registry: runRegistry, placement: runPlacement, gc: runGc, mirror: runMirror } as const;
+const GROUPS = { transfer: runTransfer, registry: runRegistry, uploads: runUploads, placement: runPlacement, gc: runGc, mirror: runMirror } as const;
 type Group = keyof typeof GROUPS;
 
 const { values } = parseArgs({ options: { only: { type: 'string' }, out: { type: 'string' }, rounds: { type: 'string' } } });
@@ -72,7 +73,7 @@ try {
       log(`${g} failed: ${message}`);
       sections.push({
         id: g,
-        title: { transfer: 'Transfer core (issue 2)', registry: 'Registry (issue 3)', placement: 'Placement across regions (issue 4)', gc: 'Garbage collection (issue 15)', mirror: 'Mirror (issue 18)' }[g],
+        title: { transfer: 'Transfer core (issue 2)', registry: 'Registry (issue 3)', uploads: 'Shared upload sessions (issue 17)', placement: 'Placement across regions (issue 4)', gc: 'Garbage collection (issue 15)', mirror: 'Mirror (issue 18)' }[g],
         intro: [],
         rows: [],
         details: [],

@@ -28,7 +28,8 @@ before(async () => {
   bucket = await createTestBucket('reg-stream');
   store = new S3Store({ bucket, endpoint: s3.endpoint, s3Region: s3.region, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey, multipartThreshold: 8 * MiB, partSize: 5 * MiB });
   const spool = await mkdtemp(join(tmpdir(), 'ts-stream-spool-'));
-  reg = await startTestRegistry({ store, meta: new StoreMetaStore(store), uploadDir: spool, streamUploadsAfterBytes: 8 * MiB });
+  // Sessions local to this instance (serve.sharedUploads.enabled: false); shared sessions: registry-shared-uploads.test.ts.
+  reg = await startTestRegistry({ store, meta: new StoreMetaStore(store), uploadDir: spool, streamUploadsAfterBytes: 8 * MiB, sharedUploads: { enabled: false } });
   cleanups.push(() => store.close(), () => reg.close(), () => rm(spool, { recursive: true, force: true }));
 });
 after(async () => {

@@ -57,6 +57,8 @@ export interface DistributionOptions {
   cache?: 'inmemory' | 'none';
   /** htpasswd (bcrypt) file: Basic auth on every request, as `auth.htpasswd` configures it. */
   htpasswd?: string;
+  /** `http.secret` (signs upload state): the same on several instances lets an upload continue on any of them. */
+  httpSecret?: string;
   /** Gives up on startup after this long (default 30 s; an `apt-get install` comes on top). */
   timeoutMs?: number;
   signal?: AbortSignal;
@@ -131,7 +133,7 @@ export function distributionConfig(opts: DistributionOptions, port: number, dir 
       maintenance: { uploadpurging: { enabled: false }, readonly: { enabled: false } },
     },
     ...(opts.htpasswd ? { auth: { htpasswd: { realm: 'transship-test', path: opts.htpasswd } } } : {}),
-    http: { addr: `127.0.0.1:${port}`, secret: randomBytes(16).toString('hex'), headers: { 'X-Content-Type-Options': ['nosniff'] } },
+    http: { addr: `127.0.0.1:${port}`, secret: opts.httpSecret ?? randomBytes(16).toString('hex'), headers: { 'X-Content-Type-Options': ['nosniff'] } },
   };
 }
 

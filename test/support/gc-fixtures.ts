@@ -2,6 +2,8 @@
 // tags in the write order the invariants demand (blobs → manifest → link → tag).
 import { Readable } from 'node:stream';
 import { createHash } from 'node:crypto';
+import { readdir, utimes } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { BlobStore } from '../../packages/transship/src/store/contract.js';
 
 export const MT_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
@@ -42,4 +44,17 @@ export async function putIndex(store: BlobStore, children: Desc[]): Promise<Desc
 export async function publish(store: BlobStore, repo: string, manifest: Desc, tag?: string): Promise<void> {
   await store.linkManifest(repo, manifest.digest);
   if (tag) await store.putTag(repo, tag, manifest.digest);
+}
+
+/** Moves every file of a directory store `ms` into the past (ages without faking clocks). */
+export async function ageFiles(root: string, ms: number): Promise<void> {
+  const t = new Date(Date.now() - ms);
+  const walk = async (dir: string): Promise<void> => {
+    for (const e of await readdir(dir, { withFileTypes: true })) {
+      const p = join(dir, e.name);
+      if (e.isDirectory()) await walk(p);
+      else await utimes(p, t, t);
+    }
+  };
+  await walk(root);
 }

@@ -13,7 +13,7 @@ import { createServer } from 'node:http';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Lifecycles, type ContainerTrack } from '@transship/containerd/watch/lifecycle';
+import { Lifecycles, OOM_WAIT_MS, type ContainerTrack } from '@transship/containerd/watch/lifecycle';
 import type { WatchEvent } from '@transship/containerd/watch/events';
 import { LeakChecker, allReleased, leakFindings } from '@transship/containerd/watch/leak-check';
 import { cgroupRelPath, expandSlice } from '@transship/containerd/cgroups';
@@ -107,6 +107,31 @@ test('lifecycle: full event sequence → one trace with every step as a child of
   assert.equal(exit?.status.code, 2, 'an OOM-killed exit is an error');
   assert.equal(all.find((s) => s.name === 'containerd.task.exec')?.attributes['process.exit.code'], 2);
   assert.equal(h.lc.size, 0);
+});
+
+test('lifecycle: an OOM event that comes after the SIGKILL exit still marks the exit oom; a plain SIGKILL is written after OOM_WAIT_MS', () => {
+  const h = harness();
+  const B = Date.now() - 60_000;
+  h.lc.apply(ev('container-create', B + 800, { image: 'img', runtime: 'io.containerd.runc.v2' }));
+  h.lc.apply(ev('task-create', B + 1000, { pid: 42, bundle: '/b' }), info('c1'));
+  h.lc.apply(ev('task-start', B + 1100, { pid: 42 }));
+  h.lc.apply(ev('task-exit', B + 1400, { execId: 'c1', pid: 42, exitStatus: 137, exitedAt: B + 1400 }));
+  assert.equal(h.names('c1').includes('containerd.task.exit'), false, 'a SIGKILL exit waits for a late OOM event');
+  h.lc.apply(ev('task-oom', B + 1410));
+  const exit = h.spans('c1').find((s) => s.name === 'containerd.task.exit');
+  assert.equal(exit?.attributes['containerd.oom'], true, 'the late OOM event is on the exit');
+  assert.equal(exit?.attributes['process.exit.code'], 137);
+
+  h.lc.apply(ev('container-create', B + 800, { id: 'c2', image: 'img', runtime: 'io.containerd.runc.v2' }));
+  h.lc.apply(ev('task-create', B + 1000, { id: 'c2', pid: 52, bundle: '/b' }), info('c2'));
+  h.lc.apply(ev('task-start', B + 1100, { id: 'c2', pid: 52 }));
+  h.lc.apply(ev('task-exit', B + 1400, { id: 'c2', execId: 'c2', pid: 52, exitStatus: 137, exitedAt: B + 1400 }));
+  h.lc.flushExits(Date.now() + OOM_WAIT_MS - 100);
+  assert.equal(h.names('c2').includes('containerd.task.exit'), false, 'still waiting');
+  h.lc.flushExits(Date.now() + OOM_WAIT_MS);
+  const plain = h.spans('c2').find((s) => s.name === 'containerd.task.exit');
+  assert.equal(plain?.attributes['containerd.oom'], false, 'no OOM event came: a plain SIGKILL');
+  assert.equal(plain?.attributes['process.exit.code'], 137);
 });
 
 test('lifecycle: events of a container never seen created, duplicates, and a delete without exit', () => {

@@ -53,7 +53,7 @@ test('serve systemd unit and Deployment pass only flags `transship serve` accept
   assert.equal(container.args[0], 'serve');
   for (const a of container.args.slice(1).filter((x) => x.startsWith('--'))) assert.ok(known.has(a.split('=')[0] ?? ''), `Deployment flag ${a}`);
   assert.deepEqual([container.readinessProbe.httpGet.path, container.livenessProbe.httpGet.path], ['/readyz', '/healthz']);
-  assert.equal(docs.find((d) => d.kind === 'Service')?.spec?.sessionAffinity, 'ClientIP', 'upload sessions live in one pod');
+  assert.equal(docs.find((d) => d.kind === 'Service')?.spec?.sessionAffinity, undefined, 'upload sessions continue on any pod: no affinity');
 
   const yaml = docs.find((d) => d.kind === 'ConfigMap')?.data?.['transship.yaml'];
   assert.ok(yaml);

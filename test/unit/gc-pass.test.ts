@@ -2,7 +2,7 @@
 // and the writers' touch racing a pass. Ages are made by moving file times back (utimes), not by faking clocks.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, utimes } from 'node:fs/promises';
+import { mkdtemp, utimes } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FsStore } from '../../packages/transship/src/store/fs-store.js';
@@ -11,7 +11,7 @@ import { gcSettings } from '../../packages/transship/src/gc/settings.js';
 import { GcLease } from '../../packages/transship/src/gc/lease.js';
 import { Freshness } from '../../packages/transship/src/store/freshness.js';
 import type { Config } from '../../packages/transship/src/config/config.js';
-import { publish, putBytes, putImage, putIndex, type Desc } from '../support/gc-fixtures.js';
+import { ageFiles, publish, putBytes, putImage, putIndex, type Desc } from '../support/gc-fixtures.js';
 
 const DAY = 86_400_000;
 
@@ -19,18 +19,7 @@ async function fresh(): Promise<FsStore> {
   return new FsStore(await mkdtemp(join(tmpdir(), 'ts-gc-pass-')));
 }
 
-/** Moves every file of the store `ms` into the past. */
-async function age(root: string, ms: number): Promise<void> {
-  const t = new Date(Date.now() - ms);
-  const walk = async (dir: string): Promise<void> => {
-    for (const e of await readdir(dir, { withFileTypes: true })) {
-      const p = join(dir, e.name);
-      if (e.isDirectory()) await walk(p);
-      else await utimes(p, t, t);
-    }
-  };
-  await walk(root);
-}
+const age = ageFiles;
 
 const settings = (gc: NonNullable<Config['gc']> = {}) => gcSettings({ gc: { settleSeconds: 3, ...gc } });
 

@@ -8,6 +8,16 @@ import { join } from 'node:path';
 import { RetentionRules, decide, type ManifestState, type TagState } from '../../packages/transship/src/gc/retention.js';
 import { loadConfig } from '../../packages/transship/src/config/config.js';
 import { TransshipError } from '@transship/core/errors';
+import { processMetrics } from '@transship/core/metrics-registry';
+import { FsStore } from '../../packages/transship/src/store/fs-store.js';
+import type { ObjectDriver } from '../../packages/transship/src/store/contract.js';
+import { pulledKey, pulledPrefix } from '../../packages/transship/src/store/keys.js';
+import { PullRecorder } from '../../packages/transship/src/registry/pulls.js';
+import { runPass } from '../../packages/transship/src/gc/pass.js';
+import { gcSettings } from '../../packages/transship/src/gc/settings.js';
+import '../../packages/transship/src/telemetry/metrics.js';
+import { ageFiles, publish, putImage, type Desc } from '../support/gc-fixtures.js';
+import { startTestRegistry } from '../support/registry.js';
 
 const DAY = 86_400_000;
 const NOW = 1_000 * DAY;
@@ -129,4 +139,183 @@ test('gc config: bad retention values get precise paths (pattern, duration)', as
 test('gc config: multipart leftovers must outlast an upload session', async () => {
   const e = await configError('serve:\n  uploadIdleSeconds: 7200\ngc:\n  leftovers:\n    multipartAfterSeconds: 3600\n');
   assert.deepEqual(e.details.paths, ['gc.leftovers.multipartAfterSeconds']);
+});
+
+// --- pulledWithin (zot's pulledWithin, Harbor's proxy-cache expiry): the "bill must shrink" rule for mirrors ---
+
+const used = (t: string, digest: string, pushedDays: number, pulledDays?: number): TagState => ({ ...tag(t, digest, pushedDays), pulledAt: pulledDays === undefined ? undefined : NOW - pulledDays * DAY });
+
+test('retention: pulledWithin removes tags neither pulled nor written within D; a pull or a (re)push or mirror fetch keeps them', () => {
+  const rule = new RetentionRules([{ repos: ['docker.io/**'], pulledWithin: '30d' }]).ruleFor('docker.io/library/alpine');
+  assert.ok(rule);
+  const tags = [used('pulled', d(1), 90, 2), used('fetched', d(2), 3), used('idle', d(3), 90, 40), used('never', d(4), 31)];
+  const r = decide(rule, tags, tags.map((t) => man(t.digest, 90)), NOW);
+  assert.deepEqual(r.removeTags.map((t) => t.tag).sort(), ['idle', 'never']);
+  // Their manifests were linked and pulled long ago: they expire with the tags (blobs become garbage this pass).
+  assert.deepEqual(r.expire.sort(), [d(3), d(4)]);
+});
+
+test('retention: pulledWithin keeps untagged manifests pulled by digest; keepLast and keepTags still protect (OR-ed)', () => {
+  const rule = new RetentionRules([{ repos: ['**'], pulledWithin: '7d', keepLast: 1, keepTags: ['stable'] }]).ruleFor('app');
+  const tags = [used('newest', d(1), 20), used('stable', d(2), 100), used('old', d(3), 50, 8)];
+  const manifests = [man(d(1), 20), man(d(2), 100), man(d(3), 50), man(d(8), 60, { pulledAt: NOW - DAY }), man(d(9), 60)];
+  const r = decide(rule, tags, manifests, NOW);
+  assert.deepEqual(r.removeTags.map((t) => t.tag), ['old']);
+  // d8 is deployed by digest (pulled a day ago): it stays; d9 nobody pulled: it goes with d3.
+  assert.ok(r.keep.has(d(8)));
+  assert.deepEqual(r.expire.sort(), [d(3), d(9)]);
+});
+
+test('retention: pulledWithin with untaggedExpireAfter: an untagged manifest stays while young by link OR pulled', () => {
+  const rule = new RetentionRules([{ repos: ['**'], pulledWithin: '30d', untaggedExpireAfter: '1d' }]).ruleFor('app');
+  const r = decide(rule, [], [man(d(1), 0.5), man(d(2), 40, { pulledAt: NOW - 5 * DAY }), man(d(3), 40), man(d(4), 10)], NOW);
+  // d4: linked 10 days ago, so written within pulledWithin (30d) though older than untaggedExpireAfter.
+  assert.deepEqual(r.expire, [d(3)]);
+});
+
+test('retention: the pull stamp period is an eighth of the shortest pulledWithin, between 1 s and a day', () => {
+  assert.equal(new RetentionRules([]).pullStampMs, DAY);
+  assert.equal(new RetentionRules([{ repos: ['a'], keepLast: 3 }]).pullStampMs, DAY);
+  assert.equal(new RetentionRules([{ repos: ['a'], pulledWithin: '30d' }, { repos: ['b'], pulledWithin: '16h' }]).pullStampMs, 2 * 3600_000);
+  assert.equal(new RetentionRules([{ repos: ['a'], pulledWithin: '2s' }]).pullStampMs, 1000);
+});
+
+test('gc config: pulledWithin is accepted and a bad duration gets its path', async () => {
+  const c = loadConfig({ file: await cfg('gc:\n  retention:\n    - repos: ["docker.io/**"]\n      pulledWithin: 30d\nserve:\n  recordPulls: true\n'), env: {} });
+  assert.equal(c.gc?.retention?.[0]?.pulledWithin, '30d');
+  const e = await configError('gc:\n  retention:\n    - repos: ["a"]\n      pulledWithin: "a month"\n');
+  assert.deepEqual(e.details.paths, ['gc.retention.0.pulledWithin']);
+});
+
+const metric = async (name: string, labels: Record<string, string>): Promise<number> =>
+  ((await processMetrics().getSingleMetric(name)?.get())?.values ?? []).filter((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l)).reduce((a, v) => a + v.value, 0);
+
+/** An object driver whose puts are counted and can be made to fail or to hang until released. */
+function fakeObjects(behaviour: { fail?: boolean; hold?: Promise<void> } = {}): ObjectDriver & { puts: string[] } {
+  const puts: string[] = [];
+  const nope = (): never => {
+    throw new Error('not used');
+  };
+  return {
+    name: 'fake',
+    puts,
+    async put(key: string) {
+      puts.push(key);
+      await behaviour.hold;
+      if (behaviour.fail) throw new TransshipError('TS_BACKEND_UNAVAILABLE', 'store down');
+    },
+    get: nope,
+    stat: nope,
+    putIfAbsent: nope,
+    delete: nope,
+    deleteMany: nope,
+    list: nope,
+    listUploads: nope,
+    abortUpload: nope,
+  };
+}
+
+test('pull markers: one write per repository and digest per period per instance; a failed write is retried by the next pull, never thrown', async () => {
+  const clock = { now: NOW };
+  const objects = fakeObjects();
+  const rec = new PullRecorder(objects, { periodMs: DAY, now: () => clock.now });
+  const throttled = await metric('registry_pull_records_total', { result: 'throttled' });
+  for (let i = 0; i < 5; i++) rec.note('docker.io/library/alpine', d(1));
+  rec.note('docker.io/library/busybox', d(1));
+  await rec.drain();
+  assert.deepEqual(objects.puts, [pulledKey('docker.io/library/alpine', d(1)), pulledKey('docker.io/library/busybox', d(1))]);
+  assert.equal((await metric('registry_pull_records_total', { result: 'throttled' })) - throttled, 4);
+  clock.now += DAY + 1;
+  rec.note('docker.io/library/alpine', d(1));
+  await rec.drain();
+  assert.equal(objects.puts.length, 3, 'a day later the pull is recorded again');
+
+  const down = fakeObjects({ fail: true });
+  const failing = new PullRecorder(down, { now: () => clock.now });
+  const failed = await metric('registry_pull_records_total', { result: 'failed' });
+  failing.note('app', d(2));
+  await failing.drain();
+  failing.note('app', d(2));
+  await failing.drain();
+  assert.equal(down.puts.length, 2, 'a failed write forgets its throttle entry');
+  assert.equal((await metric('registry_pull_records_total', { result: 'failed' })) - failed, 2);
+  await failing.close();
+  await rec.close();
+});
+
+test('pull markers: writes in flight are bounded (dropped and counted beyond), and close() waits for them', async () => {
+  let release!: () => void;
+  const hold = new Promise<void>((resolve) => (release = resolve));
+  const objects = fakeObjects({ hold });
+  const rec = new PullRecorder(objects, { maxInFlight: 2 });
+  const dropped = await metric('registry_pull_records_total', { result: 'dropped' });
+  for (let i = 1; i <= 4; i++) rec.note('app', d(i));
+  assert.equal(objects.puts.length, 2);
+  assert.equal((await metric('registry_pull_records_total', { result: 'dropped' })) - dropped, 2);
+  const closed = rec.close();
+  release();
+  await closed;
+  rec.note('app', d(9));
+  assert.equal(objects.puts.length, 2, 'nothing is recorded after close');
+});
+
+
+async function present(store: FsStore, blobs: readonly Desc[]): Promise<boolean[]> {
+  const found = await store.statBlobs(blobs.map((b) => b.digest));
+  return blobs.map((b) => found.has(b.digest));
+}
+
+test('gc pulledWithin on the directory store: a pulled image stays, an unpulled one goes with its blobs, a pull during the pass keeps its tag, markers of deleted images are removed', async () => {
+  const s = new FsStore(await mkdtemp(join(tmpdir(), 'ts-gc-pulled-')));
+  const reg = await startTestRegistry({ store: s });
+  try {
+    const pulled = await putImage(s, { seed: 'pulled' });
+    const idle = await putImage(s, { seed: 'idle' });
+    const racing = await putImage(s, { seed: 'racing' });
+    const deleted = await putImage(s, { seed: 'deleted' });
+    await publish(s, 'docker.io/library/pulled', pulled.manifest, 'latest');
+    await publish(s, 'docker.io/library/idle', idle.manifest, 'latest');
+    await publish(s, 'docker.io/library/racing', racing.manifest, 'latest');
+    await publish(s, 'other/deleted', deleted.manifest, 'v1');
+    // A pull of an image that is deleted afterwards (registry DELETE: tag and link) leaves a marker behind.
+    const get = (repo: string, ref: string, method = 'GET') => fetch(`${reg.url}/v2/${repo}/manifests/${ref}`, { method, headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } });
+    assert.equal((await get('other/deleted', 'v1')).status, 200);
+    // A HEAD is no pull (containerd resolves with HEAD, then GETs by digest).
+    assert.equal((await get('docker.io/library/idle', 'latest', 'HEAD')).status, 200);
+    await reg.ctx.pulls?.drain();
+    assert.deepEqual(await s.listMeta(pulledPrefix('other/deleted')), [pulledKey('other/deleted', deleted.manifest.digest)]);
+    assert.deepEqual(await s.listMeta(pulledPrefix('docker.io/library/idle')), []);
+    await s.deleteTag('other/deleted', 'v1');
+    await s.unlinkManifest('other/deleted', deleted.manifest.digest);
+    await ageFiles(s.root, 3 * DAY);
+
+    // Pulled now, by digest as containerd does: the marker is fresh, the rest is three days old.
+    const puts = s.requestCounts().put ?? 0;
+    assert.equal((await get('docker.io/library/pulled', pulled.manifest.digest)).status, 200);
+    assert.equal((await get('docker.io/library/pulled', 'latest')).status, 200);
+    await reg.ctx.pulls?.drain();
+    assert.equal((s.requestCounts().put ?? 0) - puts, 1, 'two pulls, one marker write');
+
+    const settings = gcSettings({ gc: { settleSeconds: 3, retention: [{ repos: ['docker.io/**'], pulledWithin: '1d' }] } });
+    const r = await runPass(s, settings, {
+      // A client pulls `racing` between the mark and the sweep: its tag must stay.
+      afterMark: async () => {
+        assert.equal((await get('docker.io/library/racing', racing.manifest.digest)).status, 200);
+        await reg.ctx.pulls?.drain();
+      },
+    });
+    assert.equal(r.result, 'success', JSON.stringify(r.stopped));
+    assert.equal(r.removed.tag, 1);
+    assert.equal(r.removed.manifest_link, 1);
+    assert.equal(r.removed.pulled_marker, 1, 'the deleted image\'s marker');
+    assert.deepEqual(await s.listTags('docker.io/library/idle'), []);
+    assert.deepEqual(await s.listTags('docker.io/library/pulled'), ['latest']);
+    assert.deepEqual(await s.listTags('docker.io/library/racing'), ['latest']);
+    assert.ok((await present(s, idle.blobs)).every((p) => !p), 'the unpulled image\'s blobs are gone (older than the grace)');
+    assert.ok((await present(s, [...pulled.blobs, ...racing.blobs])).every(Boolean), 'pulled images keep their blobs');
+    assert.deepEqual(await s.listMeta(pulledPrefix('other/deleted')), []);
+    assert.deepEqual(await s.listRepos(), ['docker.io/library/pulled', 'docker.io/library/racing']);
+  } finally {
+    await reg.close();
+  }
 });

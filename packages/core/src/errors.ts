@@ -40,6 +40,7 @@ export const ERROR_CODES = {
   TS_NOT_FOUND: { retryable: false, exit: ExitCode.failure, summary: 'not found' },
   TS_TAG_UNKNOWN: { retryable: false, exit: ExitCode.failure, summary: 'tag not found' },
   TS_BLOB_UNKNOWN: { retryable: false, exit: ExitCode.failure, summary: 'blob not found' },
+  TS_UPLOAD_STATE_INVALID: { retryable: false, exit: ExitCode.failure, summary: 'upload session state is stale or inconsistent (restart the upload)' },
   TS_CORRUPT: { retryable: false, exit: ExitCode.findings, summary: 'stored content is corrupt' },
   // storage and network
   TS_NETWORK: { retryable: true, exit: ExitCode.failure, summary: 'network error' },

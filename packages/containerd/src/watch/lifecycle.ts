@@ -39,7 +39,16 @@ export interface TaskTrack {
   shimGoneSince?: number | undefined;
   reported: Set<string>;
   shimDied: boolean;
+  /** A SIGKILL exit waiting for a late OOM event before it is written (see exit()); `since` is local time. */
+  pendingExit?: { at: number; status: number; pid: number; attrs: Attributes; since: number } | undefined;
 }
+
+/**
+ * How long a SIGKILL exit (status 137) waits for its OOM event. containerd publishes /tasks/oom from the shim's
+ * cgroup watch and /tasks/exit from its reaper; the two race, and now and then the OOM comes second (seen on this
+ * machine: 1 in ~30 runs). Waiting a little for it is what makes "exit 137 marked oom" a fact rather than luck.
+ */
+export const OOM_WAIT_MS = 1500;
 
 export interface ContainerTrack {
   namespace: string;
@@ -67,6 +76,8 @@ export interface LifecycleHooks {
   taskCreated?(c: ContainerTrack, t: TaskTrack): void;
   /** The container's trace ended: forget whatever is keyed by it. */
   ended?(c: ContainerTrack): void;
+  /** An exit is waiting for a late OOM event: call flushExits() in OOM_WAIT_MS. */
+  exitDeferred?(c: ContainerTrack): void;
 }
 
 export function trackKey(namespace: string, id: string): string {
@@ -236,6 +247,7 @@ export class Lifecycles {
         if (t) t.oom = true;
         this.step(c, 'containerd.task.oom', ev.at, ev.at, { ...r }, 'OOM kill');
         c.root.setAttribute('containerd.oom', true);
+        if (t?.pendingExit) this.writeExit(c, t);
         return c;
       }
       case 'task-exit': {
@@ -250,6 +262,7 @@ export class Lifecycles {
       }
       case 'task-delete': {
         if (!t || t.state === 'deleted') return c;
+        if (t.pendingExit) this.writeExit(c, t);
         if (t.state !== 'exited') this.exit(c, t, ev.at, ev.exitStatus, ev.pid, { 'containerd.exit_event_missing': true, ...r });
         t.state = 'deleted';
         t.deletedAt = ev.at;
@@ -281,11 +294,35 @@ export class Lifecycles {
     this.hooks.taskCreated?.(c, t);
   }
 
-  /** Marks the init exit (from the event, or inferred from a delete / a reconcile). */
+  /**
+   * Marks the init exit (from the event, or inferred from a delete / a reconcile). A SIGKILL exit not known to be an
+   * OOM kill is written only once its OOM event came, the task is deleted, or OOM_WAIT_MS passed (flushExits).
+   */
   private exit(c: ContainerTrack, t: TaskTrack, at: number, status: number, pid: number, attrs: Attributes): ContainerTrack {
     t.state = 'exited';
     t.exitedAt = at;
     t.exitStatus = status;
+    t.pendingExit = { at, status, pid, attrs, since: Date.now() };
+    if (status === 137 && !t.oom && !t.shimDied) {
+      this.hooks.exitDeferred?.(c);
+      return c;
+    }
+    return this.writeExit(c, t);
+  }
+
+  /** Writes exits that waited OOM_WAIT_MS (or `waitMs`) for an OOM event that did not come. */
+  flushExits(now = Date.now(), waitMs = OOM_WAIT_MS): void {
+    for (const c of this.tracks.values()) {
+      const p = c.task?.pendingExit;
+      if (c.task && p && now - p.since >= waitMs) this.writeExit(c, c.task);
+    }
+  }
+
+  private writeExit(c: ContainerTrack, t: TaskTrack): ContainerTrack {
+    const p = t.pendingExit;
+    if (!p) return c;
+    t.pendingExit = undefined;
+    const { at, status, pid, attrs } = p;
     observe('running', t.startedAt, at);
     const outcome = t.shimDied ? 'shim_died' : t.oom ? 'oom' : status === 0 ? 'zero' : 'nonzero';
     containerdWatchTaskExitsTotal.inc({ namespace: c.namespace, outcome });
@@ -346,6 +383,7 @@ export class Lifecycles {
 
   /** Ends every open trace (shutdown), marking them unfinished, so an exporter flush still sends them. */
   closeAll(at = Date.now()): void {
+    this.flushExits(Infinity);
     for (const c of this.tracks.values()) {
       c.root.setAttribute('containerd.watch_stopped', true);
       c.root.end(Math.max(at, c.lastStepAt));

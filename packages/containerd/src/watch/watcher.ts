@@ -31,7 +31,7 @@ import {
 import type { WatchEvent } from './events.js';
 import { LinuxHost, type HostProbe, type TaskHostInfo } from './host.js';
 import { DEFAULT_LEAK_CHECK, LeakChecker, type LeakCheckOptions, type LeakCheckResult } from './leak-check.js';
-import { Lifecycles, trackKey, type ContainerTrack, type TaskTrack } from './lifecycle.js';
+import { Lifecycles, OOM_WAIT_MS, trackKey, type ContainerTrack, type TaskTrack } from './lifecycle.js';
 import { BoundedQueue } from './queue.js';
 import { planReconcile, taskStateOf, toApiTask, type ApiView } from './reconcile.js';
 import type { SpanBacklog } from './span-export.js';
@@ -130,6 +130,8 @@ export class Watcher {
       ended: (c) => {
         this.hostInfo.delete(trackKey(c.namespace, c.id));
       },
+      // The processor writes the waiting exit when it next wakes (flushExits below); make sure it does.
+      exitDeferred: () => setTimeout(() => this.queue.wake(), OOM_WAIT_MS + 50).unref(),
     });
   }
 
@@ -298,8 +300,10 @@ export class Watcher {
           }
         }
       }
-      // Awake anyway: run the post-delete checks that are due, so their timer rarely needs its own wakeup.
+      // Awake anyway: run the post-delete checks that are due, so their timer rarely needs its own wakeup, and
+      // write SIGKILL exits whose OOM event did not come (lifecycle.ts, OOM_WAIT_MS).
       this.leaks.tick();
+      this.lifecycles.flushExits();
       containerdWatchQueueDepth.set(this.queue.size);
       if (this.queue.size > 0) this.queue.wake();
     }

@@ -18,7 +18,7 @@ import { Replicator } from '../placement/replicator.js';
 import { ReplicationKicker } from '../placement/kicker.js';
 import { replicateAfterPushes } from '../server/replicate-after-push.js';
 import { startEviction } from '../placement/evict.js';
-import { freshnessOptions, startGc } from '../gc/loop.js';
+import { freshnessOptions, pullRecording, startGc } from '../gc/loop.js';
 import { hashPassword } from '../registry/auth.js';
 import { buildServer } from '../server/server.js';
 import { Mirror } from '../mirror/mirror.js';
@@ -151,12 +151,14 @@ export function registerServe(program: Command): void {
             requestTimeoutSeconds: serve.requestTimeoutSeconds,
             idleTimeoutSeconds: serve.idleTimeoutSeconds,
             streamUploadsAfterBytes: serve.streamUploadsAfterBytes,
+            sharedUploads: serve.sharedUploads,
             redirect,
             allowDelete: flags.allowDelete ?? serve.allowDelete,
             blobLinks: serve.blobLinks,
             auth: serve.auth,
             freshness: freshnessOptions(config),
             mirror,
+            pulls: pullRecording(config),
           });
           if (kicker) replicateAfterPushes(app, kicker);
           collectWhenIdle(app); // see src/server/idle-gc.ts: a burst's buffers would otherwise stay until the next request

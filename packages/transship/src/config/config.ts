@@ -60,6 +60,13 @@ const serveSchema = z
     /** S3 stores: sessions past this many bytes stream to S3 while they arrive (default 32 MiB; 0 = off). */
     streamUploadsAfterBytes: z.number().int().min(0).optional(),
     /**
+     * S3 stores: upload sessions any instance sharing the store can continue (replicas behind a load balancer that
+     * spreads requests, rolling updates). On by default; `enabled: false` keeps sessions in the instance that took
+     * the POST (saves one PutObject per PATCH; clients must then be pinned to an instance). `secret` signs the
+     * sessions' state tokens (also TRANSSHIP_UPLOAD_SECRET); without it, one is generated and kept in the store.
+     */
+    sharedUploads: z.object({ enabled: z.boolean().optional(), secret: z.string().min(16, 'must have at least 16 characters').optional() }).strict().optional(),
+    /**
      * S3 stores: answer blob GETs with a redirect to a presigned URL (clients must reach the S3 endpoint); the
      * URL stays valid for expiresInSeconds (default 1200).
      */
@@ -76,6 +83,12 @@ const serveSchema = z
     allowDelete: z.boolean().optional(),
     /** Record blob→repository links (default: on when auth is configured). */
     blobLinks: z.boolean().optional(),
+    /**
+     * Record manifest GETs as pull markers (`repos/<name>/_pulled/…`) for retention's pulledWithin: one background
+     * PutObject per repository and manifest per day (or per eighth of the shortest pulledWithin) per instance. On by
+     * default, so a pulledWithin rule added later finds the pull history it needs.
+     */
+    recordPulls: z.boolean().optional(),
     tls: z.object({ cert: z.string().min(1), key: z.string().min(1) }).strict().optional(),
     auth: z
       .object({
@@ -311,6 +324,12 @@ const gcSchema = z
             removeOlderThan: retentionDuration.optional(),
             /** Untagged manifests (not a kept index's child, not a kept subject's referrer) expire after this. */
             untaggedExpireAfter: retentionDuration.optional(),
+            /**
+             * Remove tags whose manifest was neither pulled (a GET through `serve`, recorded as a pull marker) nor
+             * pushed or fetched by a mirror (the tag's write time) within this long (unless another keep rule protects
+             * them). zot's pulledWithin; Harbor's proxy-cache expiry.
+             */
+            pulledWithin: retentionDuration.optional(),
           })
           .strict()
           .superRefine((r, ctx) => {
@@ -465,6 +484,7 @@ function envLayer(env: NodeJS.ProcessEnv): Record<string, unknown> {
     otlpEndpoint: env.OTEL_EXPORTER_OTLP_ENDPOINT || undefined,
     log: env.TRANSSHIP_LOG_LEVEL ? { level: env.TRANSSHIP_LOG_LEVEL } : undefined,
     s3: Object.values(s3).some((v) => v !== undefined) ? s3 : undefined,
+    serve: env.TRANSSHIP_UPLOAD_SECRET ? { sharedUploads: { secret: env.TRANSSHIP_UPLOAD_SECRET } } : undefined,
     watch: env.TRANSSHIP_CONTAINERD_ADDRESS || env.TRANSSHIP_CONTAINERD_STATE || env.TRANSSHIP_WATCH_LISTEN
       ? { address: env.TRANSSHIP_CONTAINERD_ADDRESS || undefined, state: env.TRANSSHIP_CONTAINERD_STATE || undefined, listen: env.TRANSSHIP_WATCH_LISTEN || undefined }
       : undefined,

@@ -16,6 +16,15 @@ export function freshnessOptions(config: Config): FreshnessOptions {
   return { refreshAfterMs: s.refreshAfterMs, settleMs: s.settleMs, skewMs: s.skewMs };
 }
 
+/**
+ * The registry's pull markers for retention's pulledWithin (registry/pulls.ts): off with serve.recordPulls: false,
+ * else one write per repository and manifest per day, or per eighth of the shortest pulledWithin rule.
+ */
+export function pullRecording(config: Config): { periodMs: number } | false {
+  if (config.serve?.recordPulls === false) return false;
+  return { periodMs: gcSettings(config).retention.pullStampMs };
+}
+
 /** Starts periodic passes; undefined when gc.intervalSeconds is 0. */
 export function startGc(config: Config, store: BlobStore, spoolDir: string | undefined): Periodic | undefined {
   const settings = gcSettings(config);

@@ -3,7 +3,10 @@
 // times; each tag is resolved (from its ETag when it is the MD5 of a linked digest, else one GET), each manifest read
 // once and parsed; the retention rule of the repository (retention.ts) decides which tags and links stay roots; what
 // they reach is marked: the manifest's bytes, config, layers, children (recursively) and referrers. Placement's
-// promoted copies (`_placement/` markers) are roots as well — eviction owns their life.
+// promoted copies (`_placement/` markers) are roots as well — eviction owns their life. Pull markers
+// (`repos/<name>/_pulled/…`, registry/pulls.ts) come with the same listing, at no extra request: they date the tags'
+// last pulls for retention's pulledWithin and are never roots; those whose manifest is no root of their repository
+// any more are handed to the sweep to remove.
 // A store not yet migrated may still hold old-layout keys: they are read as roots too and never deleted here.
 // Anything that could not be read (other than a blob that is simply gone or unparseable) fails the pass: an
 // incomplete mark must never reach the sweep.
@@ -12,7 +15,7 @@ import { buffer } from 'node:stream/consumers';
 import { isTransshipError, throwIfAborted } from '@transship/core/errors';
 import { forEachLimit } from '@transship/core/limit';
 import type { BlobStore, Signalled } from '../store/contract.js';
-import { PLACEMENT_PREFIX, REPOS_PREFIX, legacyToCurrent, parseLegacyRepoKey, parsePlacementKey, parseRepoKey } from '../store/keys.js';
+import { PLACEMENT_PREFIX, REPOS_PREFIX, legacyToCurrent, parseLegacyRepoKey, parsePlacementKey, parsePulledKey, parseRepoKey } from '../store/keys.js';
 import { parseManifest, references } from '../transfer/manifest.js';
 import { MarkSet } from './mark-set.js';
 import { decide, type ManifestState, type TagState } from './retention.js';
@@ -20,6 +23,15 @@ import type { GcSettings } from './settings.js';
 
 export interface TagRemoval extends TagState {
   repo: string;
+  key: string;
+  /** The rule has pulledWithin: a pull marker of the tag's manifest newer than `pulledAt` keeps it (sweep.ts). */
+  pullsCount: boolean;
+}
+
+/** A pull marker whose manifest is no root of its repository any more (a tag removed or deleted, a link gone). */
+export interface StalePull {
+  repo: string;
+  digest: string;
   key: string;
 }
 
@@ -43,12 +55,16 @@ export interface MarkResult {
   /** Retention's decisions, acted on by the sweep after a re-check. */
   removeTags: TagRemoval[];
   expireLinks: LinkExpiry[];
+  /** Pull markers to remove once the policy deletions are done (sweep.ts sweepPolicy). */
+  stalePulls: StalePull[];
 }
 
 interface RepoKeys {
   tags: Map<string, { key: string; lastModified: number; etag: string | undefined; legacy: boolean }>;
   manifests: Map<string, { key: string; lastModified: number; legacy: boolean }>;
   referrers: Array<{ subject: string; digest: string; key: string }>;
+  /** Pull markers (registry/pulls.ts) by manifest digest: key and when the pull was recorded. */
+  pulled: Map<string, { key: string; lastModified: number }>;
 }
 
 interface ManifestInfo {
@@ -114,10 +130,16 @@ export class Marker {
     const repos = new Map<string, RepoKeys>();
     const repoOf = (name: string): RepoKeys => {
       let r = repos.get(name);
-      if (!r) repos.set(name, (r = { tags: new Map(), manifests: new Map(), referrers: [] }));
+      if (!r) repos.set(name, (r = { tags: new Map(), manifests: new Map(), referrers: [], pulled: new Map() }));
       return r;
     };
     for await (const o of this.store.objects.list(REPOS_PREFIX, { signal })) {
+      const pull = parsePulledKey(o.key);
+      if (pull) {
+        // Not a root: it only dates a pull, and it goes with its manifest (stalePulls below).
+        repoOf(pull.repo).pulled.set(pull.digest, { key: o.key, lastModified: o.lastModified });
+        continue;
+      }
       const current = parseRepoKey(o.key);
       const k = current ?? parseLegacyRepoKey(o.key);
       if (!k) {
@@ -144,7 +166,7 @@ export class Marker {
       if (p?.kind === 'read') this.set.add(p.digest);
     }
 
-    const result: MarkResult = { startedAt, set: this.set, repositories: repos.size, tags: 0, manifests: 0, missingManifests: this.missing, removeTags: [], expireLinks: [] };
+    const result: MarkResult = { startedAt, set: this.set, repositories: repos.size, tags: 0, manifests: 0, missingManifests: this.missing, removeTags: [], expireLinks: [], stalePulls: [] };
     for (const [repo, keys] of repos) {
       throwIfAborted(signal);
       result.tags += keys.tags.size;
@@ -171,10 +193,21 @@ export class Marker {
         READ_CONCURRENCY,
         async ([digest, l], s) => {
           const m = await this.manifest(digest, s);
-          manifests.push({ digest, linkedAt: l.lastModified, children: m?.children ?? [], subject: m?.subject });
+          manifests.push({ digest, linkedAt: l.lastModified, pulledAt: keys.pulled.get(digest)?.lastModified, children: m?.children ?? [], subject: m?.subject });
         },
         signal,
       );
+      // A tag was pulled when its manifest was, or (an index) one of its children: containerd GETs the index and
+      // then its platform's manifest, and a client may pull a platform by digest.
+      const childrenOf = new Map(manifests.map((m) => [m.digest, m.children] as const));
+      for (const t of tags) {
+        let at: number | undefined;
+        for (const d of [t.digest, ...(childrenOf.get(t.digest) ?? [])]) {
+          const p = keys.pulled.get(d);
+          if (p) at = Math.max(at ?? 0, p.lastModified);
+        }
+        t.pulledAt = at;
+      }
       const rule = this.settings.retention.ruleFor(repo);
       const decision = decide(rule, tags, manifests, startedAt);
       const removed = new Set<string>();
@@ -182,7 +215,7 @@ export class Marker {
         const full = tags.find((x) => x.tag === t.tag);
         if (!full || full.legacy) continue;
         removed.add(t.tag);
-        result.removeTags.push({ ...t, repo, key: full.key });
+        result.removeTags.push({ ...t, repo, key: full.key, pullsCount: rule !== undefined && Number.isFinite(rule.pulledWithinMs) });
       }
       const roots = new Set(decision.keep);
       // Tags that stay are roots even when their manifest is not linked (a root is a root).
@@ -197,6 +230,8 @@ export class Marker {
       }
       // Referrers of kept subjects follow them, linked here or not.
       for (const r of keys.referrers) if (roots.has(r.subject)) roots.add(r.digest);
+      // A pull marker lives as long as its manifest is a root here (linked, or reached from a kept tag).
+      for (const [digest, p] of keys.pulled) if (!roots.has(digest)) result.stalePulls.push({ repo, digest, key: p.key });
       await forEachLimit([...roots], READ_CONCURRENCY, (d, s) => this.markManifest(d, s), signal);
     }
     return result;

@@ -1,7 +1,7 @@
 // What a pass did (or, dry run, would do): counts by kind, bytes, and the exact plan. One shape for the CLI's
 // text and --json output, the `_gc/passes/` audit record and the metrics.
 
-export type RemovedKind = 'blob' | 'layer_link' | 'referrer_link' | 'manifest_link' | 'tag' | 'touch' | 'multipart' | 'staged' | 'claim' | 'temp' | 'spool';
+export type RemovedKind = 'blob' | 'layer_link' | 'referrer_link' | 'manifest_link' | 'tag' | 'pulled_marker' | 'touch' | 'multipart' | 'staged' | 'claim' | 'temp' | 'spool';
 
 export interface PlannedRemoval {
   kind: RemovedKind;

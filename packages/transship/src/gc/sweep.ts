@@ -2,11 +2,12 @@
 // listing (asked for at `sentAt`): a blob goes only if it is unmarked, its own modification time AND every touch
 // marker a writer left for it are older than sentAt − grace − skew, the page was asked for within maxPass of the
 // mark's start, and the DeleteObjects is answered within settle/3 of sentAt (aborted otherwise, and the pass stops).
-// Policy deletions (retention's tags and untagged links) are re-checked right before they happen. Links and touch
-// markers follow the same age rule; they protect nothing once their blob is gone.
+// Policy deletions (retention's tags and untagged links) are re-checked right before they happen (pulledWithin: a pull
+// marker written since the mark keeps its tag or link). Links and touch markers follow the same age rule; they
+// protect nothing once their blob is gone. Pull markers go with their manifest's last root in the repository.
 import { TransshipError, throwIfAborted } from '@transship/core/errors';
 import type { BlobStore, ObjectInfo } from '../store/contract.js';
-import { BLOBS_PREFIX, GC_TOUCH_PREFIX, REPOS_PREFIX, digestFromBlobKey, digestFromTouchKey, parseRepoKey, repoPrefix } from '../store/keys.js';
+import { BLOBS_PREFIX, GC_TOUCH_PREFIX, REPOS_PREFIX, digestFromBlobKey, digestFromTouchKey, parsePulledKey, parseRepoKey, pulledKey, repoPrefix } from '../store/keys.js';
 import { gcDeletedObjectsTotal, gcReclaimedBytesTotal } from '../telemetry/metrics.js';
 import type { GcLease } from './lease.js';
 import type { MarkResult, Marker } from './mark.js';
@@ -66,17 +67,50 @@ async function remove(ctx: SweepContext, kind: RemovedKind, items: ReadonlyArray
   }
 }
 
-/** Tags and untagged links retention expires, each re-checked right before it goes (docs/gc.md "Policy deletions"). */
+/**
+ * Whole seconds of a store time. A re-check reads one key with HEAD, whose Last-Modified is an HTTP date (seconds),
+ * while the mark's times come from ListObjectsV2 (milliseconds, on RGW and AWS): compared as they are, every tag
+ * looked rewritten and retention never removed one on S3. A rewrite that matters is seconds or more after the write
+ * the mark saw, so seconds tell it.
+ */
+function sec(ms: number): number {
+  return Math.floor(ms / 1000);
+}
+
+/**
+ * Tags and untagged links retention expires, each re-checked right before it goes (docs/gc.md "Policy deletions"),
+ * then the pull markers of manifests that are no root of their repository any more.
+ */
 export async function sweepPolicy(ctx: SweepContext): Promise<void> {
   const { store, mark, signal } = ctx;
+  /** `repo@digest` whose pull marker must stay: a removal the re-check skipped keeps its manifest a root. */
+  const rooted = new Set<string>();
+  /** Repositories where a tag removal was skipped: their link expiries wait for the next pass (the tag's index may
+   * have children among them). */
+  const keptTags = new Set<string>();
+  const skipped = async (t: (typeof mark.removeTags)[number], body: string | undefined): Promise<void> => {
+    keptTags.add(t.repo);
+    rooted.add(`${t.repo}@${t.digest}`);
+    if (body === undefined) return;
+    rooted.add(`${t.repo}@${body.trim()}`);
+    await ctx.marker.markManifest(body.trim(), signal);
+  };
   for (const t of mark.removeTags) {
     throwIfAborted(signal);
-    // Rewritten since the mark (re-pushed): its new push time decides next pass.
+    // Pulled since the mark (pulledWithin): in use, whatever the listing said. Checked before the tag, so a tag
+    // rewritten meanwhile is seen by the second look.
+    if (t.pullsCount) {
+      const pulled = await store.objects.stat(pulledKey(t.repo, t.digest), { signal });
+      if (pulled && (t.pulledAt === undefined || sec(pulled.lastModified) > sec(t.pulledAt) || sec(pulled.lastModified) >= sec(mark.startedAt - ctx.settings.skewMs))) {
+        await skipped(t, await store.objects.get(t.key, { signal }));
+        continue;
+      }
+    }
+    // Rewritten since the mark (re-pushed, refetched by a mirror): its new push time decides next pass.
     const now = await store.objects.stat(t.key, { signal });
-    if (now && now.lastModified !== t.pushedAt) {
+    if (now && sec(now.lastModified) !== sec(t.pushedAt)) {
       // Kept after all: whatever it points at now is a root again, or the blob sweep would strand it.
-      const body = await store.objects.get(t.key, { signal });
-      if (body !== undefined) await ctx.marker.markManifest(body.trim(), signal);
+      await skipped(t, await store.objects.get(t.key, { signal }));
       continue;
     }
     if (now) await remove(ctx, 'tag', [{ key: t.key, size: 0 }]);
@@ -87,16 +121,37 @@ export async function sweepPolicy(ctx: SweepContext): Promise<void> {
     throwIfAborted(signal);
     // A tag or a manifest (an index over them) written since the mark may reference one of them: leave the
     // repository's expiries to the next pass, and keep what they hold marked.
+    // The same listing holds the pull markers: a manifest pulled by digest since the mark stays (pulledWithin).
     let retagged = false;
+    const pulledNow = new Set<string>();
     for await (const o of store.objects.list(repoPrefix(repo), { signal })) {
+      const fresh = o.lastModified >= mark.startedAt - ctx.settings.skewMs;
       const k = parseRepoKey(o.key);
-      if ((k?.kind === 'tag' || k?.kind === 'manifest') && o.lastModified >= mark.startedAt - ctx.settings.skewMs) retagged = true;
+      if ((k?.kind === 'tag' || k?.kind === 'manifest') && fresh) retagged = true;
+      const p = fresh ? parsePulledKey(o.key) : undefined;
+      if (p?.repo === repo) pulledNow.add(p.digest);
     }
-    if (retagged) {
+    if (retagged || keptTags.has(repo)) {
+      rooted.add(`${repo}@*`);
       for (const l of links) await ctx.marker.markManifest(l.digest, signal);
       continue;
     }
-    for (const l of links) await remove(ctx, 'manifest_link', [{ key: l.key, size: 0 }, ...l.referrerKeys.map((key) => ({ key, size: 0 }))]);
+    for (const l of links) {
+      if (pulledNow.has(l.digest)) {
+        rooted.add(`${repo}@${l.digest}`);
+        await ctx.marker.markManifest(l.digest, signal);
+        continue;
+      }
+      await remove(ctx, 'manifest_link', [{ key: l.key, size: 0 }, ...l.referrerKeys.map((key) => ({ key, size: 0 }))]);
+    }
+  }
+  // Pull markers only date pulls: losing one costs at most an early removal of a tag nobody holds any more, so
+  // they go without a re-check, except where this pass kept a root after all (a repository written since the mark
+  // keeps them all until the next pass).
+  const stale = mark.stalePulls.filter((p) => !rooted.has(`${p.repo}@${p.digest}`) && !rooted.has(`${p.repo}@*`));
+  for (let i = 0; i < stale.length; i += 1000) {
+    throwIfAborted(signal);
+    await remove(ctx, 'pulled_marker', stale.slice(i, i + 1000).map((p) => ({ key: p.key, size: 0 })));
   }
 }
 

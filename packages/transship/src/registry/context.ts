@@ -3,20 +3,23 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Readable } from 'node:stream';
 import { tmpdir } from 'node:os';
-import type { BlobInfo, BlobStore } from '../store/contract.js';
+import type { BlobInfo, BlobStore, PutOutcome } from '../store/contract.js';
+import { RegistryError } from './errors.js';
 import { log } from '@transship/core/log';
-import { blobSkippedBytesTotal, s3PutSkippedDueToDedup } from '../telemetry/metrics.js';
+import { blobSkippedBytesTotal, registryUploadContinuedTotal, s3PutSkippedDueToDedup } from '../telemetry/metrics.js';
 import { Authenticator, type AuthConfig, type Identity } from './auth.js';
 import { ExpiringMap } from '@transship/core/expiring-map';
 import { PresenceCache, REGISTRY_HINT_TTL_MS } from '../index/presence-cache.js';
 import { RepoLinks } from './links.js';
 import { metaStoreFor, type MetaStore } from './meta.js';
 import type { Target } from './paths.js';
-import { UploadSessions, type UploadSessionsOptions } from './uploads.js';
+import { UploadSessions, type SharedUploadsOptions, type UploadSessionsOptions } from './uploads.js';
+import { UploadStateCodec, uploadStateSecret } from './upload-state.js';
 import type { SpoolStreamer } from './spool-streamer.js';
 import type { PlacedReader } from '../placement/read-path.js';
 import { BlobCache, type BlobCacheOptions } from './blob-cache.js';
 import { Freshness, type FreshnessOptions } from '../store/freshness.js';
+import { PullRecorder, type PullRecorderOptions } from './pulls.js';
 
 export interface RegistryOptions {
   store: BlobStore;
@@ -59,6 +62,16 @@ export interface RegistryOptions {
   freshness?: FreshnessOptions | undefined;
   /** A pull-through mirror in front of the handlers of mirrored repositories (src/mirror). */
   mirror?: MirrorHook | undefined;
+  /**
+   * Record manifest GETs as pull markers for retention's pulledWithin (pulls.ts): on by default, one background
+   * write per (repository, digest) per `periodMs` (default a day) per instance; false turns it off.
+   */
+  pulls?: PullRecorderOptions | false | undefined;
+  /**
+   * Upload sessions any instance sharing the store can continue (uploads.ts): on by default for stores that can
+   * stage (S3). `secret` signs the state tokens; without it one is generated and kept in the store.
+   */
+  sharedUploads?: { enabled?: boolean | undefined; secret?: string | undefined } | undefined;
 }
 
 /**
@@ -92,6 +105,8 @@ export class RegistryContext {
   /** Blobs a manifest relies on are fresh or touched before it becomes visible (store/freshness.ts). */
   readonly freshness: Freshness;
   readonly mirror: MirrorHook | undefined;
+  /** Pull markers (pulls.ts); undefined when recording is off. */
+  readonly pulls: PullRecorder | undefined;
   private readonly presence: PresenceCache;
   private readonly presenceTtl: number;
 
@@ -110,6 +125,10 @@ export class RegistryContext {
       maxSessions: opts.maxUploadSessions,
       maxSpoolBytes: opts.maxSpoolBytes,
       stream: streamingFor(opts.store, opts.streamUploadsAfterBytes ?? 32 * 1024 ** 2),
+      shared: sharingFor(opts.store, opts.sharedUploads, {
+        storeBlob: (digest, size, open, signal) => this.storeBlob(digest, size, open, signal),
+        readBlob: (digest, signal) => this.store.getBlob(digest, { signal }),
+      }),
     });
     this.allowDelete = opts.allowDelete ?? false;
     this.placed = opts.placed;
@@ -120,6 +139,7 @@ export class RegistryContext {
     this.blobCache = opts.blobCache && opts.blobCache.maxBytes > 0 ? new BlobCache(opts.blobCache) : undefined;
     this.freshness = new Freshness(opts.store, opts.freshness);
     this.mirror = opts.mirror;
+    this.pulls = opts.pulls === false ? undefined : new PullRecorder(opts.store.objects, opts.pulls);
   }
 
   /**
@@ -233,6 +253,25 @@ export class RegistryContext {
     }
     // A session streamed while it arrived only needs its tail sent; otherwise (or if streaming gave up) one upload.
     const out = (await streamed?.commit(digest, size, signal)) ?? (await this.store.putBlob(digest, open, { size, signal }));
+    return this.stored(digest, size, out);
+  }
+
+  /**
+   * Stores a shared upload session that continued another instance's stage: nobody here saw all its bytes, so the
+   * store reads them back to check `digest` (DIGEST_INVALID otherwise, nothing stored). No "known" shortcut: the
+   * caller links the blob to its repository afterwards, which only verified bytes may earn.
+   */
+  async storeStaged(digest: string, size: number, streamed: SpoolStreamer | undefined, signal?: AbortSignal, vouched?: { etags: string }): Promise<'written' | 'exists'> {
+    // A mismatch is TS_DIGEST_MISMATCH (→ DIGEST_INVALID); a stage that is not what the token says is
+    // TS_UPLOAD_STATE_INVALID (→ BLOB_UPLOAD_UNKNOWN: the client starts that blob again). `vouched`: the instance
+    // that staged every part hashed every byte (uploads.ts); the store still checks the parts are the ones it sent.
+    const out = await streamed?.commit(digest, size, signal, vouched ?? true);
+    if (!out) throw new RegistryError('BLOB_UPLOAD_INVALID', 'the staged upload could not be committed; start the upload again', {});
+    registryUploadContinuedTotal.inc({ event: vouched ? 'commit_vouched' : 'commit_reread' });
+    return this.stored(digest, size, out);
+  }
+
+  private stored(digest: string, size: number, out: PutOutcome): 'written' | 'exists' {
     if (out.status === 'exists') {
       s3PutSkippedDueToDedup.inc({ reason: 'conditional_412' });
       blobSkippedBytesTotal.inc({ store: this.store.name }, size);
@@ -266,11 +305,24 @@ export class RegistryContext {
   async close(): Promise<void> {
     this.closing.abort(new Error('registry closing'));
     await this.mirror?.close();
+    await this.pulls?.close();
     this.blobCache?.close();
     await this.sweeping;
     await this.sessions.close();
     await this.links.meta.close();
   }
+}
+
+/** Shared sessions need a store that stages blobs and keeps tails (S3); on by default there. */
+function sharingFor(store: BlobStore, opts: RegistryOptions['sharedUploads'], blobs: Pick<SharedUploadsOptions, 'storeBlob' | 'readBlob'>): UploadSessionsOptions['shared'] {
+  if (opts?.enabled === false || !store.stageBlob || !store.stagedTails) return undefined;
+  const stageBlob = store.stageBlob.bind(store);
+  return {
+    ...blobs,
+    store: { stageBlob },
+    tails: store.stagedTails,
+    codec: async () => new UploadStateCodec(await uploadStateSecret(store.objects, opts?.secret)),
+  };
 }
 
 function streamingFor(store: BlobStore, afterBytes: number): UploadSessionsOptions['stream'] {

@@ -77,9 +77,11 @@ export async function getManifest(call: Call): Promise<void> {
   // A tag is written only after its manifest link; a digest must be linked to this repository to be visible here.
   if (reference.digest !== undefined && !(await linkedAnywhere(call, name, digest))) throw manifestUnknown(name, ref);
   let bytes: Buffer;
+  let local = false;
   try {
     bytes = await ctx.links.manifestBytes(digest, signal);
     ctx.placed?.noteLocalRead(digest);
+    local = true;
   } catch (err) {
     if (!isTransshipError(err, 'TS_BLOB_UNKNOWN')) throw err;
     if (!ctx.placed) throw manifestUnknown(name, ref);
@@ -94,7 +96,12 @@ export async function getManifest(call: Call): Promise<void> {
     .header('etag', `"${digest}"`)
     .header('content-length', String(bytes.length));
   if (call.method === 'HEAD') reply.send();
-  else reply.send(bytes);
+  else {
+    reply.send(bytes);
+    // After the answer, in the background: retention's pulledWithin (pulls.ts). A manifest read from another region
+    // is not recorded here: this store does not hold it.
+    if (local) ctx.pulls?.note(name, digest);
+  }
 }
 
 /** Is `digest` a manifest of `name` in the home region or (with regions configured) in any other region? */

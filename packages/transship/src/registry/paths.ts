@@ -89,8 +89,9 @@ export function manifestPath(name: string, reference: string): string {
   return `/v2/${name}/manifests/${reference}`;
 }
 
-export function uploadPath(name: string, id: string): string {
-  return `/v2/${name}/blobs/uploads/${id}`;
+/** An upload session's URL; `state` is a shared session's token (base64url and `.`, nothing to escape). */
+export function uploadPath(name: string, id: string, state?: string): string {
+  return `/v2/${name}/blobs/uploads/${id}${state ? `?_state=${state}` : ''}`;
 }
 
 /** The actions a request needs on its repository (for auth). */

@@ -7,7 +7,7 @@ import { s3PutSkippedDueToDedup } from '../telemetry/metrics.js';
 import { RegistryError } from './errors.js';
 import type { Call } from './context.js';
 import { blobPath, uploadPath } from './paths.js';
-import type { UploadSession } from './uploads.js';
+import { rangeOf, type UploadSession } from './uploads.js';
 
 function digestParam(value: string | null): string {
   if (!value) throw new RegistryError('DIGEST_INVALID', 'the digest query parameter is required to finish an upload');
@@ -35,13 +35,22 @@ function contentLength(call: Call): number | undefined {
 }
 
 function sessionReply(call: Call, s: UploadSession, status: number): void {
+  reply(call, s.repo, s.id, s.range, s.token, status);
+}
+
+function reply(call: Call, repo: string, id: string, range: string, token: string | undefined, status: number): void {
   call.reply
     .code(status)
-    .header('location', uploadPath(s.repo, s.id))
-    .header('range', s.range)
-    .header('docker-upload-uuid', s.id)
+    .header('location', uploadPath(repo, id, token))
+    .header('range', range)
+    .header('docker-upload-uuid', id)
     .header('content-length', '0')
     .send();
+}
+
+/** The session a request to `/blobs/uploads/<id>` names, on this instance or adopted from its `_state` token. */
+function session(call: Call & { target: { kind: 'upload' } }): Promise<UploadSession> {
+  return call.ctx.sessions.open(call.target.id, call.target.name, call.query.get('_state'));
 }
 
 /** Verifies the spooled bytes against `digest`, stores them once, links them to the repository, ends the session. */
@@ -53,14 +62,26 @@ async function commit(call: Call, s: UploadSession, digest: string): Promise<voi
   s.busy = true; // keeps the idle sweeper away while the store reads the spool
   try {
     const d = parseDigest(digest);
-    const actual = await ctx.sessions.digest(s, d.algorithm);
-    if (actual !== d.value) {
-      throw new RegistryError('DIGEST_INVALID', `uploaded content has digest ${actual}, not ${d.value}; nothing was stored`, { expected: d.value, actual });
+    // Another digest than the blob a checkpoint stored: this instance needs the bytes to check it.
+    if (s.lazy && s.stored !== d.value) await ctx.sessions.materialize(s, signal);
+    if (s.stored !== undefined && s.stored === d.value) {
+      // The checkpoint of the PATCH that brought the last bytes stored them as this blob (uploads.ts): only the
+      // link is left to write. The digest was computed from the bytes by the instance that stored them.
+    } else if (s.wholeHash) {
+      const actual = await ctx.sessions.digest(s, d.algorithm);
+      if (actual !== d.value) {
+        throw new RegistryError('DIGEST_INVALID', `uploaded content has digest ${actual}, not ${d.value}; nothing was stored`, { expected: d.value, actual });
+      }
+      await ctx.storeBlob(d.value, s.size, () => ctx.sessions.openSpool(s), signal, s.streamer);
+    } else {
+      // The session continued a stage another instance started: its first bytes were never here, so the store
+      // checks the digest by reading the staged bytes back — before anything is linked, even when the blob exists.
+      const vouched = s.vouched && s.vouched.digest === d.value && s.vouched.size === s.size ? { etags: s.vouched.etags } : undefined;
+      await ctx.storeStaged(d.value, s.size, s.streamer, signal, vouched);
     }
-    await ctx.storeBlob(d.value, s.size, () => ctx.sessions.openSpool(s), signal, s.streamer);
     await ctx.links.linkBlob(s.repo, d.value, signal);
     // Verified bytes the store now has: a pull through this instance reads them from local disk (no copy made).
-    await ctx.blobCache?.adopt(d.value, s.size, s.path);
+    if (s.wholeHash) await ctx.blobCache?.adopt(d.value, s.size, s.path);
   } finally {
     s.busy = false;
     await ctx.sessions.remove(s);
@@ -123,16 +144,16 @@ async function tryMount(call: Call, name: string, mount: string, from: string | 
 export async function patchUpload(call: Call): Promise<void> {
   if (call.target.kind !== 'upload') return;
   const { ctx, signal } = call;
-  const s = ctx.sessions.get(call.target.id, call.target.name);
+  const s = await session({ ...call, target: call.target });
   const range = chunkRange(call.request.headers['content-range']);
-  await ctx.sessions.append(s, call.request.raw, { start: range?.start, expectedLength: range?.length ?? contentLength(call), signal });
+  await ctx.sessions.append(s, call.request.raw, { start: range?.start, expectedLength: range?.length ?? contentLength(call), signal, checkpoint: true, chunked: range !== undefined });
   sessionReply(call, s, 202);
 }
 
 export async function finishUpload(call: Call): Promise<void> {
   if (call.target.kind !== 'upload') return;
   const { ctx, signal } = call;
-  const s = ctx.sessions.get(call.target.id, call.target.name);
+  const s = await session({ ...call, target: call.target });
   const digest = digestParam(call.query.get('digest'));
   const range = chunkRange(call.request.headers['content-range']);
   const length = range?.length ?? contentLength(call);
@@ -142,12 +163,29 @@ export async function finishUpload(call: Call): Promise<void> {
 
 export async function uploadStatus(call: Call): Promise<void> {
   if (call.target.kind !== 'upload') return;
-  sessionReply(call, call.ctx.sessions.get(call.target.id, call.target.name), 204);
+  const { ctx, target } = call;
+  const token = call.query.get('_state');
+  if (token !== null && ctx.sessions.shared) {
+    // The token says where the session stands; no need to adopt it (and read its tail) to answer.
+    const state = await ctx.sessions.state(target.id, target.name, token);
+    reply(call, target.name, target.id, rangeOf(state.size), token, 204);
+    return;
+  }
+  sessionReply(call, ctx.sessions.get(target.id, target.name), 204);
 }
 
 export async function cancelUpload(call: Call): Promise<void> {
   if (call.target.kind !== 'upload') return;
-  const s = call.ctx.sessions.get(call.target.id, call.target.name);
-  await call.ctx.sessions.remove(s);
+  const { ctx, target } = call;
+  const token = call.query.get('_state');
+  if (token !== null && ctx.sessions.shared) {
+    const state = await ctx.sessions.state(target.id, target.name, token);
+    const local = ctx.sessions.local(target.id, target.name);
+    // A copy here that another instance overtook is only let go of: the cancel below handles the newer state.
+    if (local) await (local.version === state.version ? ctx.sessions.remove(local) : ctx.sessions.release(local));
+    await ctx.sessions.cancelShared(state);
+  } else {
+    await ctx.sessions.remove(ctx.sessions.get(target.id, target.name));
+  }
   call.reply.code(204).header('content-length', '0').send();
 }

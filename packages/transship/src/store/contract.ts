@@ -46,6 +46,8 @@ export interface PutBlobOptions extends Signalled {
  * session). Nothing staged is visible as a blob until commit(); abort() leaves nothing behind.
  */
 export interface StagedBlob {
+  /** The store's id of this stage (S3: the multipart upload id). */
+  readonly uploadId: string;
   /** Every part but the last must be exactly this many bytes. */
   readonly partSize: number;
   /** The largest blob this stage can commit; past it, the caller must fall back to putBlob. */
@@ -60,11 +62,63 @@ export interface StagedBlob {
   addPart(body: Buffer): Promise<void>;
   /**
    * The caller verified that the staged bytes hash to `digest` and number `size`: make them that blob, unless the
-   * store already has it (then nothing is written and the outcome is 'exists').
+   * store already has it (then nothing is written and the outcome is 'exists'). With `verify`, the caller could not
+   * (it never saw the bytes another process staged): the store reads the staged bytes back and hashes them before
+   * anything becomes visible (TS_DIGEST_MISMATCH otherwise, and the stage is discarded) — unless `verify.etags`
+   * matches the parts the earlier process checkpointed (StagedState.etags): then the parts are provably the bytes
+   * that process hashed, and the caller holds that hash.
    */
-  commit(digest: string, size: number, opts?: Signalled): Promise<PutOutcome>;
+  commit(digest: string, size: number, opts?: Signalled & { verify?: boolean | { etags: string } | undefined }): Promise<PutOutcome>;
+  /**
+   * Waits until every part queued so far is stored and says where the stage stands, so another process can continue
+   * it (see StageOptions.resume). Throws when a part failed.
+   */
+  checkpoint(): Promise<StagedState>;
   /** Discards everything staged. Idempotent; a no-op after a successful commit. */
   abort(): Promise<void>;
+  /**
+   * Lets go of the stage without discarding it (another process continues it): parts in flight are cancelled and
+   * waited for, what was checkpointed stays. Idempotent.
+   */
+  release(): Promise<void>;
+}
+
+/** Where a stage stands: enough for any process sharing the store to continue it. */
+export interface StagedState {
+  /** The store's id of the stage (S3: the multipart upload id). */
+  uploadId: string;
+  /** Parts stored, all of partSize bytes. */
+  parts: number;
+  /** Bytes in those parts. */
+  bytes: number;
+  /**
+   * A digest of the parts' ETags (S3: each the MD5 of its part), when this process sent every part itself: whoever
+   * continues the stage can tell the parts are still exactly those (a part re-sent since has another ETag).
+   */
+  etags?: string | undefined;
+}
+
+export interface StageOptions extends Signalled {
+  /** A stable id for the stage (a registry upload's uuid), so other processes find its tail; default random. */
+  id?: string | undefined;
+  /** Continue a stage another process checkpointed instead of starting one. */
+  resume?: StagedState | undefined;
+}
+
+/**
+ * The bytes of a shared upload session that are not in a part yet (fewer than a part, or a session too small to
+ * stage), kept beside the stage under the session's id so any instance can continue the session. One object per
+ * session, overwritten by each checkpoint and tagged with the checkpoint's version.
+ */
+export interface StagedTails {
+  put(id: string, version: string, body: Buffer, opts?: Signalled): Promise<void>;
+  /** The tail and the version that wrote it, or undefined when there is none. */
+  get(id: string, opts?: Signalled): Promise<{ version: string; body: Buffer } | undefined>;
+  /** The version of the tail, without its body (HEAD), or undefined. */
+  version(id: string, opts?: Signalled): Promise<string | undefined>;
+  delete(id: string, opts?: Signalled): Promise<void>;
+  /** Discards a stage by its state (a cancelled or abandoned session whose stage this process does not hold). */
+  abortStage(id: string, uploadId: string): Promise<void>;
 }
 
 /** One object as a listing reports it. Keys are relative to the store (no bucket prefix, no directory). */
@@ -153,8 +207,10 @@ export interface BlobStore {
   putBlob(digest: string, source: () => Readable | Promise<Readable>, opts?: PutBlobOptions): Promise<PutOutcome>;
   /** Optional (S3): a URL a client can GET the blob from directly for `expiresInSeconds` (presigned). */
   blobUrl?(digest: string, opts: { expiresInSeconds: number }): Promise<string>;
-  /** Optional (S3): starts a staged blob, see StagedBlob. Stores without it are written with putBlob only. */
-  stageBlob?(opts?: Signalled): Promise<StagedBlob>;
+  /** Optional (S3): starts (or continues) a staged blob, see StagedBlob. Stores without it are written with putBlob only. */
+  stageBlob?(opts?: StageOptions): Promise<StagedBlob>;
+  /** Optional (S3): tails of shared upload sessions (see StagedTails); with stageBlob, sessions work on any instance. */
+  readonly stagedTails?: StagedTails | undefined;
   /**
    * Optional: removes what crashed or killed writers left that is older than `olderThanMs` — S3: multipart uploads
    * and temporary objects of staged uploads; fs: temp files of interrupted writes (`.tmp/*.part`, counted as

@@ -6,6 +6,8 @@
 //   repos/<name>/_referrers/<alg>/<subject-hex>/<alg>/<hex>  a referrer of <subject-hex> (body: its descriptor)
 //   _placement/…                                             placement's markers (promoted.ts's shapes, built here)
 //   _uploads/<uuid>                                          S3 only: a registry upload staged while it arrives
+//   _uploads/<uuid>.tail                                     S3 only: its bytes not yet in a part (shared sessions)
+//   _keys/upload-state                                       the secret signing upload-session tokens (generated)
 //   _gc/…                                                    reserved for garbage collection (candidates, lease)
 //   _layout                                                  written by `transship migrate`: no old-layout keys left
 //   claims/<alg>/<hex>                                       S3 only: a large blob's short write lease
@@ -65,6 +67,14 @@ export function stagingKey(id: string): string {
   return `${STAGING_PREFIX}${id}`;
 }
 
+/** `_uploads/<uuid>.tail`: the bytes of a shared upload session not yet in a part (StagedTails). */
+export function stagingTailKey(id: string): string {
+  return `${stagingKey(id)}.tail`;
+}
+
+/** The secret that signs upload-session state tokens, when none is configured (registry/upload-state.ts). */
+export const UPLOAD_STATE_SECRET_KEY = '_keys/upload-state';
+
 // --- repositories ---
 
 /** The four kinds of key under `repos/<name>/`, by their component in the current layout. */
@@ -118,6 +128,29 @@ export function unlinkedKey(repo: string, digest: string): string {
 /** The Content-Type a manifest without a `mediaType` field was pushed with (it is served back with it). */
 export function manifestMediaTypeKey(repo: string, digest: string): string {
   return `${repoPrefix(repo)}_mediatypes/${digestPath(digest)}`;
+}
+
+/**
+ * `repos/<name>/_pulled/<alg>/<hex>`: manifest `digest` was served to a GET in `repo` (registry/pulls.ts); its
+ * modification time is the pull, written at most once per stamp period per instance. Retention's `pulledWithin`
+ * reads it (gc/mark.ts); GC removes it once the manifest is no root of the repository any more.
+ */
+export function pulledKey(repo: string, digest: string): string {
+  return `${pulledPrefix(repo)}${digestPath(digest)}`;
+}
+
+export function pulledPrefix(repo: string): string {
+  return `${repoPrefix(repo)}_pulled/`;
+}
+
+const PULLED_KEY = new RegExp(`^repos/(.+)/_pulled/${ALG}/${HEX}$`);
+
+/** A pull marker's repository and manifest digest, or undefined for any other key. */
+export function parsePulledKey(key: string): { repo: string; digest: string } | undefined {
+  const m = PULLED_KEY.exec(key);
+  if (!m || !isValidRepoName(m[1] as string)) return undefined;
+  const digest = digestOf(m[2], m[3]);
+  return digest ? { repo: m[1] as string, digest } : undefined;
 }
 
 /** Every referrer link of `repo` (all subjects). */

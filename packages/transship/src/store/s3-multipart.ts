@@ -7,7 +7,7 @@
 // unverified ever becomes visible. Any failure aborts the upload so nothing is left billing.
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { CreateMultipartUploadCommand, UploadPartCommand, CompleteMultipartUploadCommand } from '@aws-sdk/client-s3';
+import { CreateMultipartUploadCommand, UploadPartCommand, CompleteMultipartUploadCommand, ListPartsCommand } from '@aws-sdk/client-s3';
 import { TransshipError, cancelledError, throwIfAborted } from '@transship/core/errors';
 import { VerifyingStream, digestMismatch, sizeMismatch, type Digest } from '@transship/core/digest';
 import { positionalFile, type PositionalFile } from '@transship/core/file-stream';
@@ -42,8 +42,26 @@ export class S3Multipart {
     return created.UploadId;
   }
 
-  parts(key: string, uploadId: string, signal: AbortSignal | undefined, digest?: string): PartUploader {
-    return new PartUploader(this.partSender(key, uploadId, digest), this.partConcurrency, this.partSize, signal);
+  parts(key: string, uploadId: string, signal: AbortSignal | undefined, digest?: string, resume?: { parts: number; bytes: number }): PartUploader {
+    return new PartUploader(this.partSender(key, uploadId, digest), this.partConcurrency, this.partSize, signal, resume);
+  }
+
+  /** Parts 1..`upTo` of an upload as S3 lists them (ListParts pages of 1000), with their sizes. */
+  async listParts(key: string, uploadId: string, upTo: number, signal: AbortSignal | undefined): Promise<Array<CompletedPart & { size: number }>> {
+    const k = this.conn.key(key);
+    const out: Array<CompletedPart & { size: number }> = [];
+    let marker: string | undefined;
+    for (;;) {
+      const page = await this.conn.call('ListParts', k, signal, (s) =>
+        this.conn.client.send(new ListPartsCommand({ Bucket: this.conn.bucket, Key: k, UploadId: uploadId, MaxParts: 1000, ...(marker ? { PartNumberMarker: marker } : {}) }), { abortSignal: s }));
+      for (const p of page.Parts ?? []) {
+        if (p.PartNumber !== undefined && p.PartNumber <= upTo) out.push({ PartNumber: p.PartNumber, ETag: p.ETag ?? '', size: p.Size ?? 0 });
+      }
+      const last = page.Parts?.at(-1)?.PartNumber ?? 0;
+      if (!page.IsTruncated || last >= upTo || !page.NextPartNumberMarker) break;
+      marker = page.NextPartNumberMarker;
+    }
+    return out.sort((a, b) => a.PartNumber - b.PartNumber);
   }
 
   async complete(key: string, uploadId: string, parts: CompletedPart[], signal: AbortSignal | undefined, digest?: string): Promise<void> {

@@ -31,8 +31,16 @@ export class PartUploader {
     private readonly concurrency: number,
     private readonly partSize: number,
     outer?: AbortSignal,
+    /**
+     * Parts another process already sent to the same multipart upload (a registry session continued on another
+     * instance): numbering continues after them and `bytes` counts them. Their ETags are not known here; finish()
+     * returns only the parts of this uploader.
+     */
+    resume?: { parts: number; bytes: number },
   ) {
     this.signal = outer ? AbortSignal.any([outer, this.controller.signal]) : this.controller.signal;
+    this.numbered = resume?.parts ?? 0;
+    this.bytes = resume?.bytes ?? 0;
   }
 
   get parts(): number {

@@ -16,7 +16,7 @@ import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { TransshipError, throwIfAborted } from '@transship/core/errors';
 import { VerifyingStream, parseDigest, type Digest } from '@transship/core/digest';
 import { blobUploadBytesTotal } from '../telemetry/metrics.js';
-import type { BlobInfo, ByteRange, PutBlobOptions, PutOutcome, Signalled, StagedBlob } from './contract.js';
+import type { BlobInfo, ByteRange, PutBlobOptions, PutOutcome, Signalled, StageOptions, StagedBlob, StagedTails } from './contract.js';
 import { blobKey } from './keys.js';
 import { isPreconditionFailed, isS3NotFound } from './s3-errors.js';
 import { BLOBS_PREFIX } from './keys.js';
@@ -24,7 +24,7 @@ import { S3Connection, type S3StoreOptions } from './s3-client.js';
 import { S3Objects } from './s3-objects.js';
 import { S3Multipart, type StartedRead } from './s3-multipart.js';
 import { S3Claims } from './s3-claims.js';
-import { stageBlob, sweepStaged } from './s3-staging.js';
+import { stageBlob, stagedTails, sweepStaged } from './s3-staging.js';
 import { RepositoryStore } from './repository.js';
 import { resumingRead } from './resuming-read.js';
 
@@ -43,6 +43,7 @@ export class S3Store extends RepositoryStore {
   readonly partSize: number;
   readonly partConcurrency: number;
   readonly objects: S3Objects;
+  readonly stagedTails: StagedTails;
   private readonly conn: S3Connection;
   private readonly multipart: S3Multipart;
   private readonly claims: S3Claims;
@@ -61,6 +62,7 @@ export class S3Store extends RepositoryStore {
     this.region = opts.region ?? 'default';
     this.objects = new S3Objects(this.conn);
     this.multipart = new S3Multipart(this.conn, this.objects, this.partSize, this.partConcurrency);
+    this.stagedTails = stagedTails(this.conn, this.objects, this.multipart);
     this.claims = new S3Claims(this.objects, (digest, signal) => this.statBlob(digest, { signal }), opts.claimLeaseMs ?? 60_000);
   }
 
@@ -227,8 +229,8 @@ export class S3Store extends RepositoryStore {
     }
   }
 
-  /** A registry upload staged as multipart parts while it arrives (s3-staging.ts). */
-  stageBlob(opts: Signalled = {}): Promise<StagedBlob> {
+  /** A registry upload staged as multipart parts while it arrives, or continued from another instance (s3-staging.ts). */
+  stageBlob(opts: StageOptions = {}): Promise<StagedBlob> {
     return stageBlob({ conn: this.conn, objects: this.objects, multipart: this.multipart, claims: this.claims }, opts);
   }
 

@@ -119,6 +119,12 @@ export const registryUploadRefusalsTotal = new Counter({
   labelNames: ['reason'] as const,
   ...reg,
 });
+export const registryUploadContinuedTotal = new Counter({
+  name: 'registry_upload_sessions_continued_total',
+  help: 'Shared upload sessions (serve.sharedUploads) by event: adopted = continued from another instance\'s state token; commit_reread = a commit of a stage another instance started, checked by reading the blob back; commit_vouched = one the staging instance had hashed whole (its parts checked by ETag, no read-back).',
+  labelNames: ['event'] as const,
+  ...reg,
+});
 export const registryConnectionTimeoutsTotal = new Counter({
   name: 'registry_connection_timeouts_total',
   help: 'Connections closed because a client sent (or read) nothing for serve.idleTimeoutSeconds mid-request.',
@@ -137,6 +143,13 @@ export const registryServedBytesTotal = new Counter({
 export const registryBlobRedirectsTotal = new Counter({
   name: 'registry_blob_redirects_total',
   help: 'Blob GETs answered with a redirect to a presigned store URL (serve.redirect), so the bytes bypassed this instance.',
+  ...reg,
+});
+
+export const registryPullRecordsTotal = new Counter({
+  name: 'registry_pull_records_total',
+  help: 'Manifest GETs noted for retention\'s pulledWithin (registry/pulls.ts), by result: written = a pull marker was stored (in the background), throttled = one was written by this instance within the stamp period, failed = the write failed (logged; the next pull retries), dropped = too many writes in flight.',
+  labelNames: ['result'] as const,
   ...reg,
 });
 
@@ -168,7 +181,7 @@ export const gcRunsTotal = new Counter({
 });
 export const gcDeletedObjectsTotal = new Counter({
   name: 'gc_deleted_objects_total',
-  help: 'Objects garbage collection removed, by kind (blob, layer_link, referrer_link, manifest_link, tag, touch, multipart, spool, temp).',
+  help: 'Objects garbage collection removed, by kind (blob, layer_link, referrer_link, manifest_link, tag, pulled_marker, touch, multipart, spool, temp).',
   labelNames: ['kind'] as const,
   ...reg,
 });
