@@ -39,8 +39,14 @@ export interface BlobCacheOptions {
 const FILL_PREFIX = '.fill-';
 /** A fill left by a crashed process is removed at start once it is this old (a live one is being written to). */
 const STALE_FILL_MS = 3600_000;
-/** A fill whose disk writes fall this far behind the client is dropped: serving the client comes first. */
+/**
+ * A fill whose disk writes fall this far behind the client holds the client back until the disk catches up; one
+ * that stays behind for FILL_STALL_MS is dropped: serving the client comes first. Dropping at once (as this did
+ * before) lost every fill of a large blob pulled at full speed: S3 delivers in bursts faster than the page cache
+ * takes them for a moment, though the disk is faster on average (pullperf measurement: 0 of 3 256 MiB fills kept).
+ */
 const FILL_BACKLOG_BYTES = 8 * 1024 * 1024;
+const FILL_STALL_MS = 1000;
 
 export class BlobCache {
   /** digest → size, least recently used first (a Map keeps insertion order). */
@@ -201,9 +207,12 @@ export class BlobCache {
       this.filling.delete(digest);
       registryBlobCacheFillsTotal.inc({ source: 'read', outcome });
     };
+    /** The chunk held back while the disk catches up, released on drain, on drop, or after FILL_STALL_MS. */
+    let held: (() => void) | undefined;
     const drop = (outcome: 'skipped' | 'failed'): void => {
       if (state === 'dropped') return;
       state = 'dropped';
+      held?.();
       writer.destroy();
       writer.once('close', () => void unlink(tmp).catch(() => undefined));
       finish(outcome);
@@ -215,12 +224,25 @@ export class BlobCache {
     const tap = new Transform({
       transform(chunk: Buffer, _enc, cb: TransformCallback) {
         seen += chunk.length;
-        if (state === 'filling') {
-          hash.update(chunk);
-          writer.write(chunk);
-          if (writer.writableLength > FILL_BACKLOG_BYTES) drop('skipped');
+        if (state !== 'filling') {
+          cb(null, chunk);
+          return;
         }
-        cb(null, chunk);
+        hash.update(chunk);
+        writer.write(chunk);
+        if (writer.writableLength <= FILL_BACKLOG_BYTES) {
+          cb(null, chunk);
+          return;
+        }
+        const timer = setTimeout(() => drop('skipped'), FILL_STALL_MS);
+        const release = (): void => {
+          held = undefined;
+          clearTimeout(timer);
+          writer.off('drain', release);
+          cb(null, chunk);
+        };
+        held = release;
+        writer.once('drain', release);
       },
       flush(cb: TransformCallback) {
         cb(); // the client's response does not wait for the disk
