@@ -13,8 +13,8 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ListMultipartUploadsCommand, ListObjectsV2Command, UploadPartCommand } from '@aws-sdk/client-s3';
 import { createTestBucket, s3TestConfig, testS3Client } from '../support/rgw.js';
-import { mulberry32 } from '../support/s3-proxy.js';
-import { layoutBlobs, skopeo, spawnServe, startTestRegistry, type TestRegistry } from '../support/registry.js';
+import { seededBytes as bytes } from '../support/s3-proxy.js';
+import { layoutBlobs, scrapeMetric, skopeo, spawnServe, startTestRegistry, type TestRegistry } from '../support/registry.js';
 import { makeOciLayout } from '../support/images.js';
 import { startRoundRobinProxy } from '../support/round-robin-proxy.js';
 import { S3Store } from '../../packages/transship/src/store/s3-store.js';
@@ -44,13 +44,6 @@ async function instance(extra: Partial<RegistryOptions> = {}): Promise<{ reg: Te
   cleanups.push(() => store.close(), () => reg.close(), () => rm(spool, { recursive: true, force: true }));
   await reg.ctx.sweepStaged(); // the start-up sweep of crashed instances' leftovers: not part of what is counted
   return { reg, store };
-}
-
-function bytes(seed: number, size: number): Buffer {
-  const random = mulberry32(seed);
-  const b = Buffer.allocUnsafe(size);
-  for (let i = 0; i < size; i += 4) b.writeUInt32LE(Math.floor(random() * 2 ** 32), i);
-  return b;
 }
 
 const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
@@ -350,7 +343,7 @@ test('skopeo pushes through a load balancer that sends every request to the next
   assert.equal(push.code, 0, `push through the load balancer: ${push.stderr.slice(-2000)}`);
   const uploads = lb.log.filter((r) => r.path.includes('/blobs/uploads/'));
   assert.ok(new Set(uploads.map((r) => r.backend)).size === 2, `upload requests reached both instances: ${JSON.stringify(uploads)}`);
-  const sum = async (series: string): Promise<number> => (await Promise.all(serves.map((s) => metricSum(s.url, series)))).reduce((x, y) => x + y, 0);
+  const sum = async (series: string): Promise<number> => (await Promise.all(serves.map((s) => scrapeMetric(s.url, series)))).reduce((x, y) => x + y, 0);
   assert.ok((await sum('registry_upload_sessions_continued_total{event="adopted"}')) > 0, 'sessions were continued across instances');
   // skopeo sends a blob in one PATCH: the instance that staged the big layer hashed all of it, so the other one
   // commits it on that hash (parts checked by ETag) without reading it back.
@@ -372,11 +365,3 @@ test('skopeo pushes through a load balancer that sends every request to the next
     client.destroy();
   }
 });
-
-async function metricSum(url: string, name: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  let sum = 0;
-  // `name` may carry labels: `metric{label="v"}` matches that series exactly (a label set of one).
-  for (const line of text.split('\n')) if (line.startsWith(name.includes('{') ? `${name} ` : `${name}{`) || line.startsWith(`${name} `)) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  return sum;
-}

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { ListMultipartUploadsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { makeOciLayout, type BuiltImage } from '../support/images.js';
 import { createTestBucket, s3TestConfig, testS3Client } from '../support/rgw.js';
-import { filesUnder, layoutBlobs, skopeo, snapshot, spawnServe, startTestRegistry, tempFsStore, type RunResult } from '../support/registry.js';
+import { filesUnder, layoutBlobs, scrapeMetric as metric, skopeo, snapshot, spawnServe, startTestRegistry, tempFsStore, type RunResult } from '../support/registry.js';
 import { S3Store } from '../../packages/transship/src/store/s3-store.js';
 import { StoreMetaStore, type MetaStore } from '../../packages/transship/src/registry/meta.js';
 import type { BlobStore } from '../../packages/transship/src/store/contract.js';
@@ -86,12 +86,6 @@ async function metricSeries(url: string, name: string): Promise<Map<string, numb
   return out;
 }
 
-async function metric(url: string, name: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  let sum = 0;
-  for (const line of text.split('\n')) if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  return sum;
-}
 
 test('skopeo round trip on the fs store: multi-arch index, nested repository name, byte-identical; a re-push writes nothing', async () => {
   const fs = await tempFsStore();

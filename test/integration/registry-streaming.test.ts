@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ListMultipartUploadsCommand, ListObjectsV2Command, ListPartsCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { createTestBucket, s3TestConfig, testS3Client } from '../support/rgw.js';
-import { mulberry32 } from '../support/s3-proxy.js';
+import { seededBytes as bytes } from '../support/s3-proxy.js';
 import { startTestRegistry, type TestRegistry } from '../support/registry.js';
 import { S3Store } from '../../packages/transship/src/store/s3-store.js';
 import { StoreMetaStore } from '../../packages/transship/src/registry/meta.js';
@@ -35,13 +35,6 @@ before(async () => {
 after(async () => {
   for (const c of cleanups.reverse()) await c().catch(() => undefined);
 });
-
-function bytes(seed: number, size: number): Buffer {
-  const random = mulberry32(seed);
-  const b = Buffer.allocUnsafe(size);
-  for (let i = 0; i < size; i += 4) b.writeUInt32LE(Math.floor(random() * 2 ** 32), i);
-  return b;
-}
 
 const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 

@@ -278,3 +278,14 @@ export async function pushImage(inject: Inject, repo: string, ref: string, image
   const mediaType = (JSON.parse(image.manifest.toString()) as { mediaType: string }).mediaType;
   return inject({ method: 'PUT', url: `/v2/${repo}/manifests/${ref}`, headers: { 'content-type': mediaType, ...headers }, payload: image.manifest });
 }
+
+/**
+ * The sum of a metric's series on a running server's /metrics. `name` may carry a label set
+ * (`metric{label="v"}`) to read that one series.
+ */
+export async function scrapeMetric(url: string, name: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  let sum = 0;
+  for (const line of text.split('\n')) if (line.startsWith(name.includes('{') ? `${name} ` : `${name}{`) || line.startsWith(`${name} `)) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  return sum;
+}

@@ -377,6 +377,14 @@ export function mulberry32(seed: number): () => number {
   };
 }
 
+/** `size` bytes (a multiple of 4) of seeded pseudo-random data: the same seed gives the same blob in every run. */
+export function seededBytes(seed: number, size: number): Buffer {
+  const random = mulberry32(seed);
+  const b = Buffer.allocUnsafe(size);
+  for (let i = 0; i < size; i += 4) b.writeUInt32LE(Math.floor(random() * 2 ** 32), i);
+  return b;
+}
+
 /**
  * Names the S3 operation of a path-style request (`/`, `/bucket`, `/bucket/key`) from its method, sub-resources
  * in the query and a few headers — the names the AWS API reference uses. Unknown shapes get `METHOD:bucket` or
